@@ -1,0 +1,397 @@
+# -*- test-case-name: tests.test_node -*-
+"""
+The node: identity, connections, the peer book and gossip policy.
+
+Everything a node decides -- who to dial, which of two duplicate connections
+survives, what to tell peers about other peers -- lives here, not in the
+protocol, so it can be driven in memory with a fake clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from typing import Callable, Dict, List, Optional, Sequence
+
+from twisted.application.service import Service
+from twisted.internet import endpoints
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from p2ptwisted import wire
+from p2ptwisted.peers import BookEntry, PeerBook, parse_dial_target
+from p2ptwisted.protocol import PeerFactory, PeerProtocol
+from p2ptwisted.state import StateLock, load_or_create_node_id
+
+#: Seconds between two PEERS frames to the same peer.
+GOSSIP_INTERVAL = 2.0
+
+#: A peer sending PEERS more often than this (seconds) has the extra
+#: frames ignored.
+GOSSIP_MIN_SPACING = 1.0
+
+#: How often the dialler looks for addresses that are due.
+DIAL_TICK = 1.0
+
+#: Dials in flight at once, so a flood of gossip cannot turn us into a
+#: tool for flooding someone else.
+MAX_PENDING_DIALS = 8
+
+#: TCP connect timeout for a dial.
+CONNECT_TIMEOUT = 10.0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_endpoint(reactor, entry: BookEntry) -> IStreamClientEndpoint:
+    """
+    The client endpoint that dials a book entry.
+
+    Gossiped addresses are IP literals and get a plain TCP endpoint;
+    operator-given names and endpoint strings are resolved as Twisted does.
+    """
+    if entry.endpoint is not None:
+        return endpoints.clientFromString(reactor, entry.endpoint)
+    host, port = entry.address.host, entry.address.port
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return endpoints.HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
+    cls = endpoints.TCP6ClientEndpoint if ip.version == 6 else endpoints.TCP4ClientEndpoint
+    return cls(reactor, host, port, timeout=CONNECT_TIMEOUT)
+
+
+class Node(Service):
+    """
+    A p2pshare node: one identity, many equal connections.
+
+    @ivar connections: handshaken connections, by the peer's node id.
+    @ivar book: every address we might dial (see L{PeerBook}).
+    @ivar listen_ports: the TCP ports we accept connections on, announced in
+        HELLO; filled in by the listener once it is bound.
+    """
+
+    log = Logger()
+    name = "node"
+
+    def __init__(
+        self,
+        reactor,
+        state_dir: str,
+        share_dir: str,
+        display_name: Optional[str] = None,
+        bootstrap: Sequence[str] = (),
+        endpoint_factory: Optional[Callable[[BookEntry], IStreamClientEndpoint]] = None,
+        book: Optional[PeerBook] = None,
+    ):
+        self.reactor = reactor
+        self.clock = reactor
+        self.state_dir = state_dir
+        self.share_dir = share_dir
+        self.display_name = display_name if display_name is not None else socket.gethostname()
+        self.node_id: Optional[str] = None
+        self.listen_ports: List[int] = []
+        self.connections: Dict[str, PeerProtocol] = {}
+        self.pending: List[PeerProtocol] = []
+        self.book = book if book is not None else PeerBook()
+        self.factory = PeerFactory(self)
+        self._lock = StateLock(state_dir)
+        self._endpoint_for = endpoint_factory or (lambda e: default_endpoint(reactor, e))
+        self._dials: set = set()
+        self._dialer: Optional[LoopingCall] = None
+        self._gossip_timers: Dict[PeerProtocol, object] = {}
+        self._last_gossip: Dict[PeerProtocol, float] = {}
+        for text in bootstrap:
+            self.add_bootstrap(text)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def startService(self) -> None:
+        """
+        Lock the state directory, load our identity, and start dialling.
+
+        Raises L{p2ptwisted.state.StateError} if another node holds the
+        state directory: two nodes with one identity would split the mesh.
+        """
+        os.makedirs(self.share_dir, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self.node_id = load_or_create_node_id(self.state_dir)
+        except Exception:
+            self._lock.release()
+            raise
+        Service.startService(self)
+        self.log.info(
+            "node {name} ({node_id}) starting; share {share}, state {state}",
+            name=self.display_name, node_id=self.node_id,
+            share=self.share_dir, state=self.state_dir,
+        )
+        self._dialer = LoopingCall(self.dial_due)
+        self._dialer.clock = self.clock
+        self._dialer.start(DIAL_TICK, now=True)
+
+    def stopService(self) -> Deferred:
+        """
+        Stop dialling, close every connection, and release the state
+        directory once they are closed.
+        """
+        Service.stopService(self)
+        if self._dialer is not None and self._dialer.running:
+            self._dialer.stop()
+        for timer in self._gossip_timers.values():
+            if timer.active():
+                timer.cancel()
+        self._gossip_timers.clear()
+        for d in list(self._dials):
+            d.cancel()
+        protos = list(self.connections.values()) + list(self.pending)
+        waiting = [p.when_lost() for p in protos]
+        for proto in protos:
+            proto.transport.loseConnection()
+        done = gatherResults(waiting)
+        done.addBoth(lambda _: self._lock.release())
+        return done
+
+    def listening_on(self, port: int) -> None:
+        """
+        Called by the listener once bound, so HELLO announces the real port.
+        """
+        if port not in self.listen_ports:
+            self.listen_ports.append(port)
+
+    # -- the peer book and dialling ------------------------------------------
+
+    def add_bootstrap(self, text: str) -> BookEntry:
+        """
+        Add an operator-named peer: C{host:port} or a client endpoint string.
+        """
+        key, address, endpoint = parse_dial_target(text)
+        return self.book.add_bootstrap(key, address=address, endpoint=endpoint)
+
+    def dial_due(self) -> None:
+        """
+        Dial every address whose time has come, within the pending limit.
+        """
+        if not self.running:
+            return
+        now = self.clock.seconds()
+        for entry in self.book.due(now, set(self.connections)):
+            if len(self._dials) >= MAX_PENDING_DIALS:
+                break
+            self._dial(entry)
+
+    def _dial(self, entry: BookEntry) -> None:
+        self.book.dial_started(entry)
+        try:
+            endpoint = self._endpoint_for(entry)
+        except Exception as e:
+            self.book.dial_failed(entry, self.clock.seconds())
+            self.log.warn("cannot dial {key}: {error}", key=entry.key, error=e)
+            return
+        self.log.debug("dialling {key}", key=entry.key)
+        d = endpoint.connect(self.factory)
+        self._dials.add(d)
+
+        def connected(proto: PeerProtocol) -> None:
+            self._dials.discard(d)
+            proto.dialed = entry
+
+        def failed(failure) -> None:
+            self._dials.discard(d)
+            self.book.dial_failed(entry, self.clock.seconds())
+            if failure.check(CancelledError) and not self.running:
+                return
+            self.log.info(
+                "could not reach {key} (attempt {n}, next in {delay:.0f}s): {why}",
+                key=entry.key, n=entry.failures,
+                delay=entry.next_attempt - self.clock.seconds(),
+                why=failure.getErrorMessage(),
+            )
+
+        d.addCallbacks(connected, failed)
+
+    # -- called by PeerProtocol ------------------------------------------------
+
+    def make_hello(self) -> wire.Hello:
+        return wire.Hello(
+            versions=wire.SUPPORTED_VERSIONS,
+            node_id=self.node_id,
+            listen_ports=tuple(self.listen_ports[: wire.MAX_LISTEN_PORTS]),
+            name=self.display_name[: wire.MAX_NAME],
+        )
+
+    def connection_made(self, proto: PeerProtocol) -> None:
+        self.pending.append(proto)
+
+    def handshake_completed(self, proto: PeerProtocol) -> None:
+        """
+        The peer said HELLO: decide whether this connection is the one we
+        keep to that node.
+        """
+        if proto in self.pending:
+            self.pending.remove(proto)
+        remote = proto.remote_id
+        if remote == self.node_id:
+            if proto.dialed is not None:
+                self.book.mark_self(proto.dialed)
+                proto.close("self", f"connected to ourselves at {proto.dialed.key};"
+                            " not dialling it again")
+            else:
+                proto.close("self", "connected to ourselves")
+            return
+        existing = self.connections.get(remote)
+        if existing is not None:
+            loser = self._duplicate_loser(existing, proto)
+            if loser is proto:
+                if proto.dialed is not None:
+                    self.book.connected(proto.dialed, remote)
+                proto.close("duplicate", "already connected to this node")
+                return
+            existing.close("duplicate", "a preferred connection to this node opened")
+        self.connections[remote] = proto
+        address = self._listen_address(proto)
+        if proto.dialed is not None:
+            self.book.connected(proto.dialed, remote)
+        if address is not None:
+            self.book.learn(address, self.clock.seconds(), node_id=remote)
+        self.log.info(
+            "connected to {peer} ({direction})",
+            peer=proto.describe(),
+            direction="outbound" if proto.dialed is not None else "inbound",
+        )
+        self._peers_changed()
+
+    def _duplicate_loser(self, existing: PeerProtocol, new: PeerProtocol) -> PeerProtocol:
+        """
+        Two connections to one node: pick the one to close.
+
+        Both ends apply the same rule and so close the same connection: keep
+        the connection dialled by the node with the smaller id.  If both were
+        dialled by the same node, keep the older one.
+        """
+        def dialer(p: PeerProtocol) -> str:
+            return self.node_id if p.dialed is not None else p.remote_id
+
+        if dialer(existing) == dialer(new):
+            return new
+        preferred = min(self.node_id, new.remote_id)
+        return new if dialer(new) != preferred else existing
+
+    def connection_lost(self, proto: PeerProtocol, reason) -> None:
+        if proto in self.pending:
+            self.pending.remove(proto)
+        timer = self._gossip_timers.pop(proto, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._last_gossip.pop(proto, None)
+        now = self.clock.seconds()
+        remote = proto.remote_id
+        if remote is not None and self.connections.get(remote) is proto:
+            del self.connections[remote]
+            self.log.info(
+                "{peer} left: {why}", peer=proto.describe(), why=reason.getErrorMessage()
+            )
+            for entry in self.book.entries_for(remote):
+                self.book.disconnected(entry, now, now - proto.connected_at)
+            self._peers_changed()
+        elif proto.dialed is not None and remote is None:
+            # The dial reached something that never said HELLO.
+            self.book.dial_failed(proto.dialed, now)
+
+    def peers_received(self, proto: PeerProtocol, message: wire.Peers) -> None:
+        """
+        Learn the addresses a peer gossips, within bounds.
+        """
+        now = self.clock.seconds()
+        last = proto.peers_received_at
+        if last is not None and now - last < GOSSIP_MIN_SPACING:
+            self.log.debug("ignoring PEERS from {peer}: too frequent", peer=proto.describe())
+            return
+        proto.peers_received_at = now
+        from_loopback = _is_loopback(proto.transport.getPeer().host)
+        ignored = message.rejected
+        learned = 0
+        for address in message.addresses:
+            if _is_loopback(address.host) and not from_loopback:
+                # A remote peer naming a loopback address would have us
+                # dial services on our own machine.
+                ignored += 1
+                continue
+            if self.book.learn(address, now) is not None:
+                learned += 1
+        if ignored:
+            self.log.info(
+                "ignored {n} invalid entries in PEERS from {peer}",
+                n=ignored, peer=proto.describe(),
+            )
+        if learned:
+            self.log.debug("learned {n} addresses from {peer}", n=learned, peer=proto.describe())
+            self.dial_due()
+
+    # -- gossip ------------------------------------------------------------------
+
+    def _listen_address(self, proto: PeerProtocol) -> Optional[wire.PeerAddress]:
+        """
+        Where the peer on C{proto} accepts connections, if it told us.
+
+        For a connection we dialled that is the address we reached; for an
+        inbound one it is the peer's host and the port its HELLO announced,
+        never the ephemeral source port.
+        """
+        peer = proto.transport.getPeer()
+        host = getattr(peer, "host", None)
+        if proto.dialed is not None:
+            port = getattr(peer, "port", None)
+        elif proto.hello.listen_ports:
+            port = proto.hello.listen_ports[0]
+        else:
+            return None
+        try:
+            return wire.parse_address(str(wire.PeerAddress(host=host, port=port)))
+        except wire.ProtocolError:
+            return None
+
+    def gossip_for(self, proto: PeerProtocol) -> wire.Peers:
+        """
+        The PEERS frame for one peer: the listen addresses of the other
+        peers we are connected to.
+        """
+        to_loopback = _is_loopback(proto.transport.getPeer().host)
+        addresses = []
+        for remote, other in self.connections.items():
+            if other is proto or remote == proto.remote_id:
+                continue
+            address = self._listen_address(other)
+            if address is None or (_is_loopback(address.host) and not to_loopback):
+                continue
+            addresses.append(address)
+            if len(addresses) == wire.MAX_PEERS_PER_FRAME:
+                break
+        return wire.Peers(addresses=tuple(addresses))
+
+    def _peers_changed(self) -> None:
+        for proto in list(self.connections.values()):
+            self._schedule_gossip(proto)
+
+    def _schedule_gossip(self, proto: PeerProtocol) -> None:
+        if proto in self._gossip_timers:
+            return  # a send is already scheduled and will carry the new set
+        last = self._last_gossip.get(proto)
+        now = self.clock.seconds()
+        delay = 0.0 if last is None else max(0.0, last + GOSSIP_INTERVAL - now)
+        self._gossip_timers[proto] = self.clock.callLater(delay, self._send_gossip, proto)
+
+    def _send_gossip(self, proto: PeerProtocol) -> None:
+        self._gossip_timers.pop(proto, None)
+        if self.connections.get(proto.remote_id) is not proto:
+            return
+        self._last_gossip[proto] = self.clock.seconds()
+        proto.send(self.gossip_for(proto))

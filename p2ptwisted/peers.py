@@ -1,0 +1,195 @@
+# -*- test-case-name: tests.test_peers -*-
+"""
+The peer book: every address this node might dial, and when to dial it.
+
+It is pure bookkeeping (no I/O, time passed in), so the dialling policy --
+backoff, bounds, never hammering an address however often it is gossiped --
+can be tested without a reactor.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Dict, List, Optional, Set, Tuple
+
+import attrs
+
+from p2ptwisted.wire import PeerAddress
+
+#: How many addresses the book holds at most.  Bootstrap peers always fit;
+#: learned addresses beyond the limit evict the least promising learned one
+#: or are dropped.
+MAX_BOOK = 256
+
+#: First retry delay, growth factor and ceiling for redials (seconds).
+INITIAL_DELAY = 1.0
+FACTOR = 2.0
+MAX_DELAY = 60.0
+
+#: A connection that lasted this long counts as healthy: after it drops the
+#: address is redialled promptly instead of continuing its backoff.
+HEALTHY_AFTER = 30.0
+
+
+@attrs.define(eq=False)
+class BookEntry:
+    """
+    One dialable address and what we know about it.
+
+    C{key} is how the address is named in logs and in the book: the
+    C{host:port} text, or the endpoint description a user gave.
+    """
+
+    key: str
+    address: Optional[PeerAddress] = None
+    endpoint: Optional[str] = None
+    bootstrap: bool = False
+    node_id: Optional[str] = None
+    is_self: bool = False
+    failures: int = 0
+    next_attempt: float = 0.0
+    dialing: bool = False
+    learned_at: float = 0.0
+
+
+@attrs.define
+class PeerBook:
+    """
+    The addresses we know, with per-address backoff.
+
+    Re-learning an address never resets its backoff, so a third party's
+    address repeated by many gossiping peers is still dialled at most once
+    per backoff interval.
+    """
+
+    limit: int = MAX_BOOK
+    jitter: Callable[[], float] = random.random
+    _entries: Dict[str, BookEntry] = attrs.field(factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self):
+        return iter(list(self._entries.values()))
+
+    def get(self, key: str) -> Optional[BookEntry]:
+        return self._entries.get(key)
+
+    def add_bootstrap(self, key: str, address: Optional[PeerAddress] = None,
+                      endpoint: Optional[str] = None) -> BookEntry:
+        """
+        Add an address the operator named.  It is never evicted.
+        """
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = BookEntry(key=key, address=address, endpoint=endpoint)
+            self._entries[key] = entry
+        entry.bootstrap = True
+        return entry
+
+    def learn(self, address: PeerAddress, now: float,
+              node_id: Optional[str] = None) -> Optional[BookEntry]:
+        """
+        Record an address heard from a peer (or seen in a handshake).
+
+        @return: the new entry, or C{None} if the address was already known
+            or the book is full of entries that may not be evicted.
+        """
+        key = str(address)
+        entry = self._entries.get(key)
+        if entry is not None:
+            if node_id is not None and not entry.is_self:
+                entry.node_id = node_id
+            return None
+        if len(self._entries) >= self.limit and not self._evict_one():
+            return None
+        entry = BookEntry(key=key, address=address, node_id=node_id,
+                          next_attempt=now, learned_at=now)
+        self._entries[key] = entry
+        return entry
+
+    def _evict_one(self) -> bool:
+        candidates = [e for e in self._entries.values()
+                      if not e.bootstrap and not e.dialing and not e.is_self]
+        if not candidates:
+            return False
+        worst = max(candidates, key=lambda e: (e.failures, -e.learned_at))
+        if worst.failures == 0:
+            # Every evictable entry is healthy: keep what we have.
+            return False
+        del self._entries[worst.key]
+        return True
+
+    def due(self, now: float, connected_ids: Set[str]) -> List[BookEntry]:
+        """
+        The entries to dial now, bootstrap peers first.
+        """
+        ready = [
+            e for e in self._entries.values()
+            if not e.is_self and not e.dialing and e.next_attempt <= now
+            and (e.node_id is None or e.node_id not in connected_ids)
+        ]
+        ready.sort(key=lambda e: (not e.bootstrap, e.next_attempt))
+        return ready
+
+    def delay(self, failures: int) -> float:
+        """
+        How long to wait after C{failures} consecutive failed attempts.
+        """
+        base = min(MAX_DELAY, INITIAL_DELAY * FACTOR ** max(0, failures - 1))
+        return base * (1.0 + 0.25 * self.jitter())
+
+    def dial_started(self, entry: BookEntry) -> None:
+        entry.dialing = True
+
+    def dial_failed(self, entry: BookEntry, now: float) -> None:
+        entry.dialing = False
+        entry.failures += 1
+        entry.next_attempt = now + self.delay(entry.failures)
+
+    def connected(self, entry: BookEntry, node_id: str) -> None:
+        entry.dialing = False
+        entry.node_id = node_id
+
+    def disconnected(self, entry: BookEntry, now: float, lasted: float) -> None:
+        """
+        A handshaken connection to this address ended after C{lasted} seconds.
+        """
+        entry.dialing = False
+        if lasted >= HEALTHY_AFTER:
+            entry.failures = 0
+        entry.failures += 1
+        entry.next_attempt = now + self.delay(entry.failures)
+
+    def mark_self(self, entry: BookEntry) -> None:
+        """
+        This address reaches this very node: never dial it again.
+        """
+        entry.dialing = False
+        entry.is_self = True
+
+    def entries_for(self, node_id: str) -> List[BookEntry]:
+        """
+        The addresses at which we have reached the node C{node_id}.
+        """
+        return [e for e in self._entries.values() if e.node_id == node_id]
+
+
+def parse_dial_target(text: str) -> Tuple[str, Optional[PeerAddress], Optional[str]]:
+    """
+    Read an operator-given peer: C{host:port}, C{[v6]:port}, or a Twisted
+    client endpoint string such as C{tcp:host=10.0.0.2:port=12345}.
+
+    Unlike gossiped addresses, C{host} may be a name: the operator chose it.
+
+    @return: the book key, and either an address or an endpoint description.
+    """
+    host, sep, port = text.rpartition(":")
+    if sep and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+        if host.startswith("[") and host.endswith("]") and len(host) > 2:
+            address = PeerAddress(host=host[1:-1], port=int(port))
+            return str(address), address, None
+        if host and ":" not in host and "=" not in host:
+            address = PeerAddress(host=host, port=int(port))
+            return str(address), address, None
+    return text, None, text

@@ -1,0 +1,251 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The peer protocol: framing, the handshake, and dispatch by message type.
+
+The same protocol runs on both ends of every connection, whoever dialled:
+after HELLO the two ends are equals.  It knows the conversation, not the
+policy -- what to do with a peer's HELLO or PEERS is the node's decision
+(see L{p2ptwisted.node.Node}).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+
+from p2ptwisted import wire
+
+if TYPE_CHECKING:  # pragma: no cover
+    from p2ptwisted.node import Node
+    from p2ptwisted.peers import BookEntry
+
+#: Seconds a peer has to send its HELLO after the connection opens.
+HANDSHAKE_TIMEOUT = 15.0
+
+#: After this many quiet seconds we send a PING ...
+PING_INTERVAL = 30.0
+
+#: ... and after this many without any frame from the peer we drop it.
+IDLE_TIMEOUT = 90.0
+
+#: How long a graceful close may take before we abort the connection.
+CLOSE_TIMEOUT = 10.0
+
+
+class PeerProtocol(Int32StringReceiver):
+    """
+    One connection to one peer, inbound or outbound.
+
+    @ivar dialed: the book entry we dialled to make this connection, or
+        C{None} for an inbound connection.
+    @ivar hello: the peer's HELLO, once received.
+    """
+
+    MAX_LENGTH = wire.MAX_FRAME
+    log = Logger()
+
+    node: "Node"
+    dialed: Optional["BookEntry"] = None
+    hello: Optional[wire.Hello] = None
+    version: Optional[int] = None
+    connected_at: float = 0.0
+    peers_received_at: Optional[float] = None
+    _closing = False
+    _lost = False
+    _timer = None
+    _last_frame = 0.0
+    _ping_nonce: Optional[int] = None
+
+    def __init__(self, node: "Node"):
+        self.node = node
+        self.clock = node.clock
+        self._lost_waiters: list = []
+
+    def when_lost(self) -> Deferred:
+        """
+        A Deferred that fires once this connection has closed.
+        """
+        d = Deferred()
+        if self._lost:
+            d.callback(None)
+        else:
+            self._lost_waiters.append(d)
+        return d
+
+    # -- what other code asks of a connection ------------------------------
+
+    @property
+    def remote_id(self) -> Optional[str]:
+        return self.hello.node_id if self.hello else None
+
+    def describe(self) -> str:
+        """
+        How this connection is named in log lines: the peer's name and short
+        id once known, and its address.
+        """
+        peer = self.transport.getPeer() if self.transport else None
+        where = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        if self.hello is None:
+            return where
+        name = wire.safe_text(self.hello.name, 32)
+        return f"{name or 'unnamed'} ({self.hello.node_id[:12]}) at {where}"
+
+    def send(self, message: wire.Message) -> None:
+        self.sendString(wire.encode_frame(message))
+
+    def drop(self, reason: str) -> None:
+        """
+        Abort the connection because the peer broke the protocol or a limit.
+
+        Abort rather than a graceful close: a graceful close never finishes
+        against a peer that has stopped reading.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self.log.warn("dropping {peer}: {reason}", peer=self.describe(), reason=reason)
+        self.transport.abortConnection()
+
+    def close(self, code: str, message: str) -> None:
+        """
+        Tell the peer why, then close gracefully (aborting if that stalls).
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self.log.info("closing {peer}: {message}", peer=self.describe(), message=message)
+        self.send(wire.Error(code=code, message=message))
+        self.transport.loseConnection()
+        self._set_timer(CLOSE_TIMEOUT, self.transport.abortConnection)
+
+    # -- Twisted's side ----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.connected_at = self._last_frame = self.clock.seconds()
+        self._set_timer(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        self.node.connection_made(self)
+        if not self._closing:
+            self.send(self.node.make_hello())
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.drop(f"frame of {length} bytes exceeds the {wire.MAX_FRAME}-byte limit")
+
+    def stringReceived(self, frame: bytes) -> None:
+        if self._closing:
+            return
+        self._last_frame = self.clock.seconds()
+        try:
+            message = wire.decode_frame(frame)
+        except wire.ProtocolError as e:
+            self.drop(str(e))
+            return
+        if self.hello is None:
+            if not isinstance(message, wire.Hello):
+                self.drop(f"{wire.type_name(frame[0])} before HELLO")
+                return
+            self._hello_received(message)
+            return
+        handler = self._handlers.get(type(message))
+        handler(self, message)
+
+    def connectionLost(self, reason) -> None:
+        self._lost = True
+        self._cancel_timer()
+        self.node.connection_lost(self, reason)
+        waiters, self._lost_waiters = self._lost_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # -- the conversation ---------------------------------------------------
+
+    def _hello_received(self, hello: wire.Hello) -> None:
+        self.hello = hello
+        self.version = wire.negotiate_version(hello.versions)
+        if self.version is None:
+            self.close(
+                "version",
+                f"no common protocol version (we speak {list(wire.SUPPORTED_VERSIONS)},"
+                f" peer speaks {list(hello.versions)})",
+            )
+            return
+        self._set_timer(PING_INTERVAL, self._idle_check)
+        self.node.handshake_completed(self)
+
+    def _second_hello(self, message: wire.Hello) -> None:
+        self.drop("second HELLO")
+
+    def _error_received(self, message: wire.Error) -> None:
+        self.log.info(
+            "{peer} reports error {code}: {message}",
+            peer=self.describe(),
+            code=message.code,
+            message=wire.safe_text(message.message, 200),
+        )
+
+    def _peers_received(self, message: wire.Peers) -> None:
+        self.node.peers_received(self, message)
+
+    def _ping_received(self, message: wire.Ping) -> None:
+        self.send(wire.Pong(message.nonce))
+
+    def _pong_received(self, message: wire.Pong) -> None:
+        # Any frame counts as liveness; the nonce only lets a debugging
+        # operator match answers to questions.
+        self._ping_nonce = None
+
+    _handlers = {
+        wire.Hello: _second_hello,
+        wire.Error: _error_received,
+        wire.Peers: _peers_received,
+        wire.Ping: _ping_received,
+        wire.Pong: _pong_received,
+    }
+
+    # -- timers ---------------------------------------------------------------
+
+    def _set_timer(self, delay: float, callback) -> None:
+        self._cancel_timer()
+        self._timer = self.clock.callLater(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _handshake_timeout(self) -> None:
+        self._timer = None
+        self.drop(f"no HELLO within {HANDSHAKE_TIMEOUT:g} seconds")
+
+    def _idle_check(self) -> None:
+        self._timer = None
+        quiet = self.clock.seconds() - self._last_frame
+        if quiet >= IDLE_TIMEOUT:
+            self.drop(f"silent for {quiet:.0f} seconds")
+            return
+        if quiet >= PING_INTERVAL and self._ping_nonce is None:
+            self._ping_nonce = secrets.randbits(64)
+            self.send(wire.Ping(self._ping_nonce))
+        self._set_timer(min(PING_INTERVAL, IDLE_TIMEOUT - quiet), self._idle_check)
+
+
+class PeerFactory(Factory):
+    """
+    The one factory a node uses, for the connections it accepts and the ones
+    it dials alike.
+    """
+
+    protocol = PeerProtocol
+    noisy = False
+
+    def __init__(self, node: "Node"):
+        self.node = node
+
+    def buildProtocol(self, addr) -> PeerProtocol:
+        proto = self.protocol(self.node)
+        proto.factory = self
+        return proto

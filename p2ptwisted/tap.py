@@ -1,0 +1,162 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd p2pshare}: command-line options and the service tree.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.application.service import MultiService
+from twisted.internet import endpoints
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+from twisted.python import usage
+
+from p2ptwisted import wire
+from p2ptwisted.peers import parse_dial_target
+from p2ptwisted.state import StateError
+
+DEFAULT_PORT = 12345
+DEFAULT_SHARE = "~/P2PShare"
+STATE_SUBDIR = ".p2pshare"
+
+
+class _ParseOnly:
+    """
+    Stands in for the reactor while endpoint strings are checked at option
+    time: twistd has not installed its reactor yet, and parsing must not
+    install one.
+    """
+
+
+def _server_description(value: str) -> str:
+    if value.isdigit():
+        port = int(value)
+        if not 0 <= port <= 65535:
+            raise usage.UsageError(f"--port {value}: not a TCP port number")
+        return f"tcp:{port}"
+    try:
+        endpoints.serverFromString(_ParseOnly(), value)
+    except Exception as e:
+        raise usage.UsageError(
+            f"--port {value!r}: not a port number or server endpoint string ({e})"
+        ) from None
+    return value
+
+
+def _check_peer(value: str) -> str:
+    key, address, endpoint = parse_dial_target(value)
+    if endpoint is not None:
+        try:
+            endpoints.clientFromString(_ParseOnly(), endpoint)
+        except Exception as e:
+            raise usage.UsageError(
+                f"--peer {value!r}: not host:port or a client endpoint string ({e})"
+            ) from None
+    return value
+
+
+class Options(usage.Options):
+    synopsis = "[--port PORT] [--share DIR] [--state DIR] [--peer ADDRESS]..."
+    longdesc = (
+        "Run a p2pshare node: it listens for peers, dials the peers it is"
+        " given and those it learns about, and shares the files in --share."
+    )
+
+    optParameters = [
+        ["port", "p", str(DEFAULT_PORT),
+         "TCP port to listen on, or a server endpoint string"
+         " (e.g. tcp:12345:interface=127.0.0.1)."],
+        ["share", "s", DEFAULT_SHARE,
+         "Directory whose files this node shares (created if missing)."],
+        ["state", None, None,
+         "Directory for this node's identity and state"
+         f" [default: SHARE/{STATE_SUBDIR}]."],
+        ["name", None, None,
+         "Display name shown to peers [default: this machine's host name]."],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["peers"] = []
+
+    def opt_peer(self, value: str) -> None:
+        """
+        A peer to dial, as host:port or a client endpoint string such as
+        tcp:host=10.0.0.2:port=12345 (repeatable).
+        """
+        self["peers"].append(_check_peer(value))
+
+    opt_P = opt_peer
+
+    def postOptions(self) -> None:
+        self["listen"] = _server_description(self["port"])
+        share = os.path.abspath(os.path.expanduser(self["share"]))
+        if os.path.exists(share) and not os.path.isdir(share):
+            raise usage.UsageError(f"--share {share}: not a directory")
+        self["share"] = share
+        state = self["state"]
+        self["state"] = (
+            os.path.abspath(os.path.expanduser(state)) if state
+            else os.path.join(share, STATE_SUBDIR)
+        )
+        if os.path.exists(self["state"]) and not os.path.isdir(self["state"]):
+            raise usage.UsageError(f"--state {self['state']}: not a directory")
+        name = self["name"] if self["name"] is not None else socket.gethostname()
+        if len(name) > wire.MAX_NAME or wire.has_control_chars(name):
+            raise usage.UsageError(
+                f"--name: at most {wire.MAX_NAME} printable characters"
+            )
+        self["name"] = name
+
+
+class NodeService(MultiService):
+    """
+    The top of a node's service tree.
+
+    Turns the start-up failures an operator can cause -- a port already in
+    use, a state directory held by another node -- into one clear line and
+    a non-zero exit, instead of a traceback.
+    """
+
+    log = Logger()
+
+    def startService(self) -> None:
+        try:
+            MultiService.startService(self)
+        except (CannotListenError, StateError) as e:
+            message = str(e.socketError) if isinstance(e, CannotListenError) else str(e)
+            where = f" on {e.interface or '*'}:{e.port}" if isinstance(e, CannotListenError) else ""
+            self.log.critical("cannot start{where}: {message}", where=where, message=message)
+            raise SystemExit(1) from None
+
+
+def makeService(options: Options, reactor=None) -> MultiService:
+    """
+    Build the node's service tree: the node, then its listener.
+
+    The node starts first so that the state directory is locked and the
+    identity loaded before any peer can connect.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    from p2ptwisted.listener import ListenerService
+    from p2ptwisted.node import Node
+
+    top = NodeService()
+    node = Node(
+        reactor,
+        state_dir=options["state"],
+        share_dir=options["share"],
+        display_name=options["name"],
+        bootstrap=options["peers"],
+    )
+    node.setServiceParent(top)
+    listener = ListenerService(
+        endpoints.serverFromString(reactor, options["listen"]), node, options["listen"]
+    )
+    listener.setName("listener")
+    listener.setServiceParent(top)
+    return top

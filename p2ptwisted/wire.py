@@ -1,0 +1,413 @@
+# -*- test-case-name: tests.test_wire -*-
+"""
+The p2pshare wire format: message types, their encodings, and the limits.
+
+This module is the edge: it is the only code that ever looks at raw bytes
+from a peer.  Every decoder is total -- any input gives a message object or
+a L{ProtocolError}, never another exception -- so nothing past this module
+has to distrust the shape of a message, only its meaning.
+
+Nothing here does I/O.  The exact format is specified in C{docs/protocol.md};
+keep the two in step.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import struct
+from typing import Callable, Dict, Optional, Tuple, Type, Union
+
+import attrs
+
+#: Protocol versions this implementation speaks, lowest first.
+SUPPORTED_VERSIONS: Tuple[int, ...] = (1,)
+
+#: The largest frame (type byte plus body) either side may send or accept.
+#: One constant for both directions: Int32StringReceiver's sendString does
+#: not check MAX_LENGTH, so a sender with a bigger limit than its receiver
+#: would only ever see a silent disconnect.
+MAX_FRAME = 256 * 1024
+
+#: Control bodies (JSON) are much smaller than the frame limit; capping them
+#: keeps the cost of parsing hostile JSON low.
+MAX_CONTROL_BODY = 64 * 1024
+
+#: The most addresses one PEERS frame may carry.
+MAX_PEERS_PER_FRAME = 64
+
+#: The most listen ports a HELLO may announce.
+MAX_LISTEN_PORTS = 8
+
+#: The most protocol versions a HELLO may list.
+MAX_VERSIONS = 16
+
+#: Longest display name, in characters.
+MAX_NAME = 64
+
+#: Longest ERROR message, in characters.
+MAX_ERROR_MESSAGE = 512
+
+#: Longest textual address (``[IPv6]:port`` is at most 47 characters).
+MAX_ADDRESS = 64
+
+NODE_ID_BYTES = 32
+
+# Frame type bytes.
+HELLO = 0x01
+ERROR = 0x02
+PEERS = 0x10
+PING = 0x7E
+PONG = 0x7F
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ERROR_CODE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_NODE_ID = re.compile(r"^[0-9a-f]{64}$")
+_PING_STRUCT = struct.Struct("!Q")
+
+
+class ProtocolError(Exception):
+    """
+    A peer sent bytes that do not form a valid message.
+
+    The message is safe to log: it never contains raw peer bytes, only
+    descriptions and L{safe_text}-escaped excerpts.
+    """
+
+
+def has_control_chars(text: str) -> bool:
+    """
+    Whether C{text} holds C0/C1 control characters (newlines included).
+    """
+    return bool(_CONTROL_CHARS.search(text))
+
+
+def safe_text(value: object, limit: int = 80) -> str:
+    """
+    Render untrusted text for a log line: escaped, never multi-line, bounded.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("unicode_escape").decode("ascii")
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text
+
+
+@attrs.frozen
+class PeerAddress:
+    """
+    The address a node listens on: an IP literal and a TCP port.
+
+    Only IP literals travel on the wire, so gossip can never make a node
+    resolve names chosen by a stranger.
+    """
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+def parse_address(text: object) -> PeerAddress:
+    """
+    Parse and validate a gossiped ``host:port`` listen address.
+
+    Accepts ``a.b.c.d:port`` and ``[v6]:port``.  Refuses names, port 0,
+    and addresses nobody can listen on for us: unspecified, multicast,
+    broadcast and reserved ones.
+
+    @raise ProtocolError: if C{text} is not such an address.
+    """
+    if not isinstance(text, str) or not text or len(text) > MAX_ADDRESS:
+        raise ProtocolError(f"bad address {safe_text(text)}")
+    if text.startswith("["):
+        end = text.find("]:")
+        if end < 0:
+            raise ProtocolError(f"bad address {safe_text(text)}")
+        host_text, port_text = text[1:end], text[end + 2 :]
+        version = 6
+    else:
+        host_text, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ProtocolError(f"bad address {safe_text(text)}")
+        version = 4
+    if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+        raise ProtocolError(f"bad port in address {safe_text(text)}")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ProtocolError(f"bad port in address {safe_text(text)}")
+    try:
+        ip = ipaddress.ip_address(host_text)
+    except ValueError:
+        raise ProtocolError(f"bad host in address {safe_text(text)}") from None
+    if ip.version != version:
+        raise ProtocolError(f"bad host in address {safe_text(text)}")
+    if getattr(ip, "scope_id", None):
+        raise ProtocolError(f"scoped address not allowed {safe_text(text)}")
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        raise ProtocolError(f"unusable address {safe_text(text)}")
+    if ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise ProtocolError(f"unusable address {safe_text(text)}")
+    return PeerAddress(host=ip.compressed, port=port)
+
+
+# ---------------------------------------------------------------------------
+# Messages
+
+
+@attrs.frozen
+class Hello:
+    """
+    The first frame in each direction: who we are and how to reach us.
+    """
+
+    versions: Tuple[int, ...]
+    node_id: str
+    listen_ports: Tuple[int, ...]
+    name: str
+
+
+@attrs.frozen
+class Error:
+    """
+    Why the sender refuses something or is about to close the connection.
+    """
+
+    code: str
+    message: str
+
+
+@attrs.frozen
+class Peers:
+    """
+    Listen addresses of nodes the sender has completed a handshake with.
+
+    C{addresses} holds only the entries that validated; C{rejected} counts
+    the ones that did not, so the receiver can log one line about them.
+    """
+
+    addresses: Tuple[PeerAddress, ...]
+    rejected: int = 0
+
+
+@attrs.frozen
+class Ping:
+    """
+    A liveness probe; the receiver answers with a L{Pong} echoing C{nonce}.
+    """
+
+    nonce: int
+
+
+@attrs.frozen
+class Pong:
+    nonce: int
+
+
+Message = Union[Hello, Error, Peers, Ping, Pong]
+
+
+# ---------------------------------------------------------------------------
+# JSON bodies
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _unique_object(pairs):
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError("duplicate key")
+        result[key] = value
+    return result
+
+
+def _json_object(body: bytes, what: str) -> dict:
+    if len(body) > MAX_CONTROL_BODY:
+        raise ProtocolError(f"{what} body too long ({len(body)} bytes)")
+    try:
+        value = json.loads(
+            body.decode("utf-8"),
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_object,
+        )
+    except (ValueError, RecursionError):
+        # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
+        raise ProtocolError(f"{what} body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} body is not a JSON object")
+    return value
+
+
+def _dump(value: dict) -> bytes:
+    return json.dumps(
+        value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    ).encode("utf-8")
+
+
+def _field(obj: dict, key: str, kind: type, what: str):
+    if key not in obj:
+        raise ProtocolError(f"{what} lacks {key!r}")
+    value = obj[key]
+    # bool is an int subclass; never accept true/false as a number.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(f"{what} field {key!r} has the wrong type")
+    return value
+
+
+def _text(obj: dict, key: str, limit: int, what: str, *, optional=False) -> str:
+    if optional and key not in obj:
+        return ""
+    value = _field(obj, key, str, what)
+    if len(value) > limit:
+        raise ProtocolError(f"{what} field {key!r} too long")
+    if has_control_chars(value):
+        raise ProtocolError(f"{what} field {key!r} has control characters")
+    return value
+
+
+def _int_list(obj, key, low, high, min_len, max_len, what) -> Tuple[int, ...]:
+    values = _field(obj, key, list, what)
+    if not min_len <= len(values) <= max_len:
+        raise ProtocolError(f"{what} field {key!r} has {len(values)} entries")
+    for v in values:
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            raise ProtocolError(f"{what} field {key!r} has a bad entry")
+    return tuple(values)
+
+
+def _decode_hello(body: bytes) -> Hello:
+    obj = _json_object(body, "HELLO")
+    versions = _int_list(obj, "versions", 1, 65535, 1, MAX_VERSIONS, "HELLO")
+    node_id = _field(obj, "node_id", str, "HELLO")
+    if not _NODE_ID.match(node_id):
+        raise ProtocolError("HELLO node_id is not 64 lowercase hex digits")
+    ports = _int_list(obj, "listen_ports", 1, 65535, 0, MAX_LISTEN_PORTS, "HELLO")
+    name = _text(obj, "name", MAX_NAME, "HELLO", optional=True)
+    return Hello(versions=versions, node_id=node_id, listen_ports=ports, name=name)
+
+
+def _encode_hello(m: Hello) -> bytes:
+    return _dump(
+        {
+            "versions": list(m.versions),
+            "node_id": m.node_id,
+            "listen_ports": list(m.listen_ports),
+            "name": m.name,
+        }
+    )
+
+
+def _decode_error(body: bytes) -> Error:
+    obj = _json_object(body, "ERROR")
+    code = _field(obj, "code", str, "ERROR")
+    if not _ERROR_CODE.match(code):
+        raise ProtocolError("ERROR code is not a short lowercase token")
+    message = _text(obj, "message", MAX_ERROR_MESSAGE, "ERROR", optional=True)
+    return Error(code=code, message=message)
+
+
+def _encode_error(m: Error) -> bytes:
+    return _dump({"code": m.code, "message": m.message})
+
+
+def _decode_peers(body: bytes) -> Peers:
+    obj = _json_object(body, "PEERS")
+    entries = _field(obj, "peers", list, "PEERS")
+    if len(entries) > MAX_PEERS_PER_FRAME:
+        raise ProtocolError(f"PEERS carries {len(entries)} entries")
+    good = []
+    rejected = 0
+    for entry in entries:
+        try:
+            address = parse_address(entry)
+        except ProtocolError:
+            rejected += 1
+        else:
+            if address not in good:
+                good.append(address)
+    return Peers(addresses=tuple(good), rejected=rejected)
+
+
+def _encode_peers(m: Peers) -> bytes:
+    if len(m.addresses) > MAX_PEERS_PER_FRAME:
+        raise ValueError("too many addresses for one PEERS frame")
+    return _dump({"peers": [str(a) for a in m.addresses]})
+
+
+def _decode_nonce(body: bytes, what: str) -> int:
+    if len(body) != _PING_STRUCT.size:
+        raise ProtocolError(f"{what} body is {len(body)} bytes, not 8")
+    return _PING_STRUCT.unpack(body)[0]
+
+
+_DECODERS: Dict[int, Tuple[str, Callable[[bytes], Message]]] = {
+    HELLO: ("HELLO", _decode_hello),
+    ERROR: ("ERROR", _decode_error),
+    PEERS: ("PEERS", _decode_peers),
+    PING: ("PING", lambda body: Ping(_decode_nonce(body, "PING"))),
+    PONG: ("PONG", lambda body: Pong(_decode_nonce(body, "PONG"))),
+}
+
+_ENCODERS: Dict[Type, Tuple[int, Callable[..., bytes]]] = {
+    Hello: (HELLO, _encode_hello),
+    Error: (ERROR, _encode_error),
+    Peers: (PEERS, _encode_peers),
+    Ping: (PING, lambda m: _PING_STRUCT.pack(m.nonce)),
+    Pong: (PONG, lambda m: _PING_STRUCT.pack(m.nonce)),
+}
+
+
+def type_name(type_byte: int) -> str:
+    """
+    The name of a frame type, or its hex value if we do not know it.
+    """
+    entry = _DECODERS.get(type_byte)
+    return entry[0] if entry else f"0x{type_byte:02x}"
+
+
+def decode_frame(frame: bytes) -> Message:
+    """
+    Turn one frame (type byte plus body, without the length prefix) into a
+    message.
+
+    @raise ProtocolError: for an empty or oversized frame, an unknown type,
+        or a body that is not valid for its type.
+    """
+    if not frame:
+        raise ProtocolError("empty frame")
+    if len(frame) > MAX_FRAME:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+    entry = _DECODERS.get(frame[0])
+    if entry is None:
+        raise ProtocolError(f"unknown frame type 0x{frame[0]:02x}")
+    return entry[1](bytes(frame[1:]))
+
+
+def encode_frame(message: Message) -> bytes:
+    """
+    Turn a message into one frame (type byte plus body), without the length
+    prefix, which the framing layer adds.
+
+    @raise ValueError: if the result would exceed L{MAX_FRAME}; that is a bug
+        in the sender, never something a peer can cause.
+    """
+    type_byte, encode = _ENCODERS[type(message)]
+    frame = bytes((type_byte,)) + encode(message)
+    if len(frame) > MAX_FRAME:
+        raise ValueError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+    return frame
+
+
+def negotiate_version(theirs: Tuple[int, ...]) -> Optional[int]:
+    """
+    The highest version both sides speak, or C{None} if there is none.
+    """
+    common = set(theirs).intersection(SUPPORTED_VERSIONS)
+    return max(common) if common else None
