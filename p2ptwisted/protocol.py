@@ -118,7 +118,7 @@ class PeerProtocol(Int32StringReceiver):
         if self._closing:
             return
         self._closing = True
-        self.log.info("closing {peer}: {message}", peer=self.describe(), message=message)
+        self.log.info("closing {peer}: {why}", peer=self.describe(), why=message)
         self.send(wire.Error(code=code, message=message))
         self.transport.loseConnection()
         self._set_timer(CLOSE_TIMEOUT, self.transport.abortConnection)
@@ -181,10 +181,10 @@ class PeerProtocol(Int32StringReceiver):
 
     def _error_received(self, message: wire.Error) -> None:
         self.log.info(
-            "{peer} reports error {code}: {message}",
+            "{peer} reports error {code}: {text}",
             peer=self.describe(),
             code=message.code,
-            message=wire.safe_text(message.message, 200),
+            text=wire.safe_text(message.message, 200),
         )
 
     def _peers_received(self, message: wire.Peers) -> None:

@@ -129,7 +129,7 @@ class NodeService(MultiService):
         except (CannotListenError, StateError) as e:
             message = str(e.socketError) if isinstance(e, CannotListenError) else str(e)
             where = f" on {e.interface or '*'}:{e.port}" if isinstance(e, CannotListenError) else ""
-            self.log.critical("cannot start{where}: {message}", where=where, message=message)
+            self.log.critical("cannot start{where}: {why}", where=where, why=message)
             raise SystemExit(1) from None
 
 

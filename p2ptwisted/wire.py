@@ -148,7 +148,8 @@ def parse_address(text: object) -> PeerAddress:
         raise ProtocolError(f"bad host in address {safe_text(text)}")
     if getattr(ip, "scope_id", None):
         raise ProtocolError(f"scoped address not allowed {safe_text(text)}")
-    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+    # ::1 lies in IPv6's reserved ::/8, so loopback is let through first.
+    if ip.is_unspecified or ip.is_multicast or (ip.is_reserved and not ip.is_loopback):
         raise ProtocolError(f"unusable address {safe_text(text)}")
     if ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"):
         raise ProtocolError(f"unusable address {safe_text(text)}")

@@ -1,0 +1,86 @@
+"""
+Shared fixtures: nodes on a fake clock, joined by in-memory connections.
+"""
+
+import os
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.test import iosim
+
+from p2ptwisted.node import Node
+from p2ptwisted.peers import PeerBook
+
+_next_port = [40000]
+
+
+def make_node(testcase, name, reactor=None, port=None, **kwargs):
+    """
+    A started L{Node} on a L{MemoryReactorClock}, stopped at cleanup.
+
+    @param port: the listen port it announces in HELLO.
+    """
+    reactor = reactor if reactor is not None else MemoryReactorClock()
+    base = testcase.mktemp()
+    kwargs.setdefault("book", PeerBook(jitter=lambda: 0.0))
+    node = Node(
+        reactor,
+        state_dir=os.path.join(base, "state"),
+        share_dir=os.path.join(base, "share"),
+        display_name=name,
+        **kwargs,
+    )
+    node.startService()
+    testcase.addCleanup(lambda: node.running and node.stopService())
+    if port is None:
+        _next_port[0] += 1
+        port = _next_port[0]
+    node.listening_on(port)
+    return node
+
+
+def link(dialer, listener, entry=None, dialer_host="127.0.0.1", listener_host="127.0.0.1"):
+    """
+    Connect C{dialer} to C{listener} in memory, as if C{dialer} had dialled
+    the book entry C{entry}.  Returns C{(dialer_proto, listener_proto, pump)};
+    the HELLOs have not been exchanged until the pump is flushed.
+    """
+    port = listener.listen_ports[0]
+    client = dialer.factory.buildProtocol(None)
+    server = listener.factory.buildProtocol(None)
+    if entry is None:
+        entry = dialer.book.add_bootstrap(f"{listener_host}:{port}")
+    dialer.book.dial_started(entry)
+    client.dialed = entry
+    _next_port[0] += 1
+    source = _next_port[0]
+    client_transport = iosim.FakeTransport(
+        client, isServer=False,
+        hostAddress=IPv4Address("TCP", dialer_host, source),
+        peerAddress=IPv4Address("TCP", listener_host, port),
+    )
+    server_transport = iosim.FakeTransport(
+        server, isServer=True,
+        hostAddress=IPv4Address("TCP", listener_host, port),
+        peerAddress=IPv4Address("TCP", dialer_host, source),
+    )
+    pump = iosim.connect(server, server_transport, client, client_transport, greet=False)
+    return client, server, pump
+
+
+def flush(*pumps):
+    """
+    Pump every connection until none has anything left to move.
+    """
+    while any([p.pump() for p in pumps]):
+        pass
+
+
+def capture_logs(testcase):
+    """
+    Collect log events for the rest of the test; returns a function that
+    gives the formatted messages so far.
+    """
+    observer = EventLoggingObserver.createWithCleanup(testcase, globalLogPublisher)
+    return lambda: [formatEvent(e) for e in observer]

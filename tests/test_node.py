@@ -1,0 +1,306 @@
+"""
+Tests for L{p2ptwisted.node}: identity, self- and duplicate connections,
+gossip, and dialling, with nodes joined in memory on a fake clock.
+"""
+
+import os
+
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2ptwisted import node as node_module
+from p2ptwisted import wire
+from p2ptwisted.node import Node
+from p2ptwisted.state import StateError
+from p2ptwisted.wire import PeerAddress, Peers
+
+from .helpers import capture_logs, flush, link, make_node
+from .test_protocol import framed
+
+
+def sent_peers(pump_side_transport):
+    """
+    The PEERS messages a fake transport has carried so far.
+    """
+    from .test_protocol import read_frames
+
+    return [m for m in read_frames(pump_side_transport) if isinstance(m, Peers)]
+
+
+class IdentityTests(SynchronousTestCase):
+    def test_restarted_node_keeps_its_id(self):
+        base = self.mktemp()
+        kwargs = dict(state_dir=os.path.join(base, "state"), share_dir=os.path.join(base, "share"))
+        first = Node(MemoryReactorClock(), **kwargs)
+        first.startService()
+        first.stopService()
+        second = Node(MemoryReactorClock(), **kwargs)
+        second.startService()
+        self.addCleanup(second.stopService)
+        self.assertEqual(first.node_id, second.node_id)
+        self.assertEqual(len(first.node_id), 64)
+
+    def test_two_nodes_cannot_share_state(self):
+        base = self.mktemp()
+        kwargs = dict(state_dir=os.path.join(base, "state"), share_dir=os.path.join(base, "share"))
+        first = Node(MemoryReactorClock(), **kwargs)
+        first.startService()
+        self.addCleanup(first.stopService)
+        e = self.assertRaises(StateError, Node(MemoryReactorClock(), **kwargs).startService)
+        self.assertIn("in use by another node", str(e))
+
+    def test_different_nodes_different_ids(self):
+        a, b = make_node(self, "a"), make_node(self, "b")
+        self.assertNotEqual(a.node_id, b.node_id)
+
+
+class ConnectionTests(SynchronousTestCase):
+    def setUp(self):
+        self.logs = capture_logs(self)
+
+    def test_handshake_connects_both_ends(self):
+        a, b = make_node(self, "a"), make_node(self, "b")
+        client, server, pump = link(a, b)
+        flush(pump)
+        self.assertIs(a.connections[b.node_id], client)
+        self.assertIs(b.connections[a.node_id], server)
+        lines = self.logs()
+        self.assertTrue(any(l.startswith("connected to b (") and "(outbound)" in l for l in lines))
+        self.assertTrue(any(l.startswith("connected to a (") and "(inbound)" in l for l in lines))
+
+    def test_inbound_peer_listen_address_learned(self):
+        """
+        For an inbound connection the book records the peer's host with the
+        port from its HELLO, never the ephemeral source port.
+        """
+        a, b = make_node(self, "a", port=41111), make_node(self, "b")
+        client, server, pump = link(a, b)
+        flush(pump)
+        [entry] = [e for e in b.book if e.node_id == a.node_id]
+        self.assertEqual(entry.address, PeerAddress("127.0.0.1", 41111))
+
+    def test_both_ends_send_and_receive(self):
+        """
+        After HELLO the two ends are equals: either may ping the other.
+        """
+        a, b = make_node(self, "a"), make_node(self, "b")
+        client, server, pump = link(a, b)
+        flush(pump)
+        client.send(wire.Ping(1))
+        server.send(wire.Ping(2))
+        flush(pump)
+        self.assertFalse(client.transport.disconnecting or server.transport.disconnecting)
+
+    def test_left_is_logged_and_forgotten(self):
+        a, b = make_node(self, "a"), make_node(self, "b")
+        client, server, pump = link(a, b)
+        flush(pump)
+        client.transport.loseConnection()
+        flush(pump)
+        self.assertEqual(a.connections, {})
+        self.assertEqual(b.connections, {})
+        self.assertTrue(any(l.startswith("b (") and " left: " in l for l in self.logs()))
+
+    def test_self_connection(self):
+        """
+        Dialling our own address is recognised by id, closed, and that
+        address is never dialled again.
+        """
+        a = make_node(self, "a")
+        entry = a.book.add_bootstrap("127.0.0.1:%d" % a.listen_ports[0])
+        client, server, pump = link(a, a, entry=entry)
+        flush(pump)
+        self.assertEqual(a.connections, {})
+        self.assertTrue(entry.is_self)
+        self.assertTrue(client.transport.disconnecting)
+        self.assertTrue(server.transport.disconnecting)
+        self.assertEqual(a.book.due(1e9, set()), [])
+        self.assertTrue(any("connected to ourselves" in l for l in self.logs()))
+
+    def test_simultaneous_dial_keeps_exactly_one(self):
+        """
+        Two nodes dialling each other at once: both ends close the same
+        connection -- the one not dialled by the node with the smaller id.
+        """
+        for attempt in range(4):
+            a, b = make_node(self, "a"), make_node(self, "b")
+            ab_client, ab_server, ab_pump = link(a, b)
+            ba_client, ba_server, ba_pump = link(b, a)
+            # Deliver the HELLOs in opposite orders on the two ends.
+            if attempt % 2:
+                ab_pump.pump(), ba_pump.pump()
+            else:
+                ba_pump.pump(), ab_pump.pump()
+            flush(ab_pump, ba_pump)
+            smaller = min(a.node_id, b.node_id)
+            if smaller == a.node_id:
+                keep_a, keep_b = ab_client, ab_server
+            else:
+                keep_a, keep_b = ba_server, ba_client
+            self.assertEqual(a.connections, {b.node_id: keep_a})
+            self.assertEqual(b.connections, {a.node_id: keep_b})
+            self.assertFalse(keep_a.transport.disconnecting)
+            closed = {ab_client, ab_server, ba_client, ba_server} - {keep_a, keep_b}
+            self.assertTrue(all(p.transport.disconnecting for p in closed))
+
+    def test_duplicate_same_direction(self):
+        a, b = make_node(self, "a"), make_node(self, "b")
+        first_client, first_server, pump1 = link(a, b)
+        flush(pump1)
+        second_client, second_server, pump2 = link(
+            a, b, entry=a.book.add_bootstrap("127.0.0.2:%d" % b.listen_ports[0]),
+            listener_host="127.0.0.2",
+        )
+        flush(pump1, pump2)
+        self.assertEqual(a.connections, {b.node_id: first_client})
+        self.assertEqual(b.connections, {a.node_id: first_server})
+        self.assertTrue(second_client.transport.disconnecting)
+
+    def test_connection_count_back_to_baseline(self):
+        a, b = make_node(self, "a"), make_node(self, "b")
+        for i in range(5):
+            client, server, pump = link(a, b)
+            flush(pump)
+            server.transport.abortConnection()
+            flush(pump)
+        self.assertEqual((a.connections, a.pending, b.connections, b.pending), ({}, [], {}, []))
+
+
+class GossipTests(SynchronousTestCase):
+    def setUp(self):
+        self.logs = capture_logs(self)
+        self.reactor = MemoryReactorClock()
+
+    def node(self, name, **kw):
+        return make_node(self, name, reactor=self.reactor, **kw)
+
+    def test_chain_learns_the_far_end(self):
+        """
+        A <- B <- C: A hears of C from B (and C of A), with C's listen
+        address, and nobody is told its own address.
+        """
+        a, b, c = self.node("a"), self.node("b"), self.node("c")
+        ba = link(b, a)
+        cb = link(c, b)
+        flush(ba[2], cb[2])
+        self.reactor.advance(node_module.GOSSIP_INTERVAL)
+        flush(ba[2], cb[2])
+        c_address = PeerAddress("127.0.0.1", c.listen_ports[0])
+        a_address = PeerAddress("127.0.0.1", a.listen_ports[0])
+        self.assertIn(str(c_address), [e.key for e in a.book])
+        self.assertIn(str(a_address), [e.key for e in c.book])
+        self.assertNotIn(str(a_address), [e.key for e in a.book])
+        self.assertEqual(b.gossip_for(ba[0]).addresses, (c_address,))
+
+    def test_gossip_is_rate_limited_and_coalesced(self):
+        a = self.node("a")
+        hub = self.node("hub")
+        client, server, pump = link(a, hub)
+        flush(pump)
+        self.reactor.advance(0)
+        flush(pump)
+        received = []
+        self.patch(a, "peers_received", lambda proto, m: received.append(m))
+        others = []
+        for i in range(5):
+            other = self.node(f"o{i}")
+            others.append(link(other, hub))
+            flush(pump, *[o[2] for o in others])
+            self.reactor.advance(0.1)
+            flush(pump)
+        self.assertLessEqual(len(received), 1)
+        self.reactor.advance(node_module.GOSSIP_INTERVAL)
+        flush(pump)
+        self.assertLessEqual(len(received), 2)
+        self.assertEqual(len(received[-1].addresses), 5)
+
+    def test_inbound_peer_without_listen_port_not_gossiped(self):
+        a, b, c = self.node("a"), self.node("b"), self.node("c")
+        c.listen_ports.clear()
+        ab = link(a, b)
+        cb = link(c, b)
+        flush(ab[2], cb[2])
+        self.assertEqual(b.gossip_for(b.connections[a.node_id]).addresses, ())
+
+    def test_invalid_entries_logged_once(self):
+        a, b = self.node("a"), self.node("b")
+        client, server, pump = link(a, b)
+        flush(pump)
+        body = ('{"peers":["10.1.1.1:5","bogus","0.0.0.0:1","127.0.0.1:9"]}').encode()
+        client.dataReceived(framed(b"\x10" + body))
+        lines = [l for l in self.logs() if "invalid entries" in l]
+        self.assertEqual(len(lines), 1)
+        self.assertIn("ignored 2 invalid entries", lines[0])
+        self.assertIsNotNone(a.book.get("10.1.1.1:5"))
+        self.assertIsNotNone(a.book.get("127.0.0.1:9"))
+
+    def test_loopback_from_remote_peer_ignored(self):
+        """
+        A peer on another machine naming a loopback address would have us
+        dial our own services: such entries are ignored.
+        """
+        a, b = self.node("a"), self.node("b")
+        client, server, pump = link(a, b, dialer_host="10.0.0.1", listener_host="10.0.0.2")
+        flush(pump)
+        client.dataReceived(framed(Peers(addresses=(PeerAddress("127.0.0.1", 22),))))
+        self.assertIsNone(a.book.get("127.0.0.1:22"))
+        self.assertTrue(any("ignored 1 invalid" in l for l in self.logs()))
+
+    def test_flood_of_peers_ignored(self):
+        a, b = self.node("a"), self.node("b")
+        client, server, pump = link(a, b)
+        flush(pump)
+        for i in range(50):
+            client.dataReceived(framed(Peers(addresses=(PeerAddress("10.2.0.%d" % (i + 1), 1),))))
+        learned = [e for e in a.book if e.key.startswith("10.2.")]
+        self.assertEqual(len(learned), 1)
+
+    def test_learned_addresses_dialled_within_limit(self):
+        a, b = self.node("a"), self.node("b")
+        client, server, pump = link(a, b)
+        flush(pump)
+        before = len(self.reactor.tcpClients)
+        addresses = tuple(PeerAddress("10.3.0.%d" % (i + 1), 12345) for i in range(40))
+        client.dataReceived(framed(Peers(addresses=addresses)))
+        dialled = self.reactor.tcpClients[before:]
+        self.assertEqual(len(dialled), node_module.MAX_PENDING_DIALS)
+        self.assertEqual(dialled[0][:2], ("10.3.0.1", 12345))
+
+
+class DialTests(SynchronousTestCase):
+    def setUp(self):
+        self.logs = capture_logs(self)
+        self.reactor = MemoryReactorClock()
+
+    def test_bootstrap_redialled_with_backoff(self):
+        a = make_node(self, "a", reactor=self.reactor, bootstrap=["10.9.9.9:12345"])
+        self.reactor.advance(0)
+        times = []
+        for i in range(6):
+            host, port, factory, timeout, bind = self.reactor.tcpClients[-1]
+            self.assertEqual((host, port), ("10.9.9.9", 12345))
+            times.append(self.reactor.seconds())
+            connector = self.reactor.connectors[-1]
+            factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+            count = len(self.reactor.tcpClients)
+            while len(self.reactor.tcpClients) == count:
+                self.reactor.advance(0.5)
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        self.assertEqual(gaps, [1.0, 2.0, 4.0, 8.0, 16.0])
+        self.assertTrue(any("could not reach 10.9.9.9:12345" in l for l in self.logs()))
+
+    def test_endpoint_string_bootstrap(self):
+        make_node(self, "a", reactor=self.reactor, bootstrap=["tcp:host=10.8.8.8:port=4000"])
+        self.reactor.advance(0)
+        self.assertEqual(self.reactor.tcpClients[-1][:2], ("10.8.8.8", 4000))
+
+    def test_stop_cancels_pending_dials(self):
+        a = make_node(self, "a", reactor=self.reactor, bootstrap=["10.9.9.9:12345"])
+        self.reactor.advance(0)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        a.stopService()
+        self.assertTrue(self.reactor.connectors[-1].stoppedConnecting)
+        self.reactor.advance(100)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
