@@ -107,6 +107,7 @@ class Node(Service):
         self._endpoint_for = endpoint_factory or (lambda e: default_endpoint(reactor, e))
         self._dials: set = set()
         self._dialer: Optional[LoopingCall] = None
+        self._waiters: List[tuple] = []
         self._gossip_timers: Dict[PeerProtocol, object] = {}
         self._last_gossip: Dict[PeerProtocol, float] = {}
         for text in bootstrap:
@@ -166,6 +167,27 @@ class Node(Service):
         """
         if port not in self.listen_ports:
             self.listen_ports.append(port)
+
+    def wait_for(self, condition: Callable[["Node"], bool]) -> Deferred:
+        """
+        A Deferred that fires with this node once C{condition(node)} holds,
+        checked whenever a peer connects or leaves.
+
+        For scripts and tests: C{node.wait_for(lambda n: len(n.connections) >= 2)}.
+        """
+        d = Deferred(lambda d: self._waiters.remove((condition, d)))
+        if condition(self):
+            d.callback(self)
+        else:
+            self._waiters.append((condition, d))
+        return d
+
+    def _check_waiters(self) -> None:
+        for waiter in list(self._waiters):
+            condition, d = waiter
+            if condition(self):
+                self._waiters.remove(waiter)
+                d.callback(self)
 
     # -- the peer book and dialling ------------------------------------------
 
@@ -380,6 +402,7 @@ class Node(Service):
     def _peers_changed(self) -> None:
         for proto in list(self.connections.values()):
             self._schedule_gossip(proto)
+        self._check_waiters()
 
     def _schedule_gossip(self, proto: PeerProtocol) -> None:
         if proto in self._gossip_timers:

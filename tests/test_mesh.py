@@ -1,0 +1,90 @@
+"""
+Real TCP on 127.0.0.1: several nodes in one reactor, built the way twistd
+builds them, form a full mesh from a chain of bootstrap peers.
+"""
+
+import os
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.trial.unittest import TestCase
+
+from p2ptwisted.tap import Options, makeService
+
+#: Generous bound for the mesh to form; it takes well under a second.
+WAIT = 20
+
+
+class MeshTests(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.base = self.mktemp()
+        self.services = []
+
+    async def tearDown(self):
+        await gatherResults([s.stopService() for s in self.services if s.running])
+
+    def start(self, name, peers=(), port=0):
+        options = Options()
+        args = ["--port", f"tcp:{port}:interface=127.0.0.1",
+                "--share", os.path.join(self.base, name), "--name", name]
+        for peer in peers:
+            args += ["--peer", peer]
+        options.parseOptions(args)
+        service = makeService(options, reactor=reactor)
+        service.startService()
+        self.services.append(service)
+        node = service.getServiceNamed("node")
+        node.address = f"127.0.0.1:{node.listen_ports[0]}"
+        return service, node
+
+    def connected_to_all(self, nodes):
+        def check(node):
+            others = {n.node_id for n in nodes if n is not node}
+            return others <= set(node.connections)
+
+        return gatherResults(
+            [n.wait_for(check).addTimeout(WAIT, reactor) for n in nodes]
+        )
+
+    async def test_chain_becomes_full_mesh(self):
+        """
+        A <- B <- C <- D, each knowing only the previous one: everyone ends
+        up connected to everyone, over exactly one connection per pair.
+        """
+        nodes = []
+        for name in "ABCD":
+            peers = [nodes[-1].address] if nodes else []
+            nodes.append(self.start(name, peers)[1])
+        await self.connected_to_all(nodes)
+        for node in nodes:
+            self.assertEqual(len(node.connections), 3)
+            for other_id, proto in node.connections.items():
+                other = next(n for n in nodes if n.node_id == other_id)
+                back = other.connections[node.node_id]
+                # The two ends of one TCP connection.
+                self.assertEqual(
+                    proto.transport.getHost().port, back.transport.getPeer().port
+                )
+
+    async def test_restarted_node_rejoins(self):
+        """
+        Stopping the middle of the chain leaves the others connected;
+        starting it again (same share, same identity, same port) brings it
+        back into the mesh.
+        """
+        a = self.start("A")[1]
+        b_service, b = self.start("B", [a.address])
+        c = self.start("C", [b.address])[1]
+        await self.connected_to_all([a, b, c])
+        b_id, b_port = b.node_id, b.listen_ports[0]
+        await b_service.stopService()
+        await gatherResults([
+            n.wait_for(lambda n: b_id not in n.connections).addTimeout(WAIT, reactor)
+            for n in (a, c)
+        ])
+        self.assertIn(c.node_id, a.connections)
+        b2 = self.start("B", [a.address], port=b_port)[1]
+        self.assertEqual(b2.node_id, b_id)
+        await self.connected_to_all([a, b2, c])
