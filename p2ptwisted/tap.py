@@ -130,6 +130,8 @@ class NodeService(MultiService):
             message = str(e.socketError) if isinstance(e, CannotListenError) else str(e)
             where = f" on {e.interface or '*'}:{e.port}" if isinstance(e, CannotListenError) else ""
             self.log.critical("cannot start{where}: {why}", where=where, why=message)
+            # Undo what did start (timers, the state lock) before leaving.
+            self.stopService()
             raise SystemExit(1) from None
 
 

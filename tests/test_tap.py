@@ -1,0 +1,154 @@
+"""
+Tests for L{p2ptwisted.tap} (options and the service tree), the listener,
+and the twistd dropin.
+"""
+
+import os
+
+from twisted.application.service import IServiceMaker
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from p2ptwisted.node import Node
+from p2ptwisted.tap import Options, makeService
+
+from .helpers import capture_logs
+
+
+def parse(*args):
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults(self):
+        options = parse()
+        self.assertEqual(options["listen"], "tcp:12345")
+        self.assertEqual(options["share"], os.path.expanduser("~/P2PShare"))
+        self.assertEqual(options["state"], os.path.join(options["share"], ".p2pshare"))
+        self.assertEqual(options["peers"], [])
+        self.assertTrue(options["name"])
+
+    def test_port_number(self):
+        self.assertEqual(parse("--port", "4000")["listen"], "tcp:4000")
+        self.assertEqual(parse("-p", "0")["listen"], "tcp:0")
+
+    def test_port_endpoint(self):
+        desc = "tcp:4000:interface=127.0.0.1"
+        self.assertEqual(parse("--port", desc)["listen"], desc)
+
+    def test_bad_port(self):
+        for bad in ["abc", "70000", "nope:1", ""]:
+            e = self.assertRaises(usage.UsageError, parse, "--port", bad)
+            self.assertIn("--port", str(e))
+
+    def test_peers_repeatable(self):
+        options = parse("--peer", "10.0.0.1:12345", "-P", "tcp:host=h:port=1",
+                        "--peer", "[::1]:5")
+        self.assertEqual(options["peers"], ["10.0.0.1:12345", "tcp:host=h:port=1", "[::1]:5"])
+
+    def test_bad_peer(self):
+        e = self.assertRaises(usage.UsageError, parse, "--peer", "bogus:x=1")
+        self.assertIn("--peer 'bogus:x=1'", str(e))
+        self.assertRaises(usage.UsageError, parse, "--peer", "nocolon")
+
+    def test_share_and_state(self):
+        share = os.path.abspath(self.mktemp())
+        options = parse("--share", share)
+        self.assertEqual(options["state"], os.path.join(share, ".p2pshare"))
+        state = os.path.abspath(self.mktemp())
+        self.assertEqual(parse("--share", share, "--state", state)["state"], state)
+
+    def test_share_not_a_directory(self):
+        path = self.mktemp()
+        with open(path, "w"):
+            pass
+        e = self.assertRaises(usage.UsageError, parse, "--share", path)
+        self.assertIn("not a directory", str(e))
+
+    def test_name(self):
+        self.assertEqual(parse("--name", "Zoë's laptop")["name"], "Zoë's laptop")
+        self.assertRaises(usage.UsageError, parse, "--name", "x" * 65)
+        self.assertRaises(usage.UsageError, parse, "--name", "two\nlines")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_service_tree(self):
+        share = self.mktemp()
+        memory = MemoryReactorClock()
+        service = makeService(
+            parse("--port", "tcp:4000:interface=127.0.0.1", "--share", share,
+                  "--name", "n", "--peer", "10.0.0.9:12345"),
+            reactor=memory,
+        )
+        node = service.getServiceNamed("node")
+        self.assertIsInstance(node, Node)
+        self.assertIs(service.getServiceNamed("listener").node, node)
+        self.assertEqual([e.key for e in node.book], ["10.0.0.9:12345"])
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(port, factory, backlog, interface)] = memory.tcpServers
+        self.assertEqual((port, interface), (4000, "127.0.0.1"))
+        self.assertIs(factory, node.factory)
+        self.assertEqual(node.listen_ports, [4000])
+        self.assertTrue(os.path.isdir(share))
+        memory.advance(0)
+        self.assertEqual(memory.tcpClients[0][:2], ("10.0.0.9", 12345))
+
+
+class StartupFailureTests(TestCase):
+    async def test_port_in_use(self):
+        """
+        A port already in use stops start-up: one clear log line and
+        SystemExit, and the state directory is free again.
+        """
+        logs = capture_logs(self)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory())
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        share = self.mktemp()
+        service = makeService(
+            parse("--port", f"tcp:{number}:interface=127.0.0.1", "--share", share),
+            reactor=reactor,
+        )
+        self.assertRaises(SystemExit, service.startService)
+        [line] = [l for l in logs() if l.startswith("cannot start")]
+        self.assertIn(f"127.0.0.1:{number}", line)
+        self.assertIn("Address already in use", line)
+
+    def test_state_in_use(self):
+        logs = capture_logs(self)
+        share = self.mktemp()
+        first = makeService(parse("--port", "tcp:0:interface=127.0.0.1", "--share", share),
+                            reactor=reactor)
+        first.startService()
+        self.addCleanup(first.stopService)
+        second = makeService(parse("--port", "tcp:0:interface=127.0.0.1", "--share", share),
+                             reactor=reactor)
+        self.assertRaises(SystemExit, second.startService)
+        [line] = [l for l in logs() if l.startswith("cannot start")]
+        self.assertIn("in use by another node", line)
+
+
+class PluginTests(SynchronousTestCase):
+    def test_dropin_found(self):
+        """
+        twistd finds the p2pshare subcommand, and it points at our tap.
+        """
+        [maker] = [p for p in getPlugins(IServiceMaker) if p.tapname == "p2pshare"]
+        self.assertIs(maker.options, Options)
+
+    def test_no_init_under_twisted(self):
+        """
+        Our twisted/ and twisted/plugins/ must not be packages: an
+        __init__.py there would shadow Twisted's own.
+        """
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for sub in ("twisted", os.path.join("twisted", "plugins")):
+            self.assertFalse(os.path.exists(os.path.join(root, sub, "__init__.py")))
