@@ -44,13 +44,6 @@ MAX_PENDING_DIALS = 8
 CONNECT_TIMEOUT = 10.0
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def default_endpoint(reactor, entry: BookEntry) -> IStreamClientEndpoint:
     """
     The client endpoint that dials a book entry.
@@ -295,17 +288,19 @@ class Node(Service):
         """
         Two connections to one node: pick the one to close.
 
-        Both ends apply the same rule and so close the same connection: keep
-        the connection dialled by the node with the smaller id.  If both were
-        dialled by the same node, keep the older one.
+        Both ends must close the same one whatever order they saw the
+        handshakes in, so the rule uses only what both ends see alike: keep
+        the connection dialled by the node with the smaller id; if one node
+        dialled both, keep the one from the lower source port.
         """
-        def dialer(p: PeerProtocol) -> str:
-            return self.node_id if p.dialed is not None else p.remote_id
+        def rank(p: PeerProtocol):
+            if p.dialed is not None:
+                dialer, dialer_side = self.node_id, p.transport.getHost()
+            else:
+                dialer, dialer_side = p.remote_id, p.transport.getPeer()
+            return (dialer, getattr(dialer_side, "port", 0))
 
-        if dialer(existing) == dialer(new):
-            return new
-        preferred = min(self.node_id, new.remote_id)
-        return new if dialer(new) != preferred else existing
+        return new if rank(new) > rank(existing) else existing
 
     def connection_lost(self, proto: PeerProtocol, reason) -> None:
         if proto in self.pending:
@@ -324,8 +319,9 @@ class Node(Service):
             for entry in self.book.entries_for(remote):
                 self.book.disconnected(entry, now, now - proto.connected_at)
             self._peers_changed()
-        elif proto.dialed is not None and remote is None:
-            # The dial reached something that never said HELLO.
+        elif proto.dialed is not None and proto.dialed.dialing:
+            # The dial reached something that never became a connection of
+            # ours: no HELLO, or no common protocol version.
             self.book.dial_failed(proto.dialed, now)
 
     def peers_received(self, proto: PeerProtocol, message: wire.Peers) -> None:
@@ -338,11 +334,11 @@ class Node(Service):
             self.log.debug("ignoring PEERS from {peer}: too frequent", peer=proto.describe())
             return
         proto.peers_received_at = now
-        from_loopback = _is_loopback(proto.transport.getPeer().host)
+        from_loopback = wire.is_loopback(getattr(proto.transport.getPeer(), "host", ""))
         ignored = message.rejected
         learned = 0
         for address in message.addresses:
-            if _is_loopback(address.host) and not from_loopback:
+            if wire.is_loopback(address.host) and not from_loopback:
                 # A remote peer naming a loopback address would have us
                 # dial services on our own machine.
                 ignored += 1
@@ -376,8 +372,10 @@ class Node(Service):
             port = proto.hello.listen_ports[0]
         else:
             return None
+        if not isinstance(host, str) or not isinstance(port, int):
+            return None  # not an IP connection (say, a UNIX socket)
         try:
-            return wire.parse_address(str(wire.PeerAddress(host=host, port=port)))
+            return wire.parse_address(str(wire.PeerAddress(wire.normalize_host(host), port)))
         except wire.ProtocolError:
             return None
 
@@ -386,13 +384,13 @@ class Node(Service):
         The PEERS frame for one peer: the listen addresses of the other
         peers we are connected to.
         """
-        to_loopback = _is_loopback(proto.transport.getPeer().host)
+        to_loopback = wire.is_loopback(getattr(proto.transport.getPeer(), "host", ""))
         addresses = []
         for remote, other in self.connections.items():
             if other is proto or remote == proto.remote_id:
                 continue
             address = self._listen_address(other)
-            if address is None or (_is_loopback(address.host) and not to_loopback):
+            if address is None or (wire.is_loopback(address.host) and not to_loopback):
                 continue
             addresses.append(address)
             if len(addresses) == wire.MAX_PEERS_PER_FRAME:

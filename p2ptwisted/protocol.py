@@ -119,7 +119,8 @@ class PeerProtocol(Int32StringReceiver):
             return
         self._closing = True
         self.log.info("closing {peer}: {why}", peer=self.describe(), why=message)
-        self.send(wire.Error(code=code, message=message))
+        text = wire.safe_text(message, wire.MAX_ERROR_MESSAGE - 3)
+        self.send(wire.Error(code=code, message=text))
         self.transport.loseConnection()
         self._set_timer(CLOSE_TIMEOUT, self.transport.abortConnection)
 
@@ -139,6 +140,7 @@ class PeerProtocol(Int32StringReceiver):
         if self._closing:
             return
         self._last_frame = self.clock.seconds()
+        self._ping_nonce = None
         try:
             message = wire.decode_frame(frame)
         except wire.ProtocolError as e:
@@ -194,9 +196,9 @@ class PeerProtocol(Int32StringReceiver):
         self.send(wire.Pong(message.nonce))
 
     def _pong_received(self, message: wire.Pong) -> None:
-        # Any frame counts as liveness; the nonce only lets a debugging
-        # operator match answers to questions.
-        self._ping_nonce = None
+        # Any frame counts as liveness (see stringReceived); the nonce only
+        # lets someone reading a capture match answers to questions.
+        pass
 
     _handlers = {
         wire.Hello: _second_hello,
@@ -222,15 +224,23 @@ class PeerProtocol(Int32StringReceiver):
         self.drop(f"no HELLO within {HANDSHAKE_TIMEOUT:g} seconds")
 
     def _idle_check(self) -> None:
+        """
+        Ping a peer that has been quiet for PING_INTERVAL (once per quiet
+        spell) and drop one that has been quiet for IDLE_TIMEOUT.
+        """
         self._timer = None
         quiet = self.clock.seconds() - self._last_frame
         if quiet >= IDLE_TIMEOUT:
             self.drop(f"silent for {quiet:.0f} seconds")
             return
-        if quiet >= PING_INTERVAL and self._ping_nonce is None:
-            self._ping_nonce = secrets.randbits(64)
-            self.send(wire.Ping(self._ping_nonce))
-        self._set_timer(min(PING_INTERVAL, IDLE_TIMEOUT - quiet), self._idle_check)
+        if quiet >= PING_INTERVAL:
+            if self._ping_nonce is None:
+                self._ping_nonce = secrets.randbits(64)
+                self.send(wire.Ping(self._ping_nonce))
+            next_check = IDLE_TIMEOUT - quiet
+        else:
+            next_check = PING_INTERVAL - quiet
+        self._set_timer(next_check, self._idle_check)
 
 
 class PeerFactory(Factory):

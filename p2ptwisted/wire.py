@@ -62,8 +62,8 @@ PING = 0x7E
 PONG = 0x7F
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_ERROR_CODE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_NODE_ID = re.compile(r"^[0-9a-f]{64}$")
+_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_NODE_ID = re.compile(r"[0-9a-f]{64}")
 _PING_STRUCT = struct.Struct("!Q")
 
 
@@ -112,6 +112,30 @@ class PeerAddress:
         return f"{self.host}:{self.port}"
 
 
+def normalize_host(host: str) -> str:
+    """
+    The canonical text of an IP literal: compressed, and IPv4 for an
+    IPv4-mapped IPv6 address (what a dual-stack socket reports for an IPv4
+    peer).  Anything that is not an IP literal is returned unchanged.
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).compressed
+
+
+def is_loopback(host: str) -> bool:
+    """
+    Whether C{host} is an IP literal on the loopback network.
+    """
+    try:
+        return ipaddress.ip_address(normalize_host(host)).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_address(text: object) -> PeerAddress:
     """
     Parse and validate a gossiped ``host:port`` listen address.
@@ -150,8 +174,6 @@ def parse_address(text: object) -> PeerAddress:
         raise ProtocolError(f"scoped address not allowed {safe_text(text)}")
     # ::1 lies in IPv6's reserved ::/8, so loopback is let through first.
     if ip.is_unspecified or ip.is_multicast or (ip.is_reserved and not ip.is_loopback):
-        raise ProtocolError(f"unusable address {safe_text(text)}")
-    if ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"):
         raise ProtocolError(f"unusable address {safe_text(text)}")
     return PeerAddress(host=ip.compressed, port=port)
 
@@ -270,6 +292,11 @@ def _text(obj: dict, key: str, limit: int, what: str, *, optional=False) -> str:
         raise ProtocolError(f"{what} field {key!r} too long")
     if has_control_chars(value):
         raise ProtocolError(f"{what} field {key!r} has control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON can spell lone surrogates ("\ud800"); they are not text.
+        raise ProtocolError(f"{what} field {key!r} is not valid Unicode") from None
     return value
 
 
@@ -287,7 +314,7 @@ def _decode_hello(body: bytes) -> Hello:
     obj = _json_object(body, "HELLO")
     versions = _int_list(obj, "versions", 1, 65535, 1, MAX_VERSIONS, "HELLO")
     node_id = _field(obj, "node_id", str, "HELLO")
-    if not _NODE_ID.match(node_id):
+    if not _NODE_ID.fullmatch(node_id):
         raise ProtocolError("HELLO node_id is not 64 lowercase hex digits")
     ports = _int_list(obj, "listen_ports", 1, 65535, 0, MAX_LISTEN_PORTS, "HELLO")
     name = _text(obj, "name", MAX_NAME, "HELLO", optional=True)
@@ -308,7 +335,7 @@ def _encode_hello(m: Hello) -> bytes:
 def _decode_error(body: bytes) -> Error:
     obj = _json_object(body, "ERROR")
     code = _field(obj, "code", str, "ERROR")
-    if not _ERROR_CODE.match(code):
+    if not _ERROR_CODE.fullmatch(code):
         raise ProtocolError("ERROR code is not a short lowercase token")
     message = _text(obj, "message", MAX_ERROR_MESSAGE, "ERROR", optional=True)
     return Error(code=code, message=message)

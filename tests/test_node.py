@@ -146,17 +146,50 @@ class ConnectionTests(SynchronousTestCase):
             self.assertTrue(all(p.transport.disconnecting for p in closed))
 
     def test_duplicate_same_direction(self):
+        """
+        One node dialling another twice (say, at two addresses): both ends
+        keep the same connection, whatever order they saw the HELLOs in.
+        """
+        for order in (0, 1):
+            a, b = make_node(self, "a"), make_node(self, "b")
+            first = link(a, b)
+            second = link(
+                a, b, entry=a.book.add_bootstrap("127.0.0.2:%d" % b.listen_ports[0]),
+                listener_host="127.0.0.2",
+            )
+            # b sees a's HELLO on `first` before `second`; a sees b's HELLOs
+            # in the same order (order 0) or the opposite one (order 1).
+            def deliver(conn, to_listener):
+                src, dst = (conn[0], conn[1]) if to_listener else (conn[1], conn[0])
+                dst.dataReceived(src.transport.getOutBuffer())
+
+            deliver(first, True)
+            deliver(second, True)
+            for conn in ((first, second) if order == 0 else (second, first)):
+                deliver(conn, False)
+            flush(first[2], second[2])
+            [(_, kept_a)] = a.connections.items()
+            [(_, kept_b)] = b.connections.items()
+            kept = first if kept_a is first[0] else second
+            self.assertIs(kept_b, kept[1])
+            self.assertFalse(kept[0].transport.disconnecting)
+            lost = second if kept is first else first
+            self.assertTrue(lost[0].transport.disconnecting)
+
+    def test_version_mismatch_does_not_wedge_address(self):
+        """
+        A dialled address whose node speaks no common version is retried
+        later like any failure, not left marked as being dialled.
+        """
         a, b = make_node(self, "a"), make_node(self, "b")
-        first_client, first_server, pump1 = link(a, b)
-        flush(pump1)
-        second_client, second_server, pump2 = link(
-            a, b, entry=a.book.add_bootstrap("127.0.0.2:%d" % b.listen_ports[0]),
-            listener_host="127.0.0.2",
-        )
-        flush(pump1, pump2)
-        self.assertEqual(a.connections, {b.node_id: first_client})
-        self.assertEqual(b.connections, {a.node_id: first_server})
-        self.assertTrue(second_client.transport.disconnecting)
+        self.patch(wire, "SUPPORTED_VERSIONS", (1,))
+        entry = a.book.add_bootstrap("127.0.0.1:%d" % b.listen_ports[0])
+        b.make_hello = lambda: wire.Hello((9,), b.node_id, (1,), "b")
+        client, server, pump = link(a, b, entry=entry)
+        flush(pump)
+        self.assertEqual(a.connections, {})
+        self.assertFalse(entry.dialing)
+        self.assertEqual(entry.failures, 1)
 
     def test_connection_count_back_to_baseline(self):
         a, b = make_node(self, "a"), make_node(self, "b")

@@ -109,6 +109,17 @@ class HandshakeTests(ProtocolTestMixin, SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertNotIn(OTHER_ID, self.node.connections)
 
+    def test_error_text_within_limits(self):
+        """
+        Our own ERROR frames respect the limits we impose on others, whatever
+        text the reason carries.
+        """
+        proto, transport = self.connect()
+        transport.clear()
+        proto.close("self", "x\n" * 2000)
+        [error] = read_frames(transport.value())
+        self.assertLessEqual(len(error.message), wire.MAX_ERROR_MESSAGE)
+
     def test_highest_common_version(self):
         self.patch(wire, "SUPPORTED_VERSIONS", (1, 2, 3))
         proto, transport = self.connect()
@@ -203,6 +214,17 @@ class LivenessTests(ProtocolTestMixin, SynchronousTestCase):
         transport.clear()
         proto.dataReceived(framed(Ping(2**63 + 5)))
         self.assertIn(Pong(2**63 + 5), read_frames(transport.value()))
+
+    def test_ping_after_exactly_the_interval(self):
+        proto, transport = self.connect()
+        proto.dataReceived(framed(other_hello()))
+        self.clock.advance(protocol.PING_INTERVAL - 1)
+        proto.dataReceived(framed(Ping(1)))  # the peer is alive: restart the count
+        transport.clear()
+        self.clock.advance(protocol.PING_INTERVAL - 0.5)
+        self.assertEqual([m for m in read_frames(transport.value()) if isinstance(m, Ping)], [])
+        self.clock.advance(0.5)
+        self.assertEqual(len([m for m in read_frames(transport.value()) if isinstance(m, Ping)]), 1)
 
     def test_idle_peer_pinged_then_dropped(self):
         proto, transport = self.connect()

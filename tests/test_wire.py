@@ -121,6 +121,15 @@ class DecodeErrorTests(SynchronousTestCase):
         self.assertRejected(hello_frame(listen_ports=[65536]), "bad entry")
         self.assertRejected(hello_frame(listen_ports=[1] * 9), "9 entries")
 
+    def test_trailing_newline_not_accepted(self):
+        self.assertRejected(hello_frame(node_id=NODE_ID + "\n"), "node_id")
+        self.assertRejected(b'\x02{"code":"version\\n"}', "code")
+
+    def test_lone_surrogate(self):
+        self.assertRejected(
+            hello_frame().replace(b'"name": "n"', b'"name": "\\ud800"'), "not valid Unicode"
+        )
+
     def test_no_versions(self):
         self.assertRejected(hello_frame(versions=[]), "0 entries")
 
@@ -174,6 +183,19 @@ class AddressTests(SynchronousTestCase):
             "01.2.3.4:1",
         ]:
             self.assertRaises(ProtocolError, parse_address, text)
+
+
+class HostTests(SynchronousTestCase):
+    def test_normalize(self):
+        self.assertEqual(wire.normalize_host("::ffff:10.0.0.1"), "10.0.0.1")
+        self.assertEqual(wire.normalize_host("2001:DB8:0::1"), "2001:db8::1")
+        self.assertEqual(wire.normalize_host("name.lan"), "name.lan")
+
+    def test_loopback(self):
+        for host in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"]:
+            self.assertTrue(wire.is_loopback(host), host)
+        for host in ["10.0.0.1", "localhost", "", "::ffff:10.0.0.1"]:
+            self.assertFalse(wire.is_loopback(host), host)
 
 
 class TotalityTests(SynchronousTestCase):
