@@ -84,13 +84,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class WaitTimeout(AssertionError):
+class WaitTimeout(unittest.FailTest):
     """
     An awaited event did not happen in time.
     """
 
 
-class NodeExited(AssertionError):
+class NodeExited(unittest.FailTest):
     """
     A node exited while a test was still waiting for one of its log lines.
     """
@@ -243,7 +243,7 @@ class NodeProcess(ProcessProtocol):
 
         return d.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
 
-    def signal(self, name: str) -> bool:
+    def send_signal(self, name: str) -> bool:
         """
         Send signal C{name} to this child (and only it); C{False} if it has
         already exited.
@@ -334,13 +334,13 @@ class TwistdTests(unittest.TestCase):
         """
         if not node.running:
             return
-        node.signal("TERM")
+        node.send_signal("TERM")
         try:
             await node.wait_exit()
             return
         except WaitTimeout:
             pass
-        node.signal("KILL")
+        node.send_signal("KILL")
         await node.wait_exit()
         self.fail(f"node {node.name} ignored SIGTERM and had to be killed\n{node.output()}")
 
@@ -352,9 +352,10 @@ class TwistdTests(unittest.TestCase):
         re-raises the signal so its parent sees how it ended: a clean stop
         is "ended by signal 15" after "Server Shut Down.", not exit code 0.
         """
-        self.assertTrue(node.signal("TERM"), f"{node.name} exited early\n{node.output()}")
+        self.assertTrue(node.send_signal("TERM"), f"{node.name} exited early\n{node.output()}")
         reason = await node.wait_exit()
-        clean = isinstance(reason, ProcessDone) or getattr(reason, "signal", None) == signal.SIGTERM
+        clean = (isinstance(reason, ProcessDone)
+                 or getattr(reason, "signal", None) == signal.SIGTERM)
         self.assertTrue(
             clean and node.matching(r"Server Shut Down\.$"),
             f"node {node.name} did not shut down cleanly on SIGTERM: {reason}\n{node.output()}",
@@ -418,8 +419,8 @@ class TwistdTests(unittest.TestCase):
         stops, A and C notice; B restarted on the same port with the same
         share has the same id and reconnects to both, and they to it.
         """
-        b_port = free_port()
         a = await self.started(self.start_node("A"))
+        b_port = free_port()
         b = await self.started(self.start_node("B", port=b_port, peers=[a.port]))
         self.assertEqual(b.port, b_port)
         c = await self.started(self.start_node("C", peers=[b.port]))
