@@ -15,15 +15,18 @@ import socket
 from typing import Callable, Dict, List, Optional, Sequence
 
 from twisted.application.service import Service
-from twisted.internet import endpoints
-from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet import endpoints, threads
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from p2ptwisted import wire
 from p2ptwisted.peers import BookEntry, PeerBook, parse_dial_target
+from p2ptwisted.files import FileExchange
 from p2ptwisted.protocol import PeerFactory, PeerProtocol
+from p2ptwisted.share import Share
+from p2ptwisted.watch import ShareWatcher
 from p2ptwisted.state import StateLock, load_or_create_node_id
 
 #: Seconds between two PEERS frames to the same peer.
@@ -84,6 +87,9 @@ class Node(Service):
         bootstrap: Sequence[str] = (),
         endpoint_factory: Optional[Callable[[BookEntry], IStreamClientEndpoint]] = None,
         book: Optional[PeerBook] = None,
+        sync: bool = True,
+        run_blocking: Optional[Callable[[Callable], Deferred]] = None,
+        watch: bool = True,
     ):
         self.reactor = reactor
         self.clock = reactor
@@ -97,8 +103,21 @@ class Node(Service):
         self.book = book if book is not None else PeerBook()
         self.factory = PeerFactory(self)
         self._lock = StateLock(state_dir)
+        self.share = Share(root=share_dir, state_dir=state_dir)
+        self.files = FileExchange(self, self.share, self.clock, sync=sync)
+        if run_blocking is None:
+            if hasattr(reactor, "getThreadPool"):
+                def run_blocking(f):
+                    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f)
+            else:  # a reactor without threads (a test's memory reactor)
+                run_blocking = maybeDeferred
+        self._run_blocking = run_blocking
+        self._watch = watch
+        self._watcher: Optional[ShareWatcher] = None
         self._endpoint_for = endpoint_factory or (lambda e: default_endpoint(reactor, e))
         self._dials: set = set()
+        self._scanning: Optional[Deferred] = None
+        self._rescan_again = False
         self._dialer: Optional[LoopingCall] = None
         self._waiters: List[tuple] = []
         self._gossip_timers: Dict[PeerProtocol, object] = {}
@@ -131,6 +150,52 @@ class Node(Service):
         self._dialer = LoopingCall(self.dial_due)
         self._dialer.clock = self.clock
         self._dialer.start(DIAL_TICK, now=True)
+        if self._watch:
+            self._watcher = ShareWatcher(self.reactor, self.share_dir, self.rescan)
+            self._watcher.start()
+        self.rescan()
+
+    def rescan(self) -> Deferred:
+        """
+        Look at the share again (in a thread: hashing is slow) and tell
+        peers what is new.  Fires with the list of new or changed entries.
+        """
+        if self._scanning is not None:
+            self._rescan_again = True
+            return self._scanning.addCallback(lambda _: self.rescan())
+        started = self.clock.seconds()
+        d = self._run_blocking(self.share.scan)
+
+        def scanned(result):
+            self._scanning = None
+            if not self.running:
+                return []
+            changed, gone = self.share.apply(result)
+            if result.skipped:
+                self.log.warn(
+                    "not sharing {n} names that cannot travel on the wire, such as {example}",
+                    n=len(result.skipped), example=result.skipped[0],
+                )
+            self.log.info(
+                "share scanned: {total} files, {changed} new or changed, {gone} gone"
+                " ({seconds:.2f}s)",
+                total=len(self.share.files), changed=len(changed), gone=len(gone),
+                seconds=self.clock.seconds() - started,
+            )
+            self.files.local_changed(changed)
+            if self._rescan_again:
+                self._rescan_again = False
+                self.rescan()
+            return changed
+
+        def failed(failure):
+            self._scanning = None
+            self.log.failure("scanning the share failed", failure)
+            return []
+
+        self._scanning = d
+        d.addCallbacks(scanned, failed)
+        return d
 
     def stopService(self) -> Deferred:
         """
@@ -146,10 +211,14 @@ class Node(Service):
         self._gossip_timers.clear()
         for d in list(self._dials):
             d.cancel()
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        self.files.stop()
         protos = list(self.connections.values()) + list(self.pending)
         waiting = [p.when_lost() for p in protos]
         for proto in protos:
-            proto.transport.loseConnection()
+            proto.close_transport()
         done = gatherResults(waiting)
         done.addBoth(lambda _: self._lock.release())
         return done
@@ -282,6 +351,8 @@ class Node(Service):
             peer=proto.describe(),
             direction="outbound" if proto.dialed is not None else "inbound",
         )
+        proto.start_files()
+        self.files.peer_connected(proto)
         self._peers_changed()
 
     def _duplicate_loser(self, existing: PeerProtocol, new: PeerProtocol) -> PeerProtocol:
@@ -319,7 +390,9 @@ class Node(Service):
             for entry in self.book.entries_for(remote):
                 self.book.disconnected(entry, now, now - proto.connected_at)
             self._peers_changed()
-        elif proto.dialed is not None and proto.dialed.dialing:
+        if proto.hello is not None:
+            self.files.peer_lost(proto)
+        if proto.dialed is not None and proto.dialed.dialing:
             # The dial reached something that never became a connection of
             # ours: no HELLO, or no common protocol version.
             self.book.dial_failed(proto.dialed, now)

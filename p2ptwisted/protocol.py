@@ -11,7 +11,7 @@ policy -- what to do with a peer's HELLO or PEERS is the node's decision
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
@@ -19,10 +19,12 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
 from p2ptwisted import wire
+from p2ptwisted.transfer import UploadScheduler
 
 if TYPE_CHECKING:  # pragma: no cover
     from p2ptwisted.node import Node
     from p2ptwisted.peers import BookEntry
+    from p2ptwisted.transfer import Download
 
 #: Seconds a peer has to send its HELLO after the connection opens.
 HANDSHAKE_TIMEOUT = 15.0
@@ -65,6 +67,27 @@ class PeerProtocol(Int32StringReceiver):
         self.node = node
         self.clock = node.clock
         self._lost_waiters: list = []
+        self._buffer = bytearray()
+        self._offset = 0
+        self.scheduler: Optional[UploadScheduler] = None
+        self.downloads: Dict[int, "Download"] = {}
+        self._next_transfer = 0
+
+    def next_transfer_id(self) -> int:
+        """
+        A transfer id for our next GET on this connection.  Ids name our own
+        requests only (DATA always flows towards the requester), so the two
+        ends never need to agree on them.
+        """
+        self._next_transfer = (self._next_transfer + 1) % (wire.MAX_TRANSFER_ID + 1)
+        return self._next_transfer
+
+    def start_files(self) -> None:
+        """
+        Register the upload scheduler: the transport's one producer.
+        """
+        self.scheduler = UploadScheduler(self, self.clock)
+        self.transport.registerProducer(self.scheduler, True)
 
     def when_lost(self) -> Deferred:
         """
@@ -121,6 +144,20 @@ class PeerProtocol(Int32StringReceiver):
         self.log.info("closing {peer}: {why}", peer=self.describe(), why=message)
         text = wire.safe_text(message, wire.MAX_ERROR_MESSAGE - 3)
         self.send(wire.Error(code=code, message=text))
+        self.close_transport()
+
+    def close_transport(self) -> None:
+        """
+        Close gracefully, aborting if that has not finished in time.
+
+        The scheduler is unregistered first: a transport with a registered
+        producer waits for it before it closes.
+        """
+        self._closing = True
+        if self.scheduler is not None:
+            self.scheduler.stopProducing()
+            self.transport.unregisterProducer()
+            self.scheduler = None
         self.transport.loseConnection()
         self._set_timer(CLOSE_TIMEOUT, self.transport.abortConnection)
 
@@ -132,6 +169,45 @@ class PeerProtocol(Int32StringReceiver):
         self.node.connection_made(self)
         if not self._closing:
             self.send(self.node.make_hello())
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Split the stream into frames.
+
+        Int32StringReceiver's own parser joins its whole buffer with every
+        read, which is quadratic in the frame size; this one appends to one
+        buffer and cuts frames out of it, copying each byte once.  It keeps
+        Int32StringReceiver's contract: the same length prefix, the
+        MAX_LENGTH check before any body is buffered, and C{pauseProducing}
+        stopping delivery at once.
+        """
+        buffer = self._buffer
+        buffer += data
+        # self._offset, not a local: stringReceived may pause and resume us,
+        # which calls dataReceived(b"") re-entrantly.
+        while not self.paused and not self._closing:
+            offset = self._offset
+            if len(buffer) - offset < 4:
+                break
+            length = int.from_bytes(buffer[offset : offset + 4], "big")
+            if length > self.MAX_LENGTH:
+                buffer.clear()
+                self._offset = 0
+                self.lengthLimitExceeded(length)
+                return
+            end = offset + 4 + length
+            if end > len(buffer):
+                break
+            with memoryview(buffer) as view:
+                frame = bytes(view[offset + 4 : end])
+            self._offset = end
+            self.stringReceived(frame)
+        if self._closing:
+            buffer.clear()
+            self._offset = 0
+        elif self._offset and (self._offset == len(buffer) or self._offset > (1 << 20)):
+            del buffer[: self._offset]
+            self._offset = 0
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.drop(f"frame of {length} bytes exceeds the {wire.MAX_FRAME}-byte limit")
@@ -158,6 +234,8 @@ class PeerProtocol(Int32StringReceiver):
     def connectionLost(self, reason) -> None:
         self._lost = True
         self._cancel_timer()
+        if self.scheduler is not None:
+            self.scheduler.stopProducing()
         self.node.connection_lost(self, reason)
         waiters, self._lost_waiters = self._lost_waiters, []
         for d in waiters:
@@ -182,6 +260,9 @@ class PeerProtocol(Int32StringReceiver):
         self.drop("second HELLO")
 
     def _error_received(self, message: wire.Error) -> None:
+        if message.transfer is not None:
+            self.node.files.error_received(self, message)
+            return
         self.log.info(
             "{peer} reports error {code}: {text}",
             peer=self.describe(),
@@ -200,13 +281,27 @@ class PeerProtocol(Int32StringReceiver):
         # lets someone reading a capture match answers to questions.
         pass
 
+    def _to_files(name):
+        def handler(self, message):
+            getattr(self.node.files, name)(self, message)
+
+        return handler
+
     _handlers = {
         wire.Hello: _second_hello,
         wire.Error: _error_received,
         wire.Peers: _peers_received,
+        wire.List: _to_files("list_received"),
+        wire.Catalog: _to_files("catalog_received"),
+        wire.Have: _to_files("have_received"),
+        wire.Get: _to_files("get_received"),
+        wire.Data: _to_files("data_received"),
+        wire.End: _to_files("end_received"),
+        wire.Cancel: _to_files("cancel_received"),
         wire.Ping: _ping_received,
         wire.Pong: _pong_received,
     }
+    del _to_files
 
     # -- timers ---------------------------------------------------------------
 

@@ -78,6 +78,12 @@ class Options(usage.Options):
          "Display name shown to peers [default: this machine's host name]."],
     ]
 
+    optFlags = [
+        ["no-sync", None,
+         "Do not keep the share in step with peers; still serve files and"
+         " fetch on request."],
+    ]
+
     def __init__(self):
         super().__init__()
         self["peers"] = []
@@ -154,6 +160,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         share_dir=options["share"],
         display_name=options["name"],
         bootstrap=options["peers"],
+        sync=not options["no-sync"],
     )
     node.setServiceParent(top)
     listener = ListenerService(

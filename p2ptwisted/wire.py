@@ -17,6 +17,7 @@ import ipaddress
 import json
 import re
 import struct
+import unicodedata
 from typing import Callable, Dict, Optional, Tuple, Type, Union
 
 import attrs
@@ -54,17 +55,47 @@ MAX_ADDRESS = 64
 
 NODE_ID_BYTES = 32
 
+#: File content hashes are BLAKE3, 32 bytes, sent as 64 lowercase hex digits
+#: (see docs/protocol.md for why BLAKE3 and not SHA-256).
+HASH_BYTES = 32
+
+#: Limits on a shared file's relative path, in UTF-8 bytes.
+MAX_PATH_BYTES = 4096
+MAX_COMPONENT_BYTES = 255
+
+#: Names starting with this belong to the node itself (its state directory,
+#: its partial downloads) and are never listed, served or accepted.
+RESERVED_PREFIX = ".p2pshare"
+
+#: The most DATA payload bytes in one frame.  Sender and receiver agree on
+#: MAX_FRAME; the chunk size is only the sender's choice within it.
+MAX_DATA_PAYLOAD = MAX_FRAME - 1 - 4
+
+#: Largest file size and transfer id a peer may name.
+MAX_FILE_SIZE = 2**63 - 1
+MAX_TRANSFER_ID = 2**32 - 1
+
 # Frame type bytes.
 HELLO = 0x01
 ERROR = 0x02
 PEERS = 0x10
+LIST = 0x20
+CATALOG = 0x21
+HAVE = 0x22
+GET = 0x30
+DATA = 0x31
+END = 0x32
+CANCEL = 0x33
 PING = 0x7E
 PONG = 0x7F
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _NODE_ID = re.compile(r"[0-9a-f]{64}")
+_HASH = re.compile(r"[0-9a-f]{64}")
+_DRIVE = re.compile(r"[A-Za-z]:")
 _PING_STRUCT = struct.Struct("!Q")
+_TRANSFER_STRUCT = struct.Struct("!I")
 
 
 class ProtocolError(Exception):
@@ -92,6 +123,44 @@ def safe_text(value: object, limit: int = 80) -> str:
     if len(text) > limit:
         text = text[:limit] + "..."
     return text
+
+
+def check_path(path: object) -> str:
+    """
+    Validate a shared file's relative path as it travels on the wire.
+
+    A valid path is NFC-normalised text of ``/``-separated components, none
+    empty, C{.} or C{..}, none with control characters or backslashes, none
+    starting with L{RESERVED_PREFIX}, no drive letter in front, within the
+    byte limits.  Such a path can only name something inside a share --
+    what is actually on disk there is checked when a file is opened
+    (L{p2ptwisted.share}).
+
+    @raise ProtocolError: naming the problem, with the path escaped.
+    """
+    if not isinstance(path, str) or not path:
+        raise ProtocolError(f"bad path {safe_text(path)}")
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ProtocolError(f"path is not valid Unicode: {safe_text(path)}") from None
+    if size > MAX_PATH_BYTES:
+        raise ProtocolError(f"path longer than {MAX_PATH_BYTES} bytes: {safe_text(path)}")
+    if not unicodedata.is_normalized("NFC", path):
+        raise ProtocolError(f"path is not NFC-normalised: {safe_text(path)}")
+    if has_control_chars(path) or "\\" in path:
+        raise ProtocolError(f"path has control characters or backslashes: {safe_text(path)}")
+    parts = path.split("/")
+    if _DRIVE.match(parts[0]):
+        raise ProtocolError(f"path starts with a drive: {safe_text(path)}")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise ProtocolError(f"path has an empty, . or .. component: {safe_text(path)}")
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise ProtocolError(f"path component too long: {safe_text(path)}")
+        if part.startswith(RESERVED_PREFIX):
+            raise ProtocolError(f"path uses a reserved name: {safe_text(path)}")
+    return path
 
 
 @attrs.frozen
@@ -198,10 +267,13 @@ class Hello:
 class Error:
     """
     Why the sender refuses something or is about to close the connection.
+
+    C{transfer} names the request it answers (a GET's transfer id), if any.
     """
 
     code: str
     message: str
+    transfer: Optional[int] = None
 
 
 @attrs.frozen
@@ -218,6 +290,95 @@ class Peers:
 
 
 @attrs.frozen
+class FileEntry:
+    """
+    One file in a catalog: where it is, how big, when last modified, and
+    the BLAKE3 hash of its content.
+    """
+
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str
+
+
+@attrs.frozen
+class List:
+    """
+    A request for the receiver's catalog, answered with CATALOG frames.
+    """
+
+
+@attrs.frozen
+class Catalog:
+    """
+    Part of the sender's catalog; the last part has C{more} false.
+
+    C{rejected} counts entries that did not validate (hostile or foreign
+    names); they are left out, not fatal.
+    """
+
+    files: Tuple[FileEntry, ...]
+    more: bool
+    rejected: int = 0
+
+
+@attrs.frozen
+class Have:
+    """
+    Files the sender has newly got or that changed: fetch them if you lack them.
+    """
+
+    files: Tuple[FileEntry, ...]
+    rejected: int = 0
+
+
+@attrs.frozen
+class Get:
+    """
+    A request for the file at C{path} whose content hashes to C{hash},
+    from byte C{offset} on; the answer is DATA frames and an END, or an
+    ERROR naming C{transfer}.
+    """
+
+    transfer: int
+    path: str
+    hash: str
+    offset: int
+
+
+@attrs.frozen
+class Data:
+    """
+    The next bytes of a transfer.  C{payload} may be a memoryview into the
+    received frame: no copy on the hot path.
+    """
+
+    transfer: int
+    payload: bytes = attrs.field(eq=False)
+
+
+@attrs.frozen
+class End:
+    """
+    The last frame of a transfer: the whole file's size and hash.
+    """
+
+    transfer: int
+    size: int
+    hash: str
+
+
+@attrs.frozen
+class Cancel:
+    """
+    The requester no longer wants a transfer; the sender stops sending it.
+    """
+
+    transfer: int
+
+
+@attrs.frozen
 class Ping:
     """
     A liveness probe; the receiver answers with a L{Pong} echoing C{nonce}.
@@ -231,7 +392,7 @@ class Pong:
     nonce: int
 
 
-Message = Union[Hello, Error, Peers, Ping, Pong]
+Message = Union[Hello, Error, Peers, List, Catalog, Have, Get, Data, End, Cancel, Ping, Pong]
 
 
 # ---------------------------------------------------------------------------
@@ -281,6 +442,20 @@ def _field(obj: dict, key: str, kind: type, what: str):
     # bool is an int subclass; never accept true/false as a number.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ProtocolError(f"{what} field {key!r} has the wrong type")
+    return value
+
+
+def _int(obj: dict, key: str, low: int, high: int, what: str) -> int:
+    value = _field(obj, key, int, what)
+    if not low <= value <= high:
+        raise ProtocolError(f"{what} field {key!r} out of range")
+    return value
+
+
+def _hash(obj: dict, key: str, what: str) -> str:
+    value = _field(obj, key, str, what)
+    if not _HASH.fullmatch(value):
+        raise ProtocolError(f"{what} field {key!r} is not 64 lowercase hex digits")
     return value
 
 
@@ -338,11 +513,105 @@ def _decode_error(body: bytes) -> Error:
     if not _ERROR_CODE.fullmatch(code):
         raise ProtocolError("ERROR code is not a short lowercase token")
     message = _text(obj, "message", MAX_ERROR_MESSAGE, "ERROR", optional=True)
-    return Error(code=code, message=message)
+    transfer = None
+    if "transfer" in obj:
+        transfer = _int(obj, "transfer", 0, MAX_TRANSFER_ID, "ERROR")
+    return Error(code=code, message=message, transfer=transfer)
 
 
 def _encode_error(m: Error) -> bytes:
-    return _dump({"code": m.code, "message": m.message})
+    body = {"code": m.code, "message": m.message}
+    if m.transfer is not None:
+        body["transfer"] = m.transfer
+    return _dump(body)
+
+
+def _decode_entry(entry: object) -> FileEntry:
+    if not isinstance(entry, dict):
+        raise ProtocolError("file entry is not an object")
+    return FileEntry(
+        path=check_path(entry.get("path")),
+        size=_int(entry, "size", 0, MAX_FILE_SIZE, "file entry"),
+        mtime_ns=_int(entry, "mtime", -(2**63), 2**63 - 1, "file entry"),
+        hash=_hash(entry, "hash", "file entry"),
+    )
+
+
+def entry_to_json(e: FileEntry) -> dict:
+    return {"path": e.path, "size": e.size, "mtime": e.mtime_ns, "hash": e.hash}
+
+
+def _decode_entries(obj: dict, what: str) -> Tuple[Tuple[FileEntry, ...], int]:
+    raw = _field(obj, "files", list, what)
+    files, rejected = [], 0
+    for item in raw:
+        try:
+            files.append(_decode_entry(item))
+        except ProtocolError:
+            rejected += 1
+    return tuple(files), rejected
+
+
+def _decode_catalog(body: bytes) -> Catalog:
+    obj = _json_object(body, "CATALOG")
+    files, rejected = _decode_entries(obj, "CATALOG")
+    more = _field(obj, "more", bool, "CATALOG")
+    return Catalog(files=files, more=more, rejected=rejected)
+
+
+def _encode_catalog(m: Catalog) -> bytes:
+    return _dump({"files": [entry_to_json(e) for e in m.files], "more": m.more})
+
+
+def _decode_have(body: bytes) -> Have:
+    files, rejected = _decode_entries(_json_object(body, "HAVE"), "HAVE")
+    return Have(files=files, rejected=rejected)
+
+
+def _encode_have(m: Have) -> bytes:
+    return _dump({"files": [entry_to_json(e) for e in m.files]})
+
+
+def _decode_get(body: bytes) -> Get:
+    obj = _json_object(body, "GET")
+    return Get(
+        transfer=_int(obj, "transfer", 0, MAX_TRANSFER_ID, "GET"),
+        path=check_path(obj.get("path")),
+        hash=_hash(obj, "hash", "GET"),
+        offset=_int(obj, "offset", 0, MAX_FILE_SIZE, "GET"),
+    )
+
+
+def _encode_get(m: Get) -> bytes:
+    return _dump({"transfer": m.transfer, "path": m.path, "hash": m.hash, "offset": m.offset})
+
+
+def _decode_end(body: bytes) -> End:
+    obj = _json_object(body, "END")
+    return End(
+        transfer=_int(obj, "transfer", 0, MAX_TRANSFER_ID, "END"),
+        size=_int(obj, "size", 0, MAX_FILE_SIZE, "END"),
+        hash=_hash(obj, "hash", "END"),
+    )
+
+
+def _decode_cancel(body: bytes) -> Cancel:
+    obj = _json_object(body, "CANCEL")
+    return Cancel(transfer=_int(obj, "transfer", 0, MAX_TRANSFER_ID, "CANCEL"))
+
+
+def _decode_list(body: bytes) -> List:
+    _json_object(body, "LIST")
+    return List()
+
+
+def data_header(transfer: int, payload_length: int) -> bytes:
+    """
+    The length prefix, type byte and transfer id of a DATA frame, so a
+    sender can write the header and the payload as two pieces without
+    joining them.
+    """
+    return struct.pack("!IBI", 1 + 4 + payload_length, DATA, transfer)
 
 
 def _decode_peers(body: bytes) -> Peers:
@@ -379,6 +648,13 @@ _DECODERS: Dict[int, Tuple[str, Callable[[bytes], Message]]] = {
     HELLO: ("HELLO", _decode_hello),
     ERROR: ("ERROR", _decode_error),
     PEERS: ("PEERS", _decode_peers),
+    LIST: ("LIST", _decode_list),
+    CATALOG: ("CATALOG", _decode_catalog),
+    HAVE: ("HAVE", _decode_have),
+    GET: ("GET", _decode_get),
+    DATA: ("DATA", None),  # decoded in decode_frame, without copying
+    END: ("END", _decode_end),
+    CANCEL: ("CANCEL", _decode_cancel),
     PING: ("PING", lambda body: Ping(_decode_nonce(body, "PING"))),
     PONG: ("PONG", lambda body: Pong(_decode_nonce(body, "PONG"))),
 }
@@ -387,6 +663,13 @@ _ENCODERS: Dict[Type, Tuple[int, Callable[..., bytes]]] = {
     Hello: (HELLO, _encode_hello),
     Error: (ERROR, _encode_error),
     Peers: (PEERS, _encode_peers),
+    List: (LIST, lambda m: b"{}"),
+    Catalog: (CATALOG, _encode_catalog),
+    Have: (HAVE, _encode_have),
+    Get: (GET, _encode_get),
+    Data: (DATA, lambda m: _TRANSFER_STRUCT.pack(m.transfer) + bytes(m.payload)),
+    End: (END, lambda m: _dump({"transfer": m.transfer, "size": m.size, "hash": m.hash})),
+    Cancel: (CANCEL, lambda m: _dump({"transfer": m.transfer})),
     Ping: (PING, lambda m: _PING_STRUCT.pack(m.nonce)),
     Pong: (PONG, lambda m: _PING_STRUCT.pack(m.nonce)),
 }
@@ -412,9 +695,15 @@ def decode_frame(frame: bytes) -> Message:
         raise ProtocolError("empty frame")
     if len(frame) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
-    entry = _DECODERS.get(frame[0])
+    kind = frame[0]
+    if kind == DATA:
+        if len(frame) < 5:
+            raise ProtocolError("DATA frame shorter than its transfer id")
+        view = memoryview(frame)
+        return Data(transfer=_TRANSFER_STRUCT.unpack(view[1:5])[0], payload=view[5:])
+    entry = _DECODERS.get(kind)
     if entry is None:
-        raise ProtocolError(f"unknown frame type 0x{frame[0]:02x}")
+        raise ProtocolError(f"unknown frame type 0x{kind:02x}")
     return entry[1](bytes(frame[1:]))
 
 

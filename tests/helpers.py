@@ -5,6 +5,7 @@ Shared fixtures: nodes on a fake clock, joined by in-memory connections.
 import os
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.test import iosim
@@ -24,6 +25,8 @@ def make_node(testcase, name, reactor=None, port=None, **kwargs):
     reactor = reactor if reactor is not None else MemoryReactorClock()
     base = testcase.mktemp()
     kwargs.setdefault("book", PeerBook(jitter=lambda: 0.0))
+    kwargs.setdefault("run_blocking", maybeDeferred)
+    kwargs.setdefault("watch", False)
     node = Node(
         reactor,
         state_dir=os.path.join(base, "state"),

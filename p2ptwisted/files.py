@@ -1,0 +1,557 @@
+# -*- test-case-name: tests.test_files -*-
+"""
+Files over the mesh: serving our catalog and our files, fetching others',
+and the policy that keeps shares in step.
+
+The policy, in one paragraph: every version of a path that any peer lists
+is wanted.  The newest version (largest mtime, then largest hash, so every
+node picks the same one) belongs at the path itself; every other version is
+kept beside it under a conflict name derived from its hash
+(L{p2ptwisted.share.conflict_name}), so nothing is ever silently
+overwritten and all nodes converge on the same files under the same names.
+Each wanted version is fetched once, from one peer that has it, within
+per-peer and total limits.  Deletions do not propagate.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Set, Tuple
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+
+from p2ptwisted import wire
+from p2ptwisted.share import Share, ShareError, conflict_name
+from p2ptwisted.transfer import Download, TransferFailed, Upload
+
+if TYPE_CHECKING:  # pragma: no cover
+    from p2ptwisted.node import Node
+    from p2ptwisted.protocol import PeerProtocol
+
+#: Downloads in flight from one peer, and in total.
+MAX_PER_PEER = 8
+MAX_TOTAL = 16
+
+#: Uploads one peer may have in flight from us; more are refused "busy".
+MAX_UPLOADS_PER_PEER = 64
+
+#: Files one peer's catalog may hold for us to remember it.
+MAX_CATALOG_ENTRIES = 200_000
+
+#: Seconds before asking again for a file that failed.
+RETRY_DELAY = 5.0
+
+#: Free space kept in reserve when deciding whether a download fits.
+SPACE_MARGIN = 16 * 1024 * 1024
+
+#: Catalog entries per CATALOG/HAVE frame are packed up to this body size.
+PACK_LIMIT = wire.MAX_CONTROL_BODY - 1024
+
+#: Seconds HAVE announcements are gathered before they are sent.
+HAVE_DELAY = 0.1
+
+#: Files of at least this size log their progress every tenth.
+PROGRESS_MIN_SIZE = 8 * 1024 * 1024
+
+
+@attrs.define(eq=False)
+class Want:
+    """
+    One version of one file that should be in our share.
+
+    @ivar dest: where it goes (the path itself, or a conflict name).
+    @ivar sources: peers that have it, and under which path.
+    @ivar bad_until: peers that recently failed us for this file.
+    """
+
+    dest: str
+    entry: wire.FileEntry
+    sources: Dict[str, str] = attrs.field(factory=dict)
+    bad_until: Dict[str, float] = attrs.field(factory=dict)
+    not_before: float = 0.0
+    download: Optional[Download] = None
+    manual: bool = False
+    waiters: List[Deferred] = attrs.field(factory=list)
+
+
+def pack_entries(entries: List[wire.FileEntry]) -> List[List[wire.FileEntry]]:
+    """
+    Split catalog entries into groups that each fit one CATALOG/HAVE frame.
+    """
+    groups: List[List[wire.FileEntry]] = [[]]
+    size = 0
+    for entry in entries:
+        cost = len(wire._dump(wire.entry_to_json(entry))) + 1
+        if groups[-1] and size + cost > PACK_LIMIT:
+            groups.append([])
+            size = 0
+        groups[-1].append(entry)
+        size += cost
+    return groups
+
+
+class FileExchange:
+    """
+    The node's file business, for all connections at once.
+
+    @ivar remote: each peer's catalog as last heard, by node id and path.
+    @ivar wants: what we intend to fetch, by (destination, hash).
+    """
+
+    log = Logger()
+
+    def __init__(self, node: "Node", share: Share, clock, sync: bool = True):
+        self.node = node
+        self.share = share
+        self.clock = clock
+        self.sync = sync
+        self.remote: Dict[str, Dict[str, wire.FileEntry]] = {}
+        self._incoming: Dict[str, Dict[str, wire.FileEntry]] = {}
+        self.wants: Dict[Tuple[str, str], Want] = {}
+        self._pending_have: List[wire.FileEntry] = []
+        self._have_call = None
+        self._pump_call = None
+        self._rebuild_call = None
+        self.completed = 0
+
+    # -- serving -----------------------------------------------------------
+
+    def list_received(self, proto: "PeerProtocol", message: wire.List) -> None:
+        groups = pack_entries(self.share.entries())
+        for i, group in enumerate(groups):
+            proto.send(wire.Catalog(files=tuple(group), more=i < len(groups) - 1))
+
+    def get_received(self, proto: "PeerProtocol", get: wire.Get) -> None:
+        def refuse(code: str, message: str) -> None:
+            self.log.info(
+                "refused {path} to {peer}: {why}",
+                path=wire.safe_text(get.path), peer=proto.describe(), why=message,
+            )
+            proto.send(wire.Error(code=code, message=message, transfer=get.transfer))
+
+        scheduler = proto.scheduler
+        if get.transfer in scheduler.by_id:
+            proto.drop(f"GET reuses transfer id {get.transfer} still in flight")
+            return
+        if len(scheduler.by_id) >= MAX_UPLOADS_PER_PEER:
+            refuse("busy", f"more than {MAX_UPLOADS_PER_PEER} transfers in flight")
+            return
+        try:
+            fd, local = self.share.open_for_reading(get.path, get.hash)
+        except ShareError as e:
+            refuse(e.code, str(e))
+            return
+        except OSError as e:
+            refuse("unavailable", e.strerror or "cannot open the file")
+            return
+        if get.offset > local.entry.size:
+            os.close(fd)
+            refuse("bad_offset", f"offset {get.offset} is past the end ({local.entry.size})")
+            return
+        scheduler.add(Upload(transfer=get.transfer, fd=fd, local=local, position=get.offset))
+
+    def cancel_received(self, proto: "PeerProtocol", cancel: wire.Cancel) -> None:
+        proto.scheduler.cancel(cancel.transfer)
+
+    # -- hearing about files ---------------------------------------------------
+
+    def catalog_received(self, proto: "PeerProtocol", message: wire.Catalog) -> None:
+        peer = proto.remote_id
+        incoming = self._incoming.setdefault(peer, {})
+        self._note_rejected(proto, message.rejected, "CATALOG")
+        for entry in message.files:
+            incoming[entry.path] = entry
+        if len(incoming) > MAX_CATALOG_ENTRIES:
+            self._incoming.pop(peer, None)
+            proto.drop(f"catalog longer than {MAX_CATALOG_ENTRIES} files")
+            return
+        if not message.more:
+            self.remote[peer] = self._incoming.pop(peer)
+            self.log.info("{peer} shares {n} files", peer=proto.describe(), n=len(self.remote[peer]))
+            self._schedule_rebuild()
+
+    def have_received(self, proto: "PeerProtocol", message: wire.Have) -> None:
+        catalog = self.remote.setdefault(proto.remote_id, {})
+        self._note_rejected(proto, message.rejected, "HAVE")
+        for entry in message.files:
+            catalog[entry.path] = entry
+        if len(catalog) > MAX_CATALOG_ENTRIES:
+            self.remote.pop(proto.remote_id, None)
+            proto.drop(f"catalog longer than {MAX_CATALOG_ENTRIES} files")
+            return
+        self._schedule_rebuild()
+
+    def _note_rejected(self, proto, count: int, what: str) -> None:
+        if count:
+            self.log.warn(
+                "ignored {n} invalid file entries in {what} from {peer}",
+                n=count, what=what, peer=proto.describe(),
+            )
+
+    def peer_connected(self, proto: "PeerProtocol") -> None:
+        proto.send(wire.List())
+
+    def peer_lost(self, proto: "PeerProtocol") -> None:
+        """
+        A connection closed: its downloads stop (keeping their partial
+        files, to resume), and if it was that node's connection, we forget
+        its catalog.
+        """
+        for download in list(proto.downloads.values()):
+            self._interrupted(download, "connection closed")
+        proto.downloads.clear()
+        peer = proto.remote_id
+        if peer is not None and self.node.connections.get(peer) is None:
+            self._incoming.pop(peer, None)
+            if self.remote.pop(peer, None) is not None:
+                self._schedule_rebuild()
+
+    def local_changed(self, changed: List[wire.FileEntry]) -> None:
+        """
+        Our own share changed (a rescan found new or modified files).
+        """
+        self.announce(changed)
+        self._schedule_rebuild()
+
+    def announce(self, entries: Iterable[wire.FileEntry]) -> None:
+        """
+        Tell every peer about new or changed files, gathered briefly so a
+        burst of them goes out in few frames.
+        """
+        self._pending_have.extend(entries)
+        if self._pending_have and self._have_call is None:
+            self._have_call = self.clock.callLater(HAVE_DELAY, self._send_have)
+
+    def _send_have(self) -> None:
+        self._have_call = None
+        pending, self._pending_have = self._pending_have, []
+        for group in pack_entries(pending):
+            message = wire.Have(files=tuple(group))
+            for proto in list(self.node.connections.values()):
+                proto.send(message)
+
+    # -- deciding what to fetch --------------------------------------------------
+
+    def _schedule_rebuild(self) -> None:
+        if self._rebuild_call is None:
+            self._rebuild_call = self.clock.callLater(0, self.rebuild)
+
+    def rebuild(self) -> None:
+        """
+        Work out every version we should have, from all peers' catalogs and
+        our own share, keeping the state of wants already in progress.
+        """
+        if self._rebuild_call is not None and self._rebuild_call.active():
+            self._rebuild_call.cancel()
+        self._rebuild_call = None
+        old = self.wants
+        new: Dict[Tuple[str, str], Want] = {}
+        if self.sync:
+            versions: Dict[str, Dict[str, Tuple[wire.FileEntry, Dict[str, str]]]] = {}
+            for peer, catalog in self.remote.items():
+                for path, entry in catalog.items():
+                    slot = versions.setdefault(path, {})
+                    if entry.hash not in slot:
+                        slot[entry.hash] = (entry, {})
+                    slot[entry.hash][1][peer] = path
+            local_files = self.share.files
+            for path, slot in versions.items():
+                local = local_files.get(path)
+                candidates = [entry for entry, _ in slot.values()]
+                if local is not None:
+                    candidates.append(local.entry)
+                winner = max(candidates, key=lambda e: (e.mtime_ns, e.hash))
+                for content_hash, (entry, sources) in slot.items():
+                    if local is not None and local.entry.hash == content_hash:
+                        continue
+                    dest = path if content_hash == winner.hash else conflict_name(path, content_hash)
+                    if dest != path and dest in local_files:
+                        continue  # already kept (or something else sits there)
+                    key = (dest, content_hash)
+                    want = old.get(key) or Want(dest=dest, entry=entry)
+                    want.sources = dict(sources)
+                    new[key] = want
+        for key, want in old.items():
+            if key not in new and (want.download is not None or want.manual):
+                new[key] = want
+        self.wants = new
+        self.pump()
+
+    def fetch(self, path: str, content_hash: Optional[str] = None,
+              peer: Optional[str] = None) -> Deferred:
+        """
+        Fetch C{path} into the share now, sync or no sync.  Fires with the
+        path it landed at.
+        """
+        sources = {}
+        entry = None
+        for node_id, catalog in self.remote.items():
+            if peer is not None and node_id != peer:
+                continue
+            candidate = catalog.get(path)
+            if candidate and (content_hash is None or candidate.hash == content_hash):
+                entry = entry or candidate
+                if candidate.hash == entry.hash:
+                    sources[node_id] = path
+        if entry is None:
+            return fail(LookupError(f"no connected peer lists {path}"))
+        local = self.share.lookup(path)
+        if local is not None and local.entry.hash == entry.hash:
+            return succeed(path)
+        dest = path if local is None else conflict_name(path, entry.hash)
+        key = (dest, entry.hash)
+        want = self.wants.get(key) or Want(dest=dest, entry=entry)
+        want.sources.update(sources)
+        want.manual = True
+        self.wants[key] = want
+        d = Deferred()
+        want.waiters.append(d)
+        self.pump()
+        return d
+
+    def pump(self) -> None:
+        """
+        Start the downloads that may start now.
+        """
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        self._pump_call = None
+        now = self.clock.seconds()
+        total = sum(len(p.downloads) for p in self.node.connections.values())
+        soonest = None
+        for want in list(self.wants.values()):
+            if total >= MAX_TOTAL:
+                break
+            if want.download is not None:
+                continue
+            if want.not_before > now:
+                soonest = want.not_before if soonest is None else min(soonest, want.not_before)
+                continue
+            proto = self._pick_source(want, now)
+            if proto is None:
+                continue
+            if self._start(want, proto):
+                total += 1
+        if soonest is not None:
+            self._pump_call = self.clock.callLater(max(0.0, soonest - now), self.pump)
+
+    def _pick_source(self, want: Want, now: float) -> Optional["PeerProtocol"]:
+        best = None
+        for peer in want.sources:
+            proto = self.node.connections.get(peer)
+            if proto is None or want.bad_until.get(peer, 0.0) > now:
+                continue
+            if len(proto.downloads) >= MAX_PER_PEER:
+                continue
+            if best is None or len(proto.downloads) < len(best.downloads):
+                best = proto
+        return best
+
+    def _start(self, want: Want, proto: "PeerProtocol") -> bool:
+        entry = want.entry
+        try:
+            dir_fd = self.share.open_parent(want.dest)
+        except (OSError, ShareError) as e:
+            self._give_up_for_now(want, f"cannot create its directory: {e}")
+            return False
+        download = Download(entry=entry, dest=want.dest, dir_fd=dir_fd, publish=self._publish)
+        try:
+            offset = download.open()
+            if entry.size - offset + SPACE_MARGIN > self.share.free_bytes():
+                raise TransferFailed("space", "not enough free space")
+        except (OSError, TransferFailed) as e:
+            download.release()
+            self._give_up_for_now(want, str(e))
+            return False
+        download.transfer = proto.next_transfer_id()
+        download.source_path = want.sources[proto.remote_id]
+        download.peer = proto
+        download.started_at = self.clock.seconds()
+        want.download = download
+        proto.downloads[download.transfer] = download
+        proto.send(wire.Get(transfer=download.transfer, path=download.source_path,
+                            hash=entry.hash, offset=offset))
+        if offset:
+            self.log.info("resuming {path} from {peer} at byte {offset} of {size}",
+                          path=wire.safe_text(want.dest), peer=proto.describe(),
+                          offset=offset, size=entry.size)
+        else:
+            self.log.debug("fetching {path} ({size} bytes) from {peer}",
+                           path=wire.safe_text(want.dest), size=entry.size,
+                           peer=proto.describe())
+        return True
+
+    def _give_up_for_now(self, want: Want, why: str) -> None:
+        self.log.warn("cannot fetch {path} now: {why}", path=wire.safe_text(want.dest), why=why)
+        want.not_before = self.clock.seconds() + RETRY_DELAY * 12
+
+    # -- downloads in progress ---------------------------------------------------
+
+    def _want_of(self, download: Download) -> Optional[Want]:
+        want = self.wants.get((download.dest, download.entry.hash))
+        return want if want is not None and want.download is download else None
+
+    def data_received(self, proto: "PeerProtocol", data: wire.Data) -> None:
+        download = proto.downloads.get(data.transfer)
+        if download is None:
+            return  # late data for a transfer we cancelled
+        before = download.offset
+        try:
+            download.write(data.payload)
+        except TransferFailed as e:
+            proto.send(wire.Cancel(transfer=data.transfer))
+            self._failed(proto, download, e, discard=True)
+            return
+        except OSError as e:
+            proto.send(wire.Cancel(transfer=data.transfer))
+            self._failed(proto, download, TransferFailed("local", str(e)), discard=False)
+            return
+        size = download.entry.size
+        if size >= PROGRESS_MIN_SIZE and before * 10 // size != download.offset * 10 // size:
+            self.log.info(
+                "{path}: {percent}% ({done} of {size} bytes) from {peer}",
+                path=wire.safe_text(download.dest), percent=download.offset * 100 // size,
+                done=download.offset, size=size, peer=proto.describe(),
+            )
+
+    def end_received(self, proto: "PeerProtocol", end: wire.End) -> None:
+        download = proto.downloads.pop(end.transfer, None)
+        if download is None:
+            proto.drop(f"END for unknown transfer {end.transfer}")
+            return
+        try:
+            landed = download.finish(end)
+        except TransferFailed as e:
+            self._failed(proto, download, e, discard=True, popped=True)
+            return
+        except OSError as e:
+            self._failed(proto, download, TransferFailed("local", str(e)), discard=False,
+                         popped=True)
+            return
+        download.release()
+        self.completed += 1
+        want = self._want_of(download)
+        if want is not None:
+            del self.wants[(download.dest, download.entry.hash)]
+            for d in want.waiters:
+                d.callback(landed)
+        self.log.info(
+            "got {path} ({size} bytes) from {peer}{resumed}, verified",
+            path=wire.safe_text(landed), size=download.entry.size, peer=proto.describe(),
+            resumed=f", resumed at byte {download.resumed_from}" if download.resumed_from else "",
+        )
+        self.pump()
+
+    def error_received(self, proto: "PeerProtocol", error: wire.Error) -> None:
+        download = proto.downloads.get(error.transfer)
+        if download is None:
+            return
+        self._failed(proto, download,
+                     TransferFailed(error.code, f"peer refused: {wire.safe_text(error.message)}"),
+                     discard=False)
+
+    def _failed(self, proto, download: Download, error: TransferFailed, discard: bool,
+                popped: bool = False) -> None:
+        if not popped:
+            proto.downloads.pop(download.transfer, None)
+        if discard:
+            download.discard()
+        download.release()
+        want = self._want_of(download)
+        self.log.warn(
+            "fetching {path} from {peer} failed: {why}{what}",
+            path=wire.safe_text(download.dest), peer=proto.describe(), why=str(error),
+            what="; bad data discarded, fetching again" if discard else "",
+        )
+        if want is None:
+            return
+        want.download = None
+        now = self.clock.seconds()
+        want.bad_until[proto.remote_id] = now + RETRY_DELAY
+        usable = [p for p in want.sources
+                  if p in self.node.connections and want.bad_until.get(p, 0.0) <= now]
+        want.not_before = now if usable else now + RETRY_DELAY
+        if error.code == "local" or error.code == "space":
+            want.not_before = now + RETRY_DELAY * 12
+        self.pump()
+
+    def _interrupted(self, download: Download, why: str) -> None:
+        download.release()
+        want = self._want_of(download)
+        self.log.info("fetching {path} interrupted ({why}); {kept} bytes kept for resuming",
+                      path=wire.safe_text(download.dest), why=why, kept=download.offset)
+        if want is not None:
+            want.download = None
+            want.not_before = self.clock.seconds()
+            if self._pump_call is None:
+                self._pump_call = self.clock.callLater(0, self.pump)
+
+    # -- publishing ---------------------------------------------------------------
+
+    def _publish(self, download: Download) -> str:
+        """
+        Put a verified download in place without overwriting anything.
+
+        If the destination holds another version (the one this download
+        supersedes), that version is first moved to its conflict name.  If
+        something appeared at the destination meanwhile, the download goes
+        to its own conflict name instead.
+        """
+        dir_fd = download.dir_fd
+        dest = download.dest
+        local = self.share.lookup(dest)
+        if local is not None and local.entry.hash != download.entry.hash:
+            kept = self._move_aside(dir_fd, local)
+            self.log.warn(
+                "{path} differs from the newer version on the mesh: kept ours as {kept}",
+                path=wire.safe_text(dest), kept=wire.safe_text(kept),
+            )
+        name = dest.rsplit("/", 1)[-1]
+        try:
+            os.link(download.partial, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd,
+                    follow_symlinks=False)
+        except FileExistsError:
+            dest = conflict_name(dest, download.entry.hash)
+            name = dest.rsplit("/", 1)[-1]
+            self.log.warn("{path} appeared while it was being fetched: keeping both, as {other}",
+                          path=wire.safe_text(download.dest), other=wire.safe_text(dest))
+            try:
+                os.link(download.partial, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd,
+                        follow_symlinks=False)
+            except FileExistsError:
+                pass
+        os.unlink(download.partial, dir_fd=dir_fd)
+        os.fsync(dir_fd)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        entry = attrs.evolve(download.entry, path=dest)
+        self.share.record(entry, disk_path=dest, inode=st.st_ino)
+        self.announce([entry])
+        return dest
+
+    def _move_aside(self, dir_fd: int, local) -> str:
+        base = conflict_name(local.entry.path, local.entry.hash)
+        target, n = base, 0
+        name = local.disk_path.rsplit("/", 1)[-1]
+        while True:
+            try:
+                os.link(name, target.rsplit("/", 1)[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd,
+                        follow_symlinks=False)
+                break
+            except FileExistsError:
+                n += 1
+                target = f"{base}-{n}"
+        os.unlink(name, dir_fd=dir_fd)
+        self.share.forget(local.entry.path)
+        st = os.stat(target.rsplit("/", 1)[-1], dir_fd=dir_fd, follow_symlinks=False)
+        entry = attrs.evolve(local.entry, path=target)
+        self.share.record(entry, disk_path=target, inode=st.st_ino)
+        self.announce([entry])
+        return target
+
+    def stop(self) -> None:
+        for call in (self._have_call, self._pump_call, self._rebuild_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._have_call = self._pump_call = self._rebuild_call = None

@@ -1,0 +1,329 @@
+# -*- test-case-name: tests.test_transfer -*-
+"""
+Moving file bytes: the upload scheduler that feeds a connection, and the
+download that turns DATA frames into a verified file.
+
+One connection carries any number of uploads and downloads in both
+directions at once.  Its transport has exactly one registered producer, the
+L{UploadScheduler}, which takes one chunk from each active upload in turn
+while the transport wants data, and stops when the transport pauses it.
+Control frames are written straight to the transport, so they wait behind
+at most one buffer's worth of file data, never behind a whole file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import TYPE_CHECKING, Callable, Deque, Dict, Optional
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from p2ptwisted import wire
+from p2ptwisted.share import PARTIAL_PREFIX, LocalFile, ShareError, new_hasher
+
+if TYPE_CHECKING:  # pragma: no cover
+    from p2ptwisted.protocol import PeerProtocol
+
+#: Payload bytes per DATA frame.
+CHUNK_SIZE = 128 * 1024
+
+#: Bytes the scheduler writes in one reactor turn before letting the
+#: reactor read and write other connections.
+TURN_BUDGET = 1024 * 1024
+
+log = Logger()
+
+
+class TransferFailed(Exception):
+    """
+    A download did not complete.  C{code} says why, in ERROR-code terms;
+    C{retry} says whether the file is worth asking for again.
+    """
+
+    def __init__(self, code: str, message: str, retry: bool = True):
+        super().__init__(message)
+        self.code = code
+        self.retry = retry
+
+
+# ---------------------------------------------------------------------------
+# Sending
+
+
+@attrs.define(eq=False)
+class Upload:
+    """
+    One file being sent: an open descriptor and how far we have got.
+    """
+
+    transfer: int
+    fd: int
+    local: LocalFile
+    position: int
+    sent: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.position >= self.local.entry.size
+
+    def read_chunk(self, limit: int) -> bytes:
+        size = min(limit, self.local.entry.size - self.position)
+        chunk = os.pread(self.fd, size, self.position)
+        if len(chunk) != size:
+            raise ShareError("changed", "the file shrank while being sent")
+        self.position += len(chunk)
+        self.sent += len(chunk)
+        return chunk
+
+    def unchanged(self) -> bool:
+        st = os.fstat(self.fd)
+        entry = self.local.entry
+        return (st.st_size, st.st_mtime_ns) == (entry.size, entry.mtime_ns)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@implementer(IPushProducer)
+class UploadScheduler:
+    """
+    The one producer registered on a connection's transport.
+
+    It is a push producer: after a C{resumeProducing} it writes until the
+    transport pauses it or it runs out of work, a C{TURN_BUDGET} at a time,
+    taking one chunk from each upload in turn so no transfer starves the
+    others.  The transport calls C{pauseProducing} on every write while its
+    buffer is over the limit, so the paused state is a boolean, not a count.
+    """
+
+    def __init__(self, proto: "PeerProtocol", clock, chunk_size: int = CHUNK_SIZE):
+        self.proto = proto
+        self.clock = clock
+        self.chunk_size = chunk_size
+        self.uploads: Deque[Upload] = deque()
+        self.by_id: Dict[int, Upload] = {}
+        self.paused = False
+        self.bytes_sent = 0
+        self._call = None
+
+    def add(self, upload: Upload) -> None:
+        self.uploads.append(upload)
+        self.by_id[upload.transfer] = upload
+        self._kick()
+
+    def cancel(self, transfer: int) -> bool:
+        upload = self.by_id.pop(transfer, None)
+        if upload is None:
+            return False
+        self.uploads.remove(upload)
+        upload.close()
+        return True
+
+    def _kick(self) -> None:
+        if self.uploads and not self.paused and self._call is None:
+            self._call = self.clock.callLater(0, self._run)
+
+    def _run(self) -> None:
+        self._call = None
+        budget = TURN_BUDGET
+        write = self.proto.transport.writeSequence
+        while self.uploads and not self.paused and budget > 0:
+            upload = self.uploads.popleft()
+            try:
+                chunk = upload.read_chunk(self.chunk_size)
+            except (OSError, ShareError) as e:
+                self._finish(upload, error=str(e))
+                continue
+            write([wire.data_header(upload.transfer, len(chunk)), chunk])
+            budget -= len(chunk)
+            self.bytes_sent += len(chunk)
+            if upload.done:
+                self._finish(upload)
+            else:
+                self.uploads.append(upload)
+        self._kick()
+
+    def _finish(self, upload: Upload, error: Optional[str] = None) -> None:
+        self.by_id.pop(upload.transfer, None)
+        if upload in self.uploads:
+            self.uploads.remove(upload)
+        try:
+            if error is None and not upload.unchanged():
+                error = "the file changed while being sent"
+        except OSError as e:
+            error = str(e)
+        upload.close()
+        entry = upload.local.entry
+        if error is None:
+            self.proto.send(wire.End(transfer=upload.transfer, size=entry.size, hash=entry.hash))
+        else:
+            log.info("upload of {path} to {peer} failed: {why}",
+                     path=wire.safe_text(entry.path), peer=self.proto.describe(), why=error)
+            self.proto.send(wire.Error(code="changed", message=error, transfer=upload.transfer))
+
+    # IPushProducer
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._kick()
+
+    def stopProducing(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        for upload in self.uploads:
+            upload.close()
+        self.uploads.clear()
+        self.by_id.clear()
+
+
+# ---------------------------------------------------------------------------
+# Receiving
+
+
+def partial_name(path: str, content_hash: str) -> str:
+    """
+    The name of the partial file for C{content_hash} arriving at C{path}.
+
+    It depends only on the destination and the content, so an interrupted
+    download resumes whichever peer serves the same content next.
+    """
+    hasher = new_hasher()
+    hasher.update(f"{path}\0{content_hash}".encode("utf-8"))
+    return PARTIAL_PREFIX + hasher.hexdigest()[:32]
+
+
+@attrs.define(eq=False)
+class Download:
+    """
+    One file arriving: written to a partial file beside its destination,
+    hashed as it comes, and published under C{dest} only once complete and
+    verified.
+
+    @ivar dest: where the file will appear (a path relative to the share).
+    @ivar entry: what the sender's catalog says the file is.
+    @ivar done: fires with C{dest} once published, or fails with
+        L{TransferFailed}.
+    """
+
+    entry: wire.FileEntry
+    dest: str
+    dir_fd: int
+    publish: Callable[["Download"], str]
+    transfer: int = 0
+    source_path: str = ""
+    peer: Optional["PeerProtocol"] = None
+    fd: int = -1
+    offset: int = 0
+    received: int = 0
+    started_at: float = 0.0
+    resumed_from: int = 0
+    done: Deferred = attrs.field(factory=Deferred)
+    _hasher: object = None
+
+    @property
+    def partial(self) -> str:
+        return partial_name(self.dest, self.entry.hash)
+
+    @property
+    def name(self) -> str:
+        return self.dest.rsplit("/", 1)[-1]
+
+    def open(self) -> int:
+        """
+        Open (or reopen) the partial file; return the offset to ask for.
+
+        Bytes already there are hashed first, so the final check covers
+        the whole file whoever sent which part.
+        """
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            self.fd = os.open(self.partial, flags, 0o600, dir_fd=self.dir_fd)
+        except OSError as e:
+            raise TransferFailed("local", f"cannot create partial file: {e}", retry=False)
+        st = os.fstat(self.fd)
+        if not (st.st_mode & 0o170000 == 0o100000):
+            raise TransferFailed("local", "partial file is not a regular file", retry=False)
+        self._hasher = new_hasher()
+        if st.st_size > self.entry.size:
+            os.ftruncate(self.fd, 0)
+            have = 0
+        else:
+            have = 0
+            while have < st.st_size:
+                chunk = os.pread(self.fd, min(1 << 20, st.st_size - have), have)
+                if not chunk:
+                    break
+                self._hasher.update(chunk)
+                have += len(chunk)
+        self.offset = self.resumed_from = have
+        return have
+
+    def write(self, payload) -> None:
+        if self.offset + len(payload) > self.entry.size:
+            raise TransferFailed("size", "peer sent more bytes than the file has")
+        view = memoryview(payload)
+        while view:
+            written = os.pwrite(self.fd, view, self.offset)
+            self.offset += written
+            self.received += written
+            view = view[written:]
+        self._hasher.update(payload)
+
+    def finish(self, end: wire.End) -> str:
+        """
+        Verify, make durable, and publish.  Returns where the file landed.
+
+        @raise TransferFailed: the bytes are not the file we asked for; the
+            partial file is then removed, so the bad data is never used.
+        """
+        entry = self.entry
+        if end.size != entry.size or end.hash != entry.hash:
+            self.discard()
+            raise TransferFailed("mismatch", "END does not describe the file we asked for")
+        if self.offset != entry.size:
+            self.discard()
+            raise TransferFailed("size", f"got {self.offset} of {entry.size} bytes")
+        digest = self._hasher.hexdigest()
+        if digest != entry.hash:
+            self.discard()
+            raise TransferFailed("mismatch", f"content hash {digest[:16]} is not {entry.hash[:16]}")
+        os.fsync(self.fd)
+        os.utime(self.fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        os.fchmod(self.fd, 0o644)
+        self.close()
+        return self.publish(self)
+
+    def discard(self) -> None:
+        """
+        Throw away the partial file: its bytes are known to be bad.
+        """
+        self.close()
+        try:
+            os.unlink(self.partial, dir_fd=self.dir_fd)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def release(self) -> None:
+        """
+        Close everything; the partial file stays for a later resume.
+        """
+        self.close()
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1

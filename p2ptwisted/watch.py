@@ -1,0 +1,75 @@
+# -*- test-case-name: tests.test_files -*-
+"""
+Noticing changes to the share while the node runs.
+
+Where the platform has inotify, changes trigger a rescan within a moment;
+a periodic rescan runs regardless (rarely with inotify, as a safety net;
+often without it).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+
+from p2ptwisted import wire
+
+#: Seconds between periodic rescans with and without inotify.
+RESCAN_WITH_INOTIFY = 300.0
+RESCAN_WITHOUT_INOTIFY = 10.0
+
+#: Changes are gathered this long before a rescan.
+SETTLE = 0.5
+
+
+class ShareWatcher:
+    log = Logger()
+
+    def __init__(self, reactor, root: str, rescan: Callable[[], object]):
+        self.reactor = reactor
+        self.root = root
+        self.rescan = rescan
+        self._notifier = None
+        self._loop = None
+        self._pending = None
+
+    def start(self) -> None:
+        interval = RESCAN_WITHOUT_INOTIFY
+        try:
+            from twisted.internet import inotify
+
+            notifier = inotify.INotify(self.reactor)
+            notifier.startReading()
+            mask = (inotify.IN_CREATE | inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO
+                    | inotify.IN_MOVED_FROM | inotify.IN_DELETE | inotify.IN_ATTRIB)
+            notifier.watch(FilePath(self.root), mask=mask, autoAdd=True, recursive=True,
+                           callbacks=[self._changed])
+            self._notifier = notifier
+            interval = RESCAN_WITH_INOTIFY
+        except Exception as e:
+            self.log.info("no inotify ({error}); rescanning the share every {n:.0f}s",
+                          error=e, n=interval)
+        self._loop = LoopingCall(self.rescan)
+        self._loop.clock = self.reactor
+        self._loop.start(interval, now=False)
+
+    def _changed(self, watch, path: FilePath, mask: int) -> None:
+        name = path.basename()
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "surrogateescape")
+        if name.startswith(wire.RESERVED_PREFIX):
+            return  # our own partial downloads and state
+        if self._pending is None or not self._pending.active():
+            self._pending = self.reactor.callLater(SETTLE, self.rescan)
+
+    def stop(self) -> None:
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._notifier is not None:
+            self._notifier.loseConnection()
+            self._notifier = None
