@@ -16,10 +16,11 @@ per-peer and total limits.  Deletions do not propagate.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Set, Tuple
+from collections import deque
+from typing import TYPE_CHECKING, Deque, Dict, Iterable, List, Optional, Tuple
 
 import attrs
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from p2ptwisted import wire
@@ -31,8 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from p2ptwisted.protocol import PeerProtocol
 
 #: Downloads in flight from one peer, and in total.
-MAX_PER_PEER = 8
-MAX_TOTAL = 16
+MAX_PER_PEER = 16
+MAX_TOTAL = 32
 
 #: Uploads one peer may have in flight from us; more are refused "busy".
 MAX_UPLOADS_PER_PEER = 64
@@ -51,6 +52,14 @@ PACK_LIMIT = wire.MAX_CONTROL_BODY - 1024
 
 #: Seconds HAVE announcements are gathered before they are sent.
 HAVE_DELAY = 0.1
+
+#: Queued wants pump() examines per call, and how many in a row it may
+#: fail to start before it stops looking.
+PUMP_LOOK = 256
+PUMP_MISSES = 32
+
+#: Files of at least this size get a log line each when they arrive.
+LOG_EACH_MIN = 1024 * 1024
 
 #: Files of at least this size log their progress every tenth.
 PROGRESS_MIN_SIZE = 8 * 1024 * 1024
@@ -102,19 +111,28 @@ class FileExchange:
 
     log = Logger()
 
-    def __init__(self, node: "Node", share: Share, clock, sync: bool = True):
+    def __init__(self, node: "Node", share: Share, clock, sync: bool = True,
+                 run_blocking=maybeDeferred):
         self.node = node
+        self._run_blocking = run_blocking
         self.share = share
         self.clock = clock
         self.sync = sync
         self.remote: Dict[str, Dict[str, wire.FileEntry]] = {}
         self._incoming: Dict[str, Dict[str, wire.FileEntry]] = {}
         self.wants: Dict[Tuple[str, str], Want] = {}
+        # Wants that may need starting, in order; pump() looks at a bounded
+        # number of them each time, so it costs the same however many
+        # thousands of files are wanted.
+        self._queue: Deque[Tuple[str, str]] = deque()
         self._pending_have: List[wire.FileEntry] = []
         self._have_call = None
         self._pump_call = None
         self._rebuild_call = None
         self.completed = 0
+        self._batch_files = 0
+        self._batch_bytes = 0
+        self._batch_started = 0.0
 
     # -- serving -----------------------------------------------------------
 
@@ -208,12 +226,14 @@ class FileExchange:
             if self.remote.pop(peer, None) is not None:
                 self._schedule_rebuild()
 
-    def local_changed(self, changed: List[wire.FileEntry]) -> None:
+    def local_changed(self, changed: List[wire.FileEntry], gone: List[str]) -> None:
         """
-        Our own share changed (a rescan found new or modified files).
+        Our own share changed (a rescan found new, modified or vanished
+        files).
         """
-        self.announce(changed)
-        self._schedule_rebuild()
+        if changed or gone:
+            self.announce(changed)
+            self._schedule_rebuild()
 
     def announce(self, entries: Iterable[wire.FileEntry]) -> None:
         """
@@ -277,6 +297,7 @@ class FileExchange:
             if key not in new and (want.download is not None or want.manual):
                 new[key] = want
         self.wants = new
+        self._queue = deque(key for key, want in new.items() if want.download is None)
         self.pump()
 
     def fetch(self, path: str, content_hash: Optional[str] = None,
@@ -306,6 +327,7 @@ class FileExchange:
         want.sources.update(sources)
         want.manual = True
         self.wants[key] = want
+        self._queue.append(key)
         d = Deferred()
         want.waiters.append(d)
         self.pump()
@@ -319,21 +341,32 @@ class FileExchange:
             self._pump_call.cancel()
         self._pump_call = None
         now = self.clock.seconds()
-        total = sum(len(p.downloads) for p in self.node.connections.values())
+        peers = self.node.connections.values()
+        total = sum(len(p.downloads) for p in peers)
+        if all(len(p.downloads) >= MAX_PER_PEER for p in peers):
+            return  # every peer is busy: a finishing download pumps again
         soonest = None
-        for want in list(self.wants.values()):
-            if total >= MAX_TOTAL:
+        later = []
+        misses = 0
+        for _ in range(min(len(self._queue), PUMP_LOOK)):
+            if total >= MAX_TOTAL or misses >= PUMP_MISSES:
                 break
-            if want.download is not None:
+            key = self._queue.popleft()
+            want = self.wants.get(key)
+            if want is None or want.download is not None:
                 continue
             if want.not_before > now:
                 soonest = want.not_before if soonest is None else min(soonest, want.not_before)
+                later.append(key)
                 continue
             proto = self._pick_source(want, now)
-            if proto is None:
-                continue
-            if self._start(want, proto):
+            if proto is not None and self._start(want, proto):
                 total += 1
+                misses = 0
+            else:
+                later.append(key)
+                misses += 1
+        self._queue.extend(later)
         if soonest is not None:
             self._pump_call = self.clock.callLater(max(0.0, soonest - now), self.pump)
 
@@ -356,7 +389,7 @@ class FileExchange:
         except (OSError, ShareError) as e:
             self._give_up_for_now(want, f"cannot create its directory: {e}")
             return False
-        download = Download(entry=entry, dest=want.dest, dir_fd=dir_fd, publish=self._publish)
+        download = Download(entry=entry, dest=want.dest, dir_fd=dir_fd)
         try:
             offset = download.open()
             if entry.size - offset + SPACE_MARGIN > self.share.free_bytes():
@@ -422,14 +455,27 @@ class FileExchange:
             proto.drop(f"END for unknown transfer {end.transfer}")
             return
         try:
-            landed = download.finish(end)
+            download.verify(end)
         except TransferFailed as e:
             self._failed(proto, download, e, discard=True, popped=True)
             return
-        except OSError as e:
-            self._failed(proto, download, TransferFailed("local", str(e)), discard=False,
-                         popped=True)
-            return
+        self._make_room(download)
+        d = self._run_blocking(download.make_durable)
+        d.addCallbacks(
+            lambda placed: self._landed(proto, download, *placed),
+            lambda f: self._failed(proto, download, TransferFailed("local", f.getErrorMessage()),
+                                   discard=False, popped=True),
+        )
+        # Let the next download from this peer start while this one syncs.
+        self.pump()
+
+    def _landed(self, proto, download: Download, landed: str, inode: int) -> None:
+        if landed != download.dest:
+            self.log.warn("{path} appeared while it was being fetched: keeping both, as {other}",
+                          path=wire.safe_text(download.dest), other=wire.safe_text(landed))
+        entry = attrs.evolve(download.entry, path=landed)
+        self.share.record(entry, disk_path=landed, inode=inode)
+        self.announce([entry])
         download.release()
         self.completed += 1
         want = self._want_of(download)
@@ -437,12 +483,30 @@ class FileExchange:
             del self.wants[(download.dest, download.entry.hash)]
             for d in want.waiters:
                 d.callback(landed)
-        self.log.info(
-            "got {path} ({size} bytes) from {peer}{resumed}, verified",
+        now = self.clock.seconds()
+        seconds = max(now - download.started_at, 1e-6)
+        # One line per large file; small ones are summed up (below), since a
+        # line each would cost more than fetching them.
+        emit = self.log.info if download.entry.size >= LOG_EACH_MIN else self.log.debug
+        emit(
+            "got {path} ({size} bytes) from {peer}{resumed}, verified"
+            " ({seconds:.2f}s, {rate:.1f} MB/s)",
             path=wire.safe_text(landed), size=download.entry.size, peer=proto.describe(),
             resumed=f", resumed at byte {download.resumed_from}" if download.resumed_from else "",
+            seconds=seconds, rate=download.received / seconds / 1e6,
         )
+        if self._batch_files == 0:
+            self._batch_started = download.started_at
+        self._batch_files += 1
+        self._batch_bytes += download.entry.size
         self.pump()
+        if not self.wants:
+            self.log.info(
+                "in step with peers: got {n} files ({size} bytes) in {seconds:.1f}s",
+                n=self._batch_files, size=self._batch_bytes,
+                seconds=now - self._batch_started,
+            )
+            self._batch_files = self._batch_bytes = 0
 
     def error_received(self, proto: "PeerProtocol", error: wire.Error) -> None:
         download = proto.downloads.get(error.transfer)
@@ -475,6 +539,7 @@ class FileExchange:
         want.not_before = now if usable else now + RETRY_DELAY
         if error.code == "local" or error.code == "space":
             want.not_before = now + RETRY_DELAY * 12
+        self._queue.append((download.dest, download.entry.hash))
         self.pump()
 
     def _interrupted(self, download: Download, why: str) -> None:
@@ -485,50 +550,24 @@ class FileExchange:
         if want is not None:
             want.download = None
             want.not_before = self.clock.seconds()
+            self._queue.append((download.dest, download.entry.hash))
             if self._pump_call is None:
                 self._pump_call = self.clock.callLater(0, self.pump)
 
     # -- publishing ---------------------------------------------------------------
 
-    def _publish(self, download: Download) -> str:
+    def _make_room(self, download: Download) -> None:
         """
-        Put a verified download in place without overwriting anything.
-
-        If the destination holds another version (the one this download
-        supersedes), that version is first moved to its conflict name.  If
-        something appeared at the destination meanwhile, the download goes
-        to its own conflict name instead.
+        If the destination holds the version this download supersedes, move
+        that version to its conflict name first: nothing is overwritten.
         """
-        dir_fd = download.dir_fd
-        dest = download.dest
-        local = self.share.lookup(dest)
+        local = self.share.lookup(download.dest)
         if local is not None and local.entry.hash != download.entry.hash:
-            kept = self._move_aside(dir_fd, local)
+            kept = self._move_aside(download.dir_fd, local)
             self.log.warn(
                 "{path} differs from the newer version on the mesh: kept ours as {kept}",
-                path=wire.safe_text(dest), kept=wire.safe_text(kept),
+                path=wire.safe_text(download.dest), kept=wire.safe_text(kept),
             )
-        name = dest.rsplit("/", 1)[-1]
-        try:
-            os.link(download.partial, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd,
-                    follow_symlinks=False)
-        except FileExistsError:
-            dest = conflict_name(dest, download.entry.hash)
-            name = dest.rsplit("/", 1)[-1]
-            self.log.warn("{path} appeared while it was being fetched: keeping both, as {other}",
-                          path=wire.safe_text(download.dest), other=wire.safe_text(dest))
-            try:
-                os.link(download.partial, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd,
-                        follow_symlinks=False)
-            except FileExistsError:
-                pass
-        os.unlink(download.partial, dir_fd=dir_fd)
-        os.fsync(dir_fd)
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        entry = attrs.evolve(download.entry, path=dest)
-        self.share.record(entry, disk_path=dest, inode=st.st_ino)
-        self.announce([entry])
-        return dest
 
     def _move_aside(self, dir_fd: int, local) -> str:
         base = conflict_name(local.entry.path, local.entry.hash)

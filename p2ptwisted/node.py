@@ -20,6 +20,7 @@ from twisted.internet.defer import CancelledError, Deferred, gatherResults, mayb
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from p2ptwisted import wire
 from p2ptwisted.peers import BookEntry, PeerBook, parse_dial_target
@@ -42,6 +43,9 @@ DIAL_TICK = 1.0
 #: Dials in flight at once, so a flood of gossip cannot turn us into a
 #: tool for flooding someone else.
 MAX_PENDING_DIALS = 8
+
+#: Threads for blocking disk work (hashing the share, fsync).
+DISK_THREADS = 2
 
 #: TCP connect timeout for a dial.
 CONNECT_TIMEOUT = 10.0
@@ -103,15 +107,23 @@ class Node(Service):
         self.book = book if book is not None else PeerBook()
         self.factory = PeerFactory(self)
         self._lock = StateLock(state_dir)
-        self.share = Share(root=share_dir, state_dir=state_dir)
-        self.files = FileExchange(self, self.share, self.clock, sync=sync)
+        self._disk_pool: Optional[ThreadPool] = None
         if run_blocking is None:
-            if hasattr(reactor, "getThreadPool"):
+            if hasattr(reactor, "callFromThread"):
+                # A small pool of our own: disk work (hashing, fsync) only
+                # needs a couple of threads, and every extra thread makes the
+                # reactor wait longer for the GIL after each system call.
+                self._disk_pool = ThreadPool(minthreads=0, maxthreads=DISK_THREADS,
+                                             name="p2pshare-disk")
+
                 def run_blocking(f):
-                    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f)
+                    return threads.deferToThreadPool(reactor, self._disk_pool, f)
             else:  # a reactor without threads (a test's memory reactor)
                 run_blocking = maybeDeferred
         self._run_blocking = run_blocking
+        self.share = Share(root=share_dir, state_dir=state_dir)
+        self.files = FileExchange(self, self.share, self.clock, sync=sync,
+                                  run_blocking=run_blocking)
         self._watch = watch
         self._watcher: Optional[ShareWatcher] = None
         self._endpoint_for = endpoint_factory or (lambda e: default_endpoint(reactor, e))
@@ -136,6 +148,8 @@ class Node(Service):
         """
         os.makedirs(self.share_dir, exist_ok=True)
         self._lock.acquire()
+        if self._disk_pool is not None:
+            self._disk_pool.start()
         try:
             self.node_id = load_or_create_node_id(self.state_dir)
         except Exception:
@@ -151,7 +165,8 @@ class Node(Service):
         self._dialer.clock = self.clock
         self._dialer.start(DIAL_TICK, now=True)
         if self._watch:
-            self._watcher = ShareWatcher(self.reactor, self.share_dir, self.rescan)
+            self._watcher = ShareWatcher(self.reactor, self.share_dir, self.rescan,
+                                         known=self.share.is_current)
             self._watcher.start()
         self.rescan()
 
@@ -182,7 +197,7 @@ class Node(Service):
                 total=len(self.share.files), changed=len(changed), gone=len(gone),
                 seconds=self.clock.seconds() - started,
             )
-            self.files.local_changed(changed)
+            self.files.local_changed(changed, gone)
             if self._rescan_again:
                 self._rescan_again = False
                 self.rescan()
@@ -220,7 +235,14 @@ class Node(Service):
         for proto in protos:
             proto.close_transport()
         done = gatherResults(waiting)
-        done.addBoth(lambda _: self._lock.release())
+
+        def stopped(_):
+            if self._disk_pool is not None and self._disk_pool.started:
+                self._disk_pool.stop()
+            self.share.close()
+            self._lock.release()
+
+        done.addBoth(stopped)
         return done
 
     def listening_on(self, port: int) -> None:

@@ -38,6 +38,10 @@ IDLE_TIMEOUT = 90.0
 #: How long a graceful close may take before we abort the connection.
 CLOSE_TIMEOUT = 10.0
 
+#: Bytes per socket read and write, and buffered output before the upload
+#: scheduler is paused (see PeerProtocol.start_files).
+TRANSPORT_BUFFER = 1 << 20
+
 
 class PeerProtocol(Int32StringReceiver):
     """
@@ -68,7 +72,7 @@ class PeerProtocol(Int32StringReceiver):
         self.clock = node.clock
         self._lost_waiters: list = []
         self._buffer = bytearray()
-        self._offset = 0
+        self._parsing = False
         self.scheduler: Optional[UploadScheduler] = None
         self.downloads: Dict[int, "Download"] = {}
         self._next_transfer = 0
@@ -85,7 +89,16 @@ class PeerProtocol(Int32StringReceiver):
     def start_files(self) -> None:
         """
         Register the upload scheduler: the transport's one producer.
+
+        Twisted's TCP transport reads 64 KiB at a time, sends at most
+        128 KiB per reactor turn, and pauses its producer past 64 KiB of
+        buffered output; for bulk data that leaves the pipe idle between
+        turns.  We raise all three to TRANSPORT_BUFFER (where the transport
+        has them: TLS, say, may not), measured in benchmarks/transfer.py.
         """
+        for attribute in ("bufferSize", "SEND_LIMIT"):
+            if hasattr(self.transport, attribute):
+                setattr(self.transport, attribute, TRANSPORT_BUFFER)
         self.scheduler = UploadScheduler(self, self.clock)
         self.transport.registerProducer(self.scheduler, True)
 
@@ -175,39 +188,83 @@ class PeerProtocol(Int32StringReceiver):
         Split the stream into frames.
 
         Int32StringReceiver's own parser joins its whole buffer with every
-        read, which is quadratic in the frame size; this one appends to one
-        buffer and cuts frames out of it, copying each byte once.  It keeps
+        read, which is quadratic in the frame size.  This one parses frames
+        straight out of what arrived, keeping only an incomplete tail for
+        next time, and hands DATA payloads on as views into the received
+        bytes, so file data is not copied in Python at all.  It keeps
         Int32StringReceiver's contract: the same length prefix, the
         MAX_LENGTH check before any body is buffered, and C{pauseProducing}
         stopping delivery at once.
         """
+        if self._parsing:
+            # Re-entered through resumeProducing from a frame handler: the
+            # outer call carries on where it is.
+            if data:
+                self._buffer += data
+            return
+        self._parsing = True
+        try:
+            self._receive(data)
+        finally:
+            self._parsing = False
+
+    def _receive(self, data: bytes) -> None:
         buffer = self._buffer
-        buffer += data
-        # self._offset, not a local: stringReceived may pause and resume us,
-        # which calls dataReceived(b"") re-entrantly.
-        while not self.paused and not self._closing:
-            offset = self._offset
-            if len(buffer) - offset < 4:
-                break
-            length = int.from_bytes(buffer[offset : offset + 4], "big")
-            if length > self.MAX_LENGTH:
-                buffer.clear()
-                self._offset = 0
-                self.lengthLimitExceeded(length)
+        pos = 0
+        if buffer:
+            # The buffer holds the start of a frame: copy in only the bytes
+            # that complete it, not the whole read.
+            if len(buffer) < 4:
+                pos = min(4 - len(buffer), len(data))
+                buffer += data[:pos]
+            if len(buffer) >= 4:
+                length = int.from_bytes(buffer[:4], "big")
+                missing = 4 + length - len(buffer)
+                if length <= self.MAX_LENGTH and missing > 0:
+                    take = min(missing, len(data) - pos)
+                    buffer += memoryview(data)[pos : pos + take]
+                    pos += take
+                del buffer[: self._parse(buffer)]
+            if self._closing:
+                self._buffer = bytearray()
                 return
-            end = offset + 4 + length
-            if end > len(buffer):
-                break
-            with memoryview(buffer) as view:
-                frame = bytes(view[offset + 4 : end])
-            self._offset = end
-            self.stringReceived(frame)
+            if buffer or self.paused:
+                buffer += memoryview(data)[pos:]
+                return
+        rest = memoryview(data)[pos:]
+        used = self._parse(rest)
         if self._closing:
-            buffer.clear()
-            self._offset = 0
-        elif self._offset and (self._offset == len(buffer) or self._offset > (1 << 20)):
-            del buffer[: self._offset]
-            self._offset = 0
+            self._buffer = bytearray()
+        elif used < len(rest):
+            self._buffer += rest[used:]
+
+    def _parse(self, source) -> int:
+        """
+        Deliver every complete frame in C{source}; return how many bytes
+        were used.
+        """
+        view = memoryview(source)
+        try:
+            offset = 0
+            available = len(view)
+            while available - offset >= 4 and not self.paused and not self._closing:
+                length = int.from_bytes(view[offset : offset + 4], "big")
+                if length > self.MAX_LENGTH:
+                    self.lengthLimitExceeded(length)
+                    return available
+                end = offset + 4 + length
+                if end > available:
+                    break
+                if length > 4 and view[offset + 4] == wire.DATA and self.hello is not None:
+                    self._last_frame = self.clock.seconds()
+                    self._ping_nonce = None
+                    self.node.files.data_received(self, wire.decode_data(view[offset + 4 : end]))
+                else:
+                    self.stringReceived(bytes(view[offset + 4 : end]))
+                offset = end
+            return offset
+        finally:
+            del view
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.drop(f"frame of {length} bytes exceeds the {wire.MAX_FRAME}-byte limit")

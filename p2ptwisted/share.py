@@ -182,6 +182,8 @@ class Share:
     _touched: Dict[str, int] = attrs.field(factory=dict)
     _cache: Dict[str, list] = attrs.field(factory=dict)
     _cache_loaded: bool = False
+    _root_fd: Optional[int] = None
+    _made_dirs: Set[str] = attrs.field(factory=set)
 
     # -- the catalog -------------------------------------------------------
 
@@ -395,11 +397,33 @@ class Share:
         Open (creating as needed) the directory that will hold C{path},
         without following links.
         """
-        root_fd = os.open(self.root, _DIR_FLAGS)
+        if self._root_fd is None:
+            self._root_fd = os.open(self.root, _DIR_FLAGS)
+        parts = path.split("/")[:-1]
+        if parts:
+            self._made_dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+        return open_dir(self._root_fd, parts, create=True)
+
+    def is_current(self, relative: str) -> bool:
+        """
+        Whether the file or directory at C{relative} (a path on disk,
+        relative to the root) is already catalogued exactly as it is now:
+        then a change notification for it needs no rescan.
+        """
         try:
-            return open_dir(root_fd, path.split("/")[:-1], create=True)
-        finally:
-            os.close(root_fd)
+            st = os.lstat(os.path.join(self.root, relative))
+        except OSError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            return relative in self._made_dirs
+        local = self.files.get(unicodedata.normalize("NFC", relative.replace(os.sep, "/")))
+        return local is not None and (local.entry.size, local.entry.mtime_ns, local.inode) == (
+            st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def close(self) -> None:
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)

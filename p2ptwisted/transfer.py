@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Deque, Dict, Optional
+from typing import TYPE_CHECKING, Deque, Dict, Optional, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -24,13 +24,18 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from p2ptwisted import wire
-from p2ptwisted.share import PARTIAL_PREFIX, LocalFile, ShareError, new_hasher
+from p2ptwisted.share import PARTIAL_PREFIX, LocalFile, ShareError, conflict_name, new_hasher
 
 if TYPE_CHECKING:  # pragma: no cover
     from p2ptwisted.protocol import PeerProtocol
 
 #: Payload bytes per DATA frame.
 CHUNK_SIZE = 128 * 1024
+
+#: Files up to this size are gathered in memory and written to disk in one
+#: go, in a thread, when complete: the reactor then does no file-system work
+#: for them at all (creating files stalls behind other files' fsyncs).
+SMALL_FILE = CHUNK_SIZE
 
 #: Bytes the scheduler writes in one reactor turn before letting the
 #: reactor read and write other connections.
@@ -112,6 +117,7 @@ class UploadScheduler:
         self.paused = False
         self.bytes_sent = 0
         self._call = None
+        self._running = False
 
     def add(self, upload: Upload) -> None:
         self.uploads.append(upload)
@@ -131,7 +137,17 @@ class UploadScheduler:
             self._call = self.clock.callLater(0, self._run)
 
     def _run(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
         self._call = None
+        self._running = True
+        try:
+            self._run_turn()
+        finally:
+            self._running = False
+        self._kick()
+
+    def _run_turn(self) -> None:
         budget = TURN_BUDGET
         write = self.proto.transport.writeSequence
         while self.uploads and not self.paused and budget > 0:
@@ -148,7 +164,6 @@ class UploadScheduler:
                 self._finish(upload)
             else:
                 self.uploads.append(upload)
-        self._kick()
 
     def _finish(self, upload: Upload, error: Optional[str] = None) -> None:
         self.by_id.pop(upload.transfer, None)
@@ -174,8 +189,13 @@ class UploadScheduler:
         self.paused = True
 
     def resumeProducing(self) -> None:
+        # The transport calls this from its write loop once its buffer has
+        # drained: refill it now rather than a reactor turn later.
         self.paused = False
-        self._kick()
+        if self.uploads and self._call is None and not self._running:
+            self._run()
+        else:
+            self._kick()
 
     def stopProducing(self) -> None:
         if self._call is not None and self._call.active():
@@ -219,7 +239,6 @@ class Download:
     entry: wire.FileEntry
     dest: str
     dir_fd: int
-    publish: Callable[["Download"], str]
     transfer: int = 0
     source_path: str = ""
     peer: Optional["PeerProtocol"] = None
@@ -230,6 +249,7 @@ class Download:
     resumed_from: int = 0
     done: Deferred = attrs.field(factory=Deferred)
     _hasher: object = None
+    _memory: Optional[bytearray] = None
 
     @property
     def partial(self) -> str:
@@ -244,8 +264,14 @@ class Download:
         Open (or reopen) the partial file; return the offset to ask for.
 
         Bytes already there are hashed first, so the final check covers
-        the whole file whoever sent which part.
+        the whole file whoever sent which part.  A small file is gathered
+        in memory instead and touches the disk only in L{make_durable}.
         """
+        self._hasher = new_hasher()
+        if self.entry.size <= SMALL_FILE:
+            self._memory = bytearray()
+            self.offset = self.resumed_from = 0
+            return 0
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             self.fd = os.open(self.partial, flags, 0o600, dir_fd=self.dir_fd)
@@ -254,7 +280,6 @@ class Download:
         st = os.fstat(self.fd)
         if not (st.st_mode & 0o170000 == 0o100000):
             raise TransferFailed("local", "partial file is not a regular file", retry=False)
-        self._hasher = new_hasher()
         if st.st_size > self.entry.size:
             os.ftruncate(self.fd, 0)
             have = 0
@@ -272,6 +297,12 @@ class Download:
     def write(self, payload) -> None:
         if self.offset + len(payload) > self.entry.size:
             raise TransferFailed("size", "peer sent more bytes than the file has")
+        if self._memory is not None:
+            self._memory += payload
+            self.offset += len(payload)
+            self.received += len(payload)
+            self._hasher.update(payload)
+            return
         view = memoryview(payload)
         while view:
             written = os.pwrite(self.fd, view, self.offset)
@@ -280,12 +311,12 @@ class Download:
             view = view[written:]
         self._hasher.update(payload)
 
-    def finish(self, end: wire.End) -> str:
+    def verify(self, end: wire.End) -> None:
         """
-        Verify, make durable, and publish.  Returns where the file landed.
+        Check that what arrived is the file we asked for.
 
-        @raise TransferFailed: the bytes are not the file we asked for; the
-            partial file is then removed, so the bad data is never used.
+        @raise TransferFailed: it is not; the partial file is then removed,
+            so the bad data is never used.
         """
         entry = self.entry
         if end.size != entry.size or end.hash != entry.hash:
@@ -298,17 +329,50 @@ class Download:
         if digest != entry.hash:
             self.discard()
             raise TransferFailed("mismatch", f"content hash {digest[:16]} is not {entry.hash[:16]}")
+
+    def make_durable(self) -> Tuple[str, int]:
+        """
+        Flush the verified file to disk, give it the sender's mtime, and
+        link it in at C{dest} -- or, if something appeared there meanwhile,
+        at its conflict name -- never replacing anything.
+
+        Blocking (fsync): the node runs it in a thread, where several
+        downloads' fsyncs share one journal commit instead of queueing in
+        the reactor.  Returns where the file landed and its inode.
+        """
+        if self._memory is not None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            self.fd = os.open(self.partial, flags, 0o600, dir_fd=self.dir_fd)
+            view = memoryview(self._memory)
+            while view:
+                view = view[os.write(self.fd, view):]
+            del view
+            # self._memory is dropped by release(), in the reactor thread:
+            # memory freed by the thread that allocated it is reused, where
+            # memory freed by another thread swells the process.
         os.fsync(self.fd)
-        os.utime(self.fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        os.utime(self.fd, ns=(self.entry.mtime_ns, self.entry.mtime_ns))
         os.fchmod(self.fd, 0o644)
         self.close()
-        return self.publish(self)
+        dest = self.dest
+        for candidate in (dest, conflict_name(dest, self.entry.hash)):
+            try:
+                os.link(self.partial, candidate.rsplit("/", 1)[-1], src_dir_fd=self.dir_fd,
+                        dst_dir_fd=self.dir_fd, follow_symlinks=False)
+                dest = candidate
+                break
+            except FileExistsError:
+                dest = candidate
+        os.unlink(self.partial, dir_fd=self.dir_fd)
+        st = os.stat(dest.rsplit("/", 1)[-1], dir_fd=self.dir_fd, follow_symlinks=False)
+        return dest, st.st_ino
 
     def discard(self) -> None:
         """
         Throw away the partial file: its bytes are known to be bad.
         """
         self.close()
+        self._memory = None
         try:
             os.unlink(self.partial, dir_fd=self.dir_fd)
         except OSError:
@@ -324,6 +388,7 @@ class Download:
         Close everything; the partial file stays for a later resume.
         """
         self.close()
+        self._memory = None
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
             self.dir_fd = -1

@@ -9,6 +9,7 @@ often without it).
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from twisted.internet.task import LoopingCall
@@ -22,19 +23,30 @@ RESCAN_WITH_INOTIFY = 300.0
 RESCAN_WITHOUT_INOTIFY = 10.0
 
 #: Changes are gathered this long before a rescan.
-SETTLE = 0.5
+SETTLE = 1.0
+
+#: Changed paths remembered between rescans; past this, just rescan.
+MAX_PATHS = 10000
 
 
 class ShareWatcher:
     log = Logger()
 
-    def __init__(self, reactor, root: str, rescan: Callable[[], object]):
+    def __init__(self, reactor, root: str, rescan: Callable[[], object],
+                 known: Callable[[str], bool] = lambda path: False):
+        """
+        @param known: tells whether a changed path (relative to the share)
+            is already in the catalog as it is on disk -- typically a file
+            this node just wrote itself -- so it needs no rescan.
+        """
         self.reactor = reactor
         self.root = root
         self.rescan = rescan
+        self.known = known
         self._notifier = None
         self._loop = None
         self._pending = None
+        self._paths: set = set()
 
     def start(self) -> None:
         interval = RESCAN_WITHOUT_INOTIFY
@@ -57,13 +69,21 @@ class ShareWatcher:
         self._loop.start(interval, now=False)
 
     def _changed(self, watch, path: FilePath, mask: int) -> None:
-        name = path.basename()
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "surrogateescape")
-        if name.startswith(wire.RESERVED_PREFIX):
+        full = path.asTextMode().path
+        relative = os.path.relpath(full, self.root)
+        if relative.split(os.sep)[-1].startswith(wire.RESERVED_PREFIX):
             return  # our own partial downloads and state
+        if len(self._paths) < MAX_PATHS:
+            self._paths.add(relative)
+        else:
+            self._paths.add(None)  # too many to check one by one
         if self._pending is None or not self._pending.active():
-            self._pending = self.reactor.callLater(SETTLE, self.rescan)
+            self._pending = self.reactor.callLater(SETTLE, self._settled)
+
+    def _settled(self) -> None:
+        paths, self._paths = self._paths, set()
+        if None in paths or not all(self.known(p) for p in paths):
+            self.rescan()
 
     def stop(self) -> None:
         if self._pending is not None and self._pending.active():

@@ -683,6 +683,16 @@ def type_name(type_byte: int) -> str:
     return entry[0] if entry else f"0x{type_byte:02x}"
 
 
+def decode_data(frame: memoryview) -> Data:
+    """
+    Decode a DATA frame (type byte included) without copying its payload:
+    the payload is a view into C{frame}, valid while the caller's buffer is.
+    """
+    if len(frame) < 5:
+        raise ProtocolError("DATA frame shorter than its transfer id")
+    return Data(transfer=_TRANSFER_STRUCT.unpack(frame[1:5])[0], payload=frame[5:])
+
+
 def decode_frame(frame: bytes) -> Message:
     """
     Turn one frame (type byte plus body, without the length prefix) into a
@@ -697,10 +707,7 @@ def decode_frame(frame: bytes) -> Message:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
     kind = frame[0]
     if kind == DATA:
-        if len(frame) < 5:
-            raise ProtocolError("DATA frame shorter than its transfer id")
-        view = memoryview(frame)
-        return Data(transfer=_TRANSFER_STRUCT.unpack(view[1:5])[0], payload=view[5:])
+        return decode_data(memoryview(frame))
     entry = _DECODERS.get(kind)
     if entry is None:
         raise ProtocolError(f"unknown frame type 0x{kind:02x}")
