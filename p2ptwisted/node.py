@@ -29,6 +29,7 @@ from p2ptwisted.protocol import PeerFactory, PeerProtocol
 from p2ptwisted.share import Share
 from p2ptwisted.watch import ShareWatcher
 from p2ptwisted.state import StateLock, load_or_create_node_id
+from p2ptwisted.transfer import RateLimit
 
 #: Seconds between two PEERS frames to the same peer.
 GOSSIP_INTERVAL = 2.0
@@ -94,6 +95,7 @@ class Node(Service):
         sync: bool = True,
         run_blocking: Optional[Callable[[Callable], Deferred]] = None,
         watch: bool = True,
+        max_rate: Optional[float] = None,
     ):
         self.reactor = reactor
         self.clock = reactor
@@ -107,6 +109,7 @@ class Node(Service):
         self.book = book if book is not None else PeerBook()
         self.factory = PeerFactory(self)
         self._lock = StateLock(state_dir)
+        self.rate_limit = RateLimit(rate=max_rate, clock=self.clock) if max_rate else None
         self._disk_pool: Optional[ThreadPool] = None
         if run_blocking is None:
             if hasattr(reactor, "callFromThread"):

@@ -99,7 +99,7 @@ class PeerProtocol(Int32StringReceiver):
         for attribute in ("bufferSize", "SEND_LIMIT"):
             if hasattr(self.transport, attribute):
                 setattr(self.transport, attribute, TRANSPORT_BUFFER)
-        self.scheduler = UploadScheduler(self, self.clock)
+        self.scheduler = UploadScheduler(self, self.clock, limit=self.node.rate_limit)
         self.transport.registerProducer(self.scheduler, True)
 
     def when_lost(self) -> Deferred:

@@ -58,6 +58,21 @@ def _check_peer(value: str) -> str:
     return value
 
 
+def _rate(value):
+    if value is None:
+        return None
+    text = value.strip().upper()
+    scale = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
+    number = text[:-1] if scale > 1 else text
+    try:
+        rate = float(number) * scale
+    except ValueError:
+        rate = 0
+    if not rate > 0:
+        raise usage.UsageError(f"--max-rate {value!r}: a positive number of bytes per second")
+    return rate
+
+
 class Options(usage.Options):
     synopsis = "[--port PORT] [--share DIR] [--state DIR] [--peer ADDRESS]..."
     longdesc = (
@@ -76,6 +91,9 @@ class Options(usage.Options):
          f" [default: SHARE/{STATE_SUBDIR}]."],
         ["name", None, None,
          "Display name shown to peers [default: this machine's host name]."],
+        ["max-rate", None, None,
+         "Cap on the node's total upload rate, in bytes per second; K, M and G"
+         " suffixes (powers of 1024) allowed, e.g. 20M [default: no cap]."],
     ]
 
     optFlags = [
@@ -116,6 +134,7 @@ class Options(usage.Options):
                 f"--name: at most {wire.MAX_NAME} printable characters"
             )
         self["name"] = name
+        self["max-rate"] = _rate(self["max-rate"])
 
 
 class NodeService(MultiService):
@@ -161,6 +180,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         display_name=options["name"],
         bootstrap=options["peers"],
         sync=not options["no-sync"],
+        max_rate=options["max-rate"],
     )
     node.setServiceParent(top)
     listener = ListenerService(

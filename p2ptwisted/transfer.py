@@ -60,6 +60,42 @@ class TransferFailed(Exception):
 # Sending
 
 
+@attrs.define
+class RateLimit:
+    """
+    A token bucket for C{--max-rate}: shared by every connection of a node,
+    so it caps the node's total upload rate.  Spending may run into debt
+    (a chunk is sent whole); the debt is waited out before the next send.
+    """
+
+    rate: float
+    clock: object
+    burst: float = 0.0
+    _tokens: float = 0.0
+    _stamp: Optional[float] = None
+
+    def __attrs_post_init__(self) -> None:
+        self.burst = self.burst or max(self.rate / 4, float(CHUNK_SIZE))
+
+    def available(self) -> float:
+        now = self.clock.seconds()
+        if self._stamp is None:
+            self._tokens = self.burst
+        else:
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        return self._tokens
+
+    def spend(self, n: int) -> None:
+        self._tokens -= n
+
+    def wait(self) -> float:
+        """
+        Seconds until there is something to spend again.
+        """
+        return max(0.0, -self._tokens) / self.rate + 0.001
+
+
 @attrs.define(eq=False)
 class Upload:
     """
@@ -108,10 +144,12 @@ class UploadScheduler:
     buffer is over the limit, so the paused state is a boolean, not a count.
     """
 
-    def __init__(self, proto: "PeerProtocol", clock, chunk_size: int = CHUNK_SIZE):
+    def __init__(self, proto: "PeerProtocol", clock, chunk_size: int = CHUNK_SIZE,
+                 limit: Optional[RateLimit] = None):
         self.proto = proto
         self.clock = clock
         self.chunk_size = chunk_size
+        self.limit = limit
         self.uploads: Deque[Upload] = deque()
         self.by_id: Dict[int, Upload] = {}
         self.paused = False
@@ -134,7 +172,10 @@ class UploadScheduler:
 
     def _kick(self) -> None:
         if self.uploads and not self.paused and self._call is None:
-            self._call = self.clock.callLater(0, self._run)
+            delay = 0.0
+            if self.limit is not None and self.limit.available() <= 0:
+                delay = self.limit.wait()
+            self._call = self.clock.callLater(delay, self._run)
 
     def _run(self) -> None:
         if self._call is not None and self._call.active():
@@ -149,6 +190,8 @@ class UploadScheduler:
 
     def _run_turn(self) -> None:
         budget = TURN_BUDGET
+        if self.limit is not None:
+            budget = min(budget, self.limit.available())
         write = self.proto.transport.writeSequence
         while self.uploads and not self.paused and budget > 0:
             upload = self.uploads.popleft()
@@ -160,6 +203,8 @@ class UploadScheduler:
             write([wire.data_header(upload.transfer, len(chunk)), chunk])
             budget -= len(chunk)
             self.bytes_sent += len(chunk)
+            if self.limit is not None:
+                self.limit.spend(len(chunk))
             if upload.done:
                 self._finish(upload)
             else:
@@ -192,7 +237,7 @@ class UploadScheduler:
         # The transport calls this from its write loop once its buffer has
         # drained: refill it now rather than a reactor turn later.
         self.paused = False
-        if self.uploads and self._call is None and not self._running:
+        if self.uploads and self._call is None and not self._running and self.limit is None:
             self._run()
         else:
             self._kick()
