@@ -82,6 +82,7 @@ class Want:
     not_before: float = 0.0
     download: Optional[Download] = None
     manual: bool = False
+    warned: bool = False
     waiters: List[Deferred] = attrs.field(factory=list)
 
 
@@ -192,9 +193,14 @@ class FileExchange:
 
     def have_received(self, proto: "PeerProtocol", message: wire.Have) -> None:
         catalog = self.remote.setdefault(proto.remote_id, {})
+        incoming = self._incoming.get(proto.remote_id)
         self._note_rejected(proto, message.rejected, "HAVE")
         for entry in message.files:
             catalog[entry.path] = entry
+            if incoming is not None:
+                # A catalog still arriving replaces `catalog` when it ends;
+                # it must not lose what this HAVE said.
+                incoming[entry.path] = entry
         if len(catalog) > MAX_CATALOG_ENTRIES:
             self.remote.pop(proto.remote_id, None)
             proto.drop(f"catalog longer than {MAX_CATALOG_ENTRIES} files")
@@ -417,7 +423,10 @@ class FileExchange:
         return True
 
     def _give_up_for_now(self, want: Want, why: str) -> None:
-        self.log.warn("cannot fetch {path} now: {why}", path=wire.safe_text(want.dest), why=why)
+        if not want.warned:  # once per file, not once per retry
+            want.warned = True
+            self.log.warn("cannot fetch {path} now (will retry every minute): {why}",
+                          path=wire.safe_text(want.dest), why=why)
         want.not_before = self.clock.seconds() + RETRY_DELAY * 12
 
     # -- downloads in progress ---------------------------------------------------

@@ -255,7 +255,7 @@ class PeerProtocol(Int32StringReceiver):
                 end = offset + 4 + length
                 if end > available:
                     break
-                if length > 4 and view[offset + 4] == wire.DATA and self.hello is not None:
+                if length > 4 and view[offset + 4] == wire.DATA and self.scheduler is not None:
                     self._last_frame = self.clock.seconds()
                     self._ping_nonce = None
                     self.node.files.data_received(self, wire.decode_data(view[offset + 4 : end]))
@@ -340,6 +340,8 @@ class PeerProtocol(Int32StringReceiver):
 
     def _to_files(name):
         def handler(self, message):
+            if self.scheduler is None:
+                return  # not (or no longer) this node's connection to that peer
             getattr(self.node.files, name)(self, message)
 
         return handler
