@@ -131,6 +131,9 @@ class FileExchange:
         self._pump_call = None
         self._rebuild_call = None
         self.completed = 0
+        #: False until the first scan of our own share is done: until then
+        #: we cannot tell what we lack, and would fetch what we already have.
+        self.ready = False
         self._batch_files = 0
         self._batch_bytes = 0
         self._batch_started = 0.0
@@ -237,7 +240,8 @@ class FileExchange:
         Our own share changed (a rescan found new, modified or vanished
         files).
         """
-        if changed or gone:
+        if changed or gone or not self.ready:
+            self.ready = True
             self.announce(changed)
             self._schedule_rebuild()
 
@@ -274,7 +278,7 @@ class FileExchange:
         self._rebuild_call = None
         old = self.wants
         new: Dict[Tuple[str, str], Want] = {}
-        if self.sync:
+        if self.sync and self.ready:
             versions: Dict[str, Dict[str, Tuple[wire.FileEntry, Dict[str, str]]]] = {}
             for peer, catalog in self.remote.items():
                 for path, entry in catalog.items():

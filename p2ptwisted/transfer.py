@@ -24,7 +24,15 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from p2ptwisted import wire
-from p2ptwisted.share import PARTIAL_PREFIX, LocalFile, ShareError, conflict_name, new_hasher
+from p2ptwisted.share import (
+    PARTIAL_PREFIX,
+    LocalFile,
+    ShareError,
+    conflict_name,
+    hash_fd,
+    new_hasher,
+    open_regular,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from p2ptwisted.protocol import PeerProtocol
@@ -401,16 +409,28 @@ class Download:
         self.close()
         dest = self.dest
         for candidate in (dest, conflict_name(dest, self.entry.hash)):
+            dest = candidate
+            name = candidate.rsplit("/", 1)[-1]
             try:
-                os.link(self.partial, candidate.rsplit("/", 1)[-1], src_dir_fd=self.dir_fd,
+                os.link(self.partial, name, src_dir_fd=self.dir_fd,
                         dst_dir_fd=self.dir_fd, follow_symlinks=False)
-                dest = candidate
                 break
             except FileExistsError:
-                dest = candidate
+                if self._holds_same_content(name):
+                    break  # already there (say, not yet catalogued): keep one copy
         os.unlink(self.partial, dir_fd=self.dir_fd)
         st = os.stat(dest.rsplit("/", 1)[-1], dir_fd=self.dir_fd, follow_symlinks=False)
         return dest, st.st_ino
+
+    def _holds_same_content(self, name: str) -> bool:
+        try:
+            fd, st = open_regular(self.dir_fd, name)
+        except (OSError, ShareError):
+            return False
+        try:
+            return st.st_size == self.entry.size and hash_fd(fd) == self.entry.hash
+        finally:
+            os.close(fd)
 
     def discard(self) -> None:
         """

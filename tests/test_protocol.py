@@ -164,7 +164,7 @@ class BadInputTests(ProtocolTestMixin, SynchronousTestCase):
         proto, transport = self.assertDropped(
             b"\xff\xff\xff\xff" + b"x" * 10, "exceeds the 262144-byte limit"
         )
-        self.assertLess(len(proto._unprocessed), 100)
+        self.assertLess(len(proto._buffer), 100)
 
     def test_limit_plus_one(self):
         self.assertDropped(struct.pack("!I", wire.MAX_FRAME + 1), "exceeds")
