@@ -40,6 +40,8 @@ PARTIAL_PREFIX = wire.RESERVED_PREFIX + "-part-"
 HASH_READ = 1 << 20
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# The root itself was chosen by the operator and may be a symlink.
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 log = Logger()
@@ -141,17 +143,26 @@ def hash_fd(fd: int) -> str:
         hasher.update(chunk)
 
 
-def conflict_name(path: str, content_hash: str) -> str:
+def conflict_name(path: str, content_hash: str, n: int = 0) -> str:
     """
     Where a losing version of C{path} is kept: the hash's first 8 digits
     before the extension, so every node picks the same name for the same
-    content (``notes.txt`` -> ``notes.conflict-1a2b3c4d.txt``).
+    content (``notes.txt`` -> ``notes.conflict-1a2b3c4d.txt``).  C{n} > 0
+    numbers further candidates (``notes.conflict-1a2b3c4d-2.txt``) for when
+    that name is taken by something else.  The stem is shortened if needed
+    so the name stays within the length limit of a path component.
     """
     head, sep, name = path.rpartition("/")
     stem, dot, ext = name.rpartition(".")
     if not stem:  # no extension, or a dot file such as ".bashrc"
         stem, dot, ext = name, "", ""
-    return f"{head}{sep}{stem}.conflict-{content_hash[:8]}{dot}{ext}"
+    suffix = f".conflict-{content_hash[:8]}" + (f"-{n}" if n else "") + dot + ext
+    room = wire.MAX_COMPONENT_BYTES - len(suffix.encode("utf-8"))
+    if room < 1:  # an absurdly long extension: drop it
+        suffix = f".conflict-{content_hash[:8]}" + (f"-{n}" if n else "")
+        room = wire.MAX_COMPONENT_BYTES - len(suffix)
+    stem = stem.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return f"{head}{sep}{stem}{suffix}"
 
 
 @attrs.define
@@ -228,7 +239,7 @@ class Share:
         files: Dict[str, LocalFile] = {}
         skipped: List[str] = []
         excluded = self._excluded_dirs()
-        root_fd = os.open(self.root, _DIR_FLAGS)
+        root_fd = os.open(self.root, _ROOT_FLAGS)
         try:
             self._walk(root_fd, "", "", files, skipped, excluded, cache)
         finally:
@@ -378,7 +389,7 @@ class Share:
         if local is None or local.entry.hash != content_hash:
             raise ShareError("not_found", "not in this node's catalog")
         *dirs, name = local.disk_path.split("/")
-        root_fd = os.open(self.root, _DIR_FLAGS)
+        root_fd = os.open(self.root, _ROOT_FLAGS)
         try:
             dir_fd = open_dir(root_fd, dirs)
         finally:
@@ -398,7 +409,7 @@ class Share:
         without following links.
         """
         if self._root_fd is None:
-            self._root_fd = os.open(self.root, _DIR_FLAGS)
+            self._root_fd = os.open(self.root, _ROOT_FLAGS)
         parts = path.split("/")[:-1]
         if parts:
             self._made_dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))

@@ -45,6 +45,9 @@ CHUNK_SIZE = 128 * 1024
 #: for them at all (creating files stalls behind other files' fsyncs).
 SMALL_FILE = CHUNK_SIZE
 
+#: Numbered conflict names tried when a download's own names are taken.
+MAX_CONFLICT_NAMES = 10
+
 #: Bytes the scheduler writes in one reactor turn before letting the
 #: reactor read and write other connections.
 TURN_BUDGET = 1024 * 1024
@@ -81,6 +84,8 @@ class RateLimit:
     burst: float = 0.0
     _tokens: float = 0.0
     _stamp: Optional[float] = None
+    _queue: Deque["UploadScheduler"] = attrs.field(factory=deque)
+    _timer: object = None
 
     def __attrs_post_init__(self) -> None:
         self.burst = self.burst or max(self.rate / 4, float(CHUNK_SIZE))
@@ -102,6 +107,31 @@ class RateLimit:
         Seconds until there is something to spend again.
         """
         return max(0.0, -self._tokens) / self.rate + 0.001
+
+    def wait_turn(self, scheduler: "UploadScheduler") -> None:
+        """
+        Queue a scheduler that has data to send but no tokens.  When tokens
+        come back the queued schedulers run in turn, first come first
+        served, so connections share the cap instead of one taking it all.
+        """
+        if scheduler not in self._queue:
+            self._queue.append(scheduler)
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.wait(), self._next)
+
+    def _next(self) -> None:
+        self._timer = None
+        while self._queue and self.available() > 0:
+            self._queue.popleft()._run()
+        if self._queue and self._timer is None:
+            self._timer = self.clock.callLater(self.wait(), self._next)
+
+    def forget(self, scheduler: "UploadScheduler") -> None:
+        if scheduler in self._queue:
+            self._queue.remove(scheduler)
+        if not self._queue and self._timer is not None and self._timer.active():
+            self._timer.cancel()
+            self._timer = None
 
 
 @attrs.define(eq=False)
@@ -180,10 +210,10 @@ class UploadScheduler:
 
     def _kick(self) -> None:
         if self.uploads and not self.paused and self._call is None:
-            delay = 0.0
             if self.limit is not None and self.limit.available() <= 0:
-                delay = self.limit.wait()
-            self._call = self.clock.callLater(delay, self._run)
+                self.limit.wait_turn(self)
+            else:
+                self._call = self.clock.callLater(0, self._run)
 
     def _run(self) -> None:
         if self._call is not None and self._call.active():
@@ -251,6 +281,8 @@ class UploadScheduler:
             self._kick()
 
     def stopProducing(self) -> None:
+        if self.limit is not None:
+            self.limit.forget(self)
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
@@ -407,10 +439,11 @@ class Download:
         os.utime(self.fd, ns=(self.entry.mtime_ns, self.entry.mtime_ns))
         os.fchmod(self.fd, 0o644)
         self.close()
-        dest = self.dest
-        for candidate in (dest, conflict_name(dest, self.entry.hash)):
-            dest = candidate
-            name = candidate.rsplit("/", 1)[-1]
+        candidates = [self.dest] + [
+            conflict_name(self.dest, self.entry.hash, n) for n in range(MAX_CONFLICT_NAMES)
+        ]
+        for dest in candidates:
+            name = dest.rsplit("/", 1)[-1]
             try:
                 os.link(self.partial, name, src_dir_fd=self.dir_fd,
                         dst_dir_fd=self.dir_fd, follow_symlinks=False)
@@ -418,6 +451,8 @@ class Download:
             except FileExistsError:
                 if self._holds_same_content(name):
                     break  # already there (say, not yet catalogued): keep one copy
+        else:
+            raise TransferFailed("local", f"{MAX_CONFLICT_NAMES + 1} names for this file are taken")
         os.unlink(self.partial, dir_fd=self.dir_fd)
         st = os.stat(dest.rsplit("/", 1)[-1], dir_fd=self.dir_fd, follow_symlinks=False)
         return dest, st.st_ino
