@@ -296,9 +296,12 @@ class FileExchange:
                 for content_hash, (entry, sources) in slot.items():
                     if local is not None and local.entry.hash == content_hash:
                         continue
+                    kept = local_files.get(conflict_name(path, content_hash))
+                    if kept is not None and kept.entry.hash == content_hash:
+                        continue  # we keep this version beside the path already
                     dest = path if content_hash == winner.hash else conflict_name(path, content_hash)
                     if dest != path and dest in local_files:
-                        continue  # already kept (or something else sits there)
+                        continue  # something else sits at the conflict name
                     key = (dest, content_hash)
                     want = old.get(key) or Want(dest=dest, entry=entry)
                     want.sources = dict(sources)

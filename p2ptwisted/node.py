@@ -132,7 +132,7 @@ class Node(Service):
         self._endpoint_for = endpoint_factory or (lambda e: default_endpoint(reactor, e))
         self._dials: set = set()
         self._scanning: Optional[Deferred] = None
-        self._rescan_again = False
+        self._rescan_waiters: List[Deferred] = []
         self._dialer: Optional[LoopingCall] = None
         self._waiters: List[tuple] = []
         self._gossip_timers: Dict[PeerProtocol, object] = {}
@@ -177,10 +177,14 @@ class Node(Service):
         """
         Look at the share again (in a thread: hashing is slow) and tell
         peers what is new.  Fires with the list of new or changed entries.
+
+        Asked during a scan, it runs one more scan after that one (however
+        often it is asked) and fires when that one is done.
         """
         if self._scanning is not None:
-            self._rescan_again = True
-            return self._scanning.addCallback(lambda _: self.rescan())
+            waiter = Deferred()
+            self._rescan_waiters.append(waiter)
+            return waiter
         started = self.clock.seconds()
         d = self._run_blocking(self.share.scan)
 
@@ -201,9 +205,15 @@ class Node(Service):
                 seconds=self.clock.seconds() - started,
             )
             self.files.local_changed(changed, gone)
-            if self._rescan_again:
-                self._rescan_again = False
-                self.rescan()
+            if self._rescan_waiters:
+                waiters, self._rescan_waiters = self._rescan_waiters, []
+
+                def fire(changed):
+                    for waiter in waiters:
+                        waiter.callback(changed)
+                    return changed
+
+                self.rescan().addCallback(fire)
             return changed
 
         def failed(failure):

@@ -71,7 +71,7 @@ class ShareWatcher:
     def _changed(self, watch, path: FilePath, mask: int) -> None:
         full = path.asTextMode().path
         relative = os.path.relpath(full, self.root)
-        if relative.split(os.sep)[-1].startswith(wire.RESERVED_PREFIX):
+        if any(part.startswith(wire.RESERVED_PREFIX) for part in relative.split(os.sep)):
             return  # our own partial downloads and state
         if len(self._paths) < MAX_PATHS:
             self._paths.add(relative)
