@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 import attrs
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from p2ptwisted import wire
@@ -58,11 +59,104 @@ HAVE_DELAY = 0.1
 PUMP_LOOK = 256
 PUMP_MISSES = 32
 
+#: ERROR codes meaning "I do not have that version (any more)".
+GONE_CODES = ("not_found", "changed", "not_regular")
+
+#: Seconds between two LISTs from one peer that we answer.
+LIST_SPACING = 5.0
+
+#: Finished transfers remembered for operators.
+RECENT_TRANSFERS = 100
+
+#: A download in progress logs at least this often (seconds), and at every
+#: tenth of a file of PROGRESS_MIN_SIZE or more.
+PROGRESS_INTERVAL = 10.0
+
 #: Files of at least this size get a log line each when they arrive.
 LOG_EACH_MIN = 1024 * 1024
 
 #: Files of at least this size log their progress every tenth.
 PROGRESS_MIN_SIZE = 8 * 1024 * 1024
+
+
+@attrs.define(eq=False)
+class Transfer:
+    """
+    A fetch as an operator sees it: what, from whom, how far, how fast.
+
+    Live: C{done_bytes}, C{rate} and C{eta} read the download in progress.
+    C{done} fires with the path the file landed at, or fails.
+    """
+
+    path: str
+    size: int
+    dest: str
+    clock: object = attrs.field(repr=False)
+    peer: str = ""
+    state: str = "queued"
+    error: str = ""
+    started: float = 0.0
+    finished: Optional[float] = None
+    landed: Optional[str] = None
+    done: Deferred = attrs.field(factory=Deferred, repr=False)
+    download: Optional[Download] = attrs.field(default=None, repr=False)
+    _last_log: float = attrs.field(default=0.0, repr=False)
+    _done_bytes: int = attrs.field(default=0, repr=False)
+
+    @property
+    def done_bytes(self) -> int:
+        if self.download is not None:
+            return self.download.offset
+        return self._done_bytes
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done_bytes / self.size if self.size else 100.0
+
+    @property
+    def rate(self) -> float:
+        """
+        Bytes per second received so far in this transfer's current attempt.
+        """
+        download = self.download
+        if download is None or not download.started_at:
+            return 0.0
+        elapsed = self.clock.seconds() - download.started_at
+        return download.received / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> Optional[float]:
+        rate = self.rate
+        if self.state != "running" or rate <= 0:
+            return None
+        return (self.size - self.done_bytes) / rate
+
+    def __repr__(self) -> str:
+        eta = self.eta
+        return (
+            f"<Transfer {self.path!r} {self.state} {self.percent:.0f}%"
+            f" ({self.done_bytes} of {self.size} bytes)"
+            + (f" from {self.peer}" if self.peer else "")
+            + (f", {self.rate / 1e6:.1f} MB/s" if self.state == "running" else "")
+            + (f", ETA {eta:.0f}s" if eta is not None else "")
+            + (f", {self.error}" if self.error else "")
+            + (f" -> {self.landed}" if self.landed else "")
+            + ">"
+        )
+
+    def _finish(self, state: str, result=None, error: str = "") -> None:
+        if self.finished is not None:
+            return
+        self._done_bytes = self.done_bytes if state != "done" else self.size
+        self.download = None
+        self.state, self.error = state, error
+        self.finished = self.clock.seconds()
+        if state == "done":
+            self.landed = result
+            self.done.callback(result)
+        else:
+            self.done.errback(result)
+        self.done.addErrback(lambda f: None)  # nobody may be listening
 
 
 @attrs.define(eq=False)
@@ -83,7 +177,9 @@ class Want:
     download: Optional[Download] = None
     manual: bool = False
     warned: bool = False
-    waiters: List[Deferred] = attrs.field(factory=list)
+    transfer: Optional[Transfer] = None
+    #: For a fetch to a directory outside the share: that directory.
+    outside: Optional[str] = None
 
 
 def pack_entries(entries: List[wire.FileEntry]) -> List[List[wire.FileEntry]]:
@@ -122,6 +218,9 @@ class FileExchange:
         self.remote: Dict[str, Dict[str, wire.FileEntry]] = {}
         self._incoming: Dict[str, Dict[str, wire.FileEntry]] = {}
         self.wants: Dict[Tuple[str, str], Want] = {}
+        #: Finished transfers, newest last, for operators to look at.
+        self.recent: Deque[Transfer] = deque(maxlen=RECENT_TRANSFERS)
+        self._cancelled: Set[Tuple[str, str]] = set()
         # Wants that may need starting, in order; pump() looks at a bounded
         # number of them each time, so it costs the same however many
         # thousands of files are wanted.
@@ -141,6 +240,13 @@ class FileExchange:
     # -- serving -----------------------------------------------------------
 
     def list_received(self, proto: "PeerProtocol", message: wire.List) -> None:
+        now = self.clock.seconds()
+        if proto.list_answered_at is not None and now - proto.list_answered_at < LIST_SPACING:
+            # Each answer is the whole catalog: a peer asking again and
+            # again (and perhaps not reading) must not fill our memory.
+            proto.send(wire.Error(code="busy", message="LIST again too soon"))
+            return
+        proto.list_answered_at = now
         groups = pack_entries(self.share.entries())
         for i, group in enumerate(groups):
             proto.send(wire.Catalog(files=tuple(group), more=i < len(groups) - 1))
@@ -303,6 +409,8 @@ class FileExchange:
                     if dest != path and dest in local_files:
                         continue  # something else sits at the conflict name
                     key = (dest, content_hash)
+                    if key in self._cancelled:
+                        continue
                     want = old.get(key) or Want(dest=dest, entry=entry)
                     want.sources = dict(sources)
                     new[key] = want
@@ -313,11 +421,16 @@ class FileExchange:
         self._queue = deque(key for key, want in new.items() if want.download is None)
         self.pump()
 
-    def fetch(self, path: str, content_hash: Optional[str] = None,
-              peer: Optional[str] = None) -> Deferred:
+    def fetch(self, path: str, peer: Optional[str] = None, dest: Optional[str] = None,
+              content_hash: Optional[str] = None) -> Transfer:
         """
-        Fetch C{path} into the share now, sync or no sync.  Fires with the
-        path it landed at.
+        Fetch C{path} now, sync or no sync, from C{peer} (a node id) or from
+        whichever connected peer lists it.
+
+        @param dest: a directory outside the share to put the file in
+            (created if missing); by default it goes into the share.
+        @return: a L{Transfer}; its C{done} fires with where the file landed.
+        @raise LookupError: if no connected peer lists C{path}.
         """
         sources = {}
         entry = None
@@ -330,21 +443,65 @@ class FileExchange:
                 if candidate.hash == entry.hash:
                     sources[node_id] = path
         if entry is None:
-            return fail(LookupError(f"no connected peer lists {path}"))
-        local = self.share.lookup(path)
-        if local is not None and local.entry.hash == entry.hash:
-            return succeed(path)
-        dest = path if local is None else conflict_name(path, entry.hash)
-        key = (dest, entry.hash)
-        want = self.wants.get(key) or Want(dest=dest, entry=entry)
+            raise LookupError(f"no connected peer lists {path!r}")
+        if dest is not None:
+            outside = os.path.abspath(os.path.expanduser(dest))
+            target = os.path.join(outside, path.rsplit("/", 1)[-1])
+        else:
+            outside = None
+            local = self.share.lookup(path)
+            if local is not None and local.entry.hash == entry.hash:
+                transfer = Transfer(path=path, size=entry.size, dest=path, clock=self.clock)
+                transfer._finish("done", path)
+                return transfer
+            target = path if local is None else conflict_name(path, entry.hash)
+        key = (target, entry.hash)
+        self._cancelled.discard(key)
+        want = self.wants.get(key) or Want(dest=target, entry=entry, outside=outside)
         want.sources.update(sources)
         want.manual = True
         self.wants[key] = want
         self._queue.append(key)
-        d = Deferred()
-        want.waiters.append(d)
+        transfer = self._transfer_of(want)
         self.pump()
-        return d
+        return transfer
+
+    def _transfer_of(self, want: Want) -> Transfer:
+        if want.transfer is None or want.transfer.finished is not None:
+            want.transfer = Transfer(path=want.entry.path, size=want.entry.size,
+                                     dest=want.dest, clock=self.clock)
+        return want.transfer
+
+    def transfers(self) -> List[Transfer]:
+        """
+        Transfers in flight or waiting, then recent ones, newest last.
+        """
+        active = [w.transfer for w in self.wants.values()
+                  if w.transfer is not None and w.transfer.finished is None]
+        return list(self.recent) + active
+
+    def cancel(self, transfer: Transfer) -> bool:
+        """
+        Stop a transfer (its partial file stays, for a later fetch to
+        resume) and do not fetch that version again by itself.
+        """
+        key = next((k for k, w in self.wants.items() if w.transfer is transfer), None)
+        if key is None:
+            return False
+        want = self.wants.pop(key)
+        self._cancelled.add(key)
+        download = want.download
+        if download is not None and download.peer is not None:
+            proto = download.peer
+            if proto.downloads.pop(download.transfer, None) is download:
+                proto.cancel_transfer(download.transfer)
+                download.release()
+        transfer._finish("cancelled", Failure(CancelledError(f"cancelled {transfer.path}")),
+                         error="cancelled")
+        self.recent.append(transfer)
+        self.log.info("cancelled fetching {path}", path=wire.safe_text(transfer.path))
+        self.pump()
+        return True
 
     def pump(self) -> None:
         """
@@ -398,7 +555,11 @@ class FileExchange:
     def _start(self, want: Want, proto: "PeerProtocol") -> bool:
         entry = want.entry
         try:
-            dir_fd = self.share.open_parent(want.dest)
+            if want.outside is not None:
+                os.makedirs(want.outside, exist_ok=True)
+                dir_fd = os.open(want.outside, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            else:
+                dir_fd = self.share.open_parent(want.dest)
         except (OSError, ShareError) as e:
             self._give_up_for_now(want, f"cannot create its directory: {e}")
             return False
@@ -416,6 +577,12 @@ class FileExchange:
         download.peer = proto
         download.started_at = self.clock.seconds()
         want.download = download
+        transfer = self._transfer_of(want)
+        transfer.download = download
+        transfer.state = "running"
+        transfer.peer = proto.describe()
+        transfer.started = transfer.started or download.started_at
+        transfer._last_log = download.started_at
         proto.downloads[download.transfer] = download
         proto.send(wire.Get(transfer=download.transfer, path=download.source_path,
                             hash=entry.hash, offset=offset))
@@ -450,15 +617,22 @@ class FileExchange:
         try:
             download.write(data.payload)
         except TransferFailed as e:
-            proto.send(wire.Cancel(transfer=data.transfer))
+            proto.cancel_transfer(data.transfer)
             self._failed(proto, download, e, discard=True)
             return
         except OSError as e:
-            proto.send(wire.Cancel(transfer=data.transfer))
+            proto.cancel_transfer(data.transfer)
             self._failed(proto, download, TransferFailed("local", str(e)), discard=False)
             return
         size = download.entry.size
-        if size >= PROGRESS_MIN_SIZE and before * 10 // size != download.offset * 10 // size:
+        tenth = size >= PROGRESS_MIN_SIZE and before * 10 // size != download.offset * 10 // size
+        want = self._want_of(download)
+        now = self.clock.seconds()
+        transfer = want.transfer if want is not None else None
+        late = transfer is not None and now - transfer._last_log >= PROGRESS_INTERVAL
+        if tenth or late:
+            if transfer is not None:
+                transfer._last_log = now
             self.log.info(
                 "{path}: {percent}% ({done} of {size} bytes) from {peer}",
                 path=wire.safe_text(download.dest), percent=download.offset * 100 // size,
@@ -468,6 +642,8 @@ class FileExchange:
     def end_received(self, proto: "PeerProtocol", end: wire.End) -> None:
         download = proto.downloads.pop(end.transfer, None)
         if download is None:
+            if end.transfer in proto.cancelled:
+                return  # we cancelled it; the END crossed our CANCEL
             proto.drop(f"END for unknown transfer {end.transfer}")
             return
         try:
@@ -475,7 +651,12 @@ class FileExchange:
         except TransferFailed as e:
             self._failed(proto, download, e, discard=True, popped=True)
             return
-        self._make_room(download)
+        try:
+            self._make_room(download)
+        except OSError as e:
+            self._failed(proto, download, TransferFailed("local", str(e)), discard=False,
+                         popped=True)
+            return
         d = self._run_blocking(download.make_durable)
         d.addCallbacks(
             lambda placed: self._landed(proto, download, *placed),
@@ -489,16 +670,18 @@ class FileExchange:
         if landed != download.dest:
             self.log.warn("{path} appeared while it was being fetched: keeping both, as {other}",
                           path=wire.safe_text(download.dest), other=wire.safe_text(landed))
-        entry = attrs.evolve(download.entry, path=landed)
-        self.share.record(entry, disk_path=landed, inode=inode)
-        self.announce([entry])
+        want = self._want_of(download)
+        if want is None or want.outside is None:
+            entry = attrs.evolve(download.entry, path=landed)
+            self.share.record(entry, disk_path=landed, inode=inode)
+            self.announce([entry])
         download.release()
         self.completed += 1
-        want = self._want_of(download)
         if want is not None:
             del self.wants[(download.dest, download.entry.hash)]
-            for d in want.waiters:
-                d.callback(landed)
+            if want.transfer is not None:
+                want.transfer._finish("done", landed)
+                self.recent.append(want.transfer)
         now = self.clock.seconds()
         seconds = max(now - download.started_at, 1e-6)
         # One line per large file; small ones are summed up (below), since a
@@ -528,6 +711,16 @@ class FileExchange:
         download = proto.downloads.get(error.transfer)
         if download is None:
             return
+        if error.code in GONE_CODES:
+            # The peer no longer has that version: forget that it had it,
+            # until its HAVE or catalog says otherwise.
+            catalog = self.remote.get(proto.remote_id, {})
+            listed = catalog.get(download.source_path)
+            if listed is not None and listed.hash == download.entry.hash:
+                del catalog[download.source_path]
+            want = self._want_of(download)
+            if want is not None:
+                want.sources.pop(proto.remote_id, None)
         self._failed(proto, download,
                      TransferFailed(error.code, f"peer refused: {wire.safe_text(error.message)}"),
                      discard=False)
@@ -540,6 +733,9 @@ class FileExchange:
             download.discard()
         download.release()
         want = self._want_of(download)
+        if want is not None and want.transfer is not None:
+            want.transfer.state = "retrying"
+            want.transfer.error = str(error)
         self.log.warn(
             "fetching {path} from {peer} failed: {why}{what}",
             path=wire.safe_text(download.dest), peer=proto.describe(), why=str(error),
@@ -565,6 +761,8 @@ class FileExchange:
                       path=wire.safe_text(download.dest), why=why, kept=download.offset)
         if want is not None:
             want.download = None
+            if want.transfer is not None:
+                want.transfer.state = "interrupted"
             want.not_before = self.clock.seconds()
             self._queue.append((download.dest, download.entry.hash))
             if self._pump_call is None:

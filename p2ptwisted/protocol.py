@@ -11,7 +11,8 @@ policy -- what to do with a peer's HELLO or PEERS is the node's decision
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Dict, Optional
+from collections import deque
+from typing import TYPE_CHECKING, Deque, Dict, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
@@ -75,7 +76,17 @@ class PeerProtocol(Int32StringReceiver):
         self._parsing = False
         self.scheduler: Optional[UploadScheduler] = None
         self.downloads: Dict[int, "Download"] = {}
+        self.cancelled: Deque[int] = deque(maxlen=256)
+        self.list_answered_at: Optional[float] = None
         self._next_transfer = 0
+
+    def cancel_transfer(self, transfer: int) -> None:
+        """
+        Tell the peer to stop sending one of our transfers, and remember it
+        so its END, crossing our CANCEL, is not taken for a protocol error.
+        """
+        self.cancelled.append(transfer)
+        self.send(wire.Cancel(transfer=transfer))
 
     def next_transfer_id(self) -> int:
         """

@@ -235,8 +235,11 @@ class UploadScheduler:
             upload = self.uploads.popleft()
             try:
                 chunk = upload.read_chunk(self.chunk_size)
-            except (OSError, ShareError) as e:
+            except ShareError as e:
                 self._finish(upload, error=str(e))
+                continue
+            except OSError as e:
+                self._finish(upload, error=e.strerror or str(e), code="unavailable")
                 continue
             write([wire.data_header(upload.transfer, len(chunk)), chunk])
             budget -= len(chunk)
@@ -248,7 +251,7 @@ class UploadScheduler:
             else:
                 self.uploads.append(upload)
 
-    def _finish(self, upload: Upload, error: Optional[str] = None) -> None:
+    def _finish(self, upload: Upload, error: Optional[str] = None, code: str = "changed") -> None:
         self.by_id.pop(upload.transfer, None)
         if upload in self.uploads:
             self.uploads.remove(upload)
@@ -264,7 +267,7 @@ class UploadScheduler:
         else:
             log.info("upload of {path} to {peer} failed: {why}",
                      path=wire.safe_text(entry.path), peer=self.proto.describe(), why=error)
-            self.proto.send(wire.Error(code="changed", message=error, transfer=upload.transfer))
+            self.proto.send(wire.Error(code=code, message=error, transfer=upload.transfer))
 
     # IPushProducer
 

@@ -520,7 +520,11 @@ def _decode_error(body: bytes) -> Error:
 
 
 def _encode_error(m: Error) -> bytes:
-    body = {"code": m.code, "message": m.message}
+    message = m.message
+    if len(message) > MAX_ERROR_MESSAGE or has_control_chars(message):
+        # An ERROR we send must be one we would accept ourselves.
+        message = safe_text(message, MAX_ERROR_MESSAGE - 3)
+    body = {"code": m.code, "message": message}
     if m.transfer is not None:
         body["transfer"] = m.transfer
     return _dump(body)

@@ -977,18 +977,18 @@ class NoSyncTests(SynchronousTestCase):
         self.assertEqual(names_in(a.share_dir), set())
 
         results = []
-        a.files.fetch("one.bin").addBoth(results.append)
+        transfer = a.files.fetch("one.bin")
+        transfer.done.addBoth(results.append)
         mesh.run(lambda: results)
         self.assertEqual(results, ["one.bin"])
+        self.assertEqual((transfer.state, transfer.done_bytes), ("done", len(one)))
+        self.assertIn(transfer, a.files.transfers())
         self.assertEqual(read_file(a.share_dir, "one.bin"), one)
         mesh.run_for(30)
         self.assertEqual(names_in(a.share_dir), {"one.bin"})
         self.assertEqual([g.path for g in gets], ["one.bin"])
 
-        missing = []
-        a.files.fetch("nobody-has-this").addErrback(missing.append)
-        self.assertEqual(len(missing), 1)
-        self.assertTrue(missing[0].check(LookupError))
+        self.assertRaises(LookupError, a.files.fetch, "nobody-has-this")
 
 
 # ---------------------------------------------------------------------------
