@@ -61,6 +61,8 @@ class PeerProtocol(Int32StringReceiver):
     hello: Optional[wire.Hello] = None
     version: Optional[int] = None
     connected_at: float = 0.0
+    bytes_in = 0
+    bytes_out = 0
     peers_received_at: Optional[float] = None
     _closing = False
     _lost = False
@@ -143,7 +145,9 @@ class PeerProtocol(Int32StringReceiver):
         return f"{name or 'unnamed'} ({self.hello.node_id[:12]}) at {where}"
 
     def send(self, message: wire.Message) -> None:
-        self.sendString(wire.encode_frame(message))
+        frame = wire.encode_frame(message)
+        self.bytes_out += 4 + len(frame)
+        self.sendString(frame)
 
     def drop(self, reason: str) -> None:
         """
@@ -207,6 +211,7 @@ class PeerProtocol(Int32StringReceiver):
         MAX_LENGTH check before any body is buffered, and C{pauseProducing}
         stopping delivery at once.
         """
+        self.bytes_in += len(data)
         if self._parsing:
             # Re-entered through resumeProducing from a frame handler: the
             # outer call carries on where it is.

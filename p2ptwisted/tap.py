@@ -20,6 +20,7 @@ from p2ptwisted.state import StateError
 
 DEFAULT_PORT = 12345
 DEFAULT_SHARE = "~/P2PShare"
+DEFAULT_MANHOLE_KEYS = "~/.ssh/authorized_keys"
 STATE_SUBDIR = ".p2pshare"
 
 
@@ -43,6 +44,20 @@ def _server_description(value: str) -> str:
         raise usage.UsageError(
             f"--port {value!r}: not a port number or server endpoint string ({e})"
         ) from None
+    return value
+
+
+def _manhole_description(value: str) -> str:
+    """
+    A bare port number binds the manhole to 127.0.0.1 only: it is a Python
+    prompt into the node, not something to offer the LAN by accident.
+    """
+    if value.isdigit():
+        return f"tcp:{int(value)}:interface=127.0.0.1"
+    try:
+        endpoints.serverFromString(_ParseOnly(), value)
+    except Exception as e:
+        raise usage.UsageError(f"--manhole {value!r}: not a port or server endpoint ({e})") from None
     return value
 
 
@@ -91,6 +106,12 @@ class Options(usage.Options):
          f" [default: SHARE/{STATE_SUBDIR}]."],
         ["name", None, None,
          "Display name shown to peers [default: this machine's host name]."],
+        ["manhole", None, None,
+         "Offer a Python prompt into the running node over SSH on this port"
+         " (loopback only) or server endpoint string [default: off]."],
+        ["manhole-keys", None, None,
+         "authorized_keys file of the keys that may log into the manhole"
+         " [default: ~/.ssh/authorized_keys]."],
         ["max-rate", None, None,
          "Cap on the node's total upload rate, in bytes per second; K, M and G"
          " suffixes (powers of 1024) allowed, e.g. 20M [default: no cap]."],
@@ -135,6 +156,16 @@ class Options(usage.Options):
             )
         self["name"] = name
         self["max-rate"] = _rate(self["max-rate"])
+        if self["manhole"] is not None:
+            self["manhole"] = _manhole_description(self["manhole"])
+            keys = self["manhole-keys"] or os.path.expanduser(DEFAULT_MANHOLE_KEYS)
+            if not os.path.isfile(keys):
+                raise usage.UsageError(
+                    f"--manhole needs public keys to let you in, and {keys} does not exist:"
+                    " pass --manhole-keys FILE (authorized_keys format, e.g. a copy of your"
+                    " ~/.ssh/id_ed25519.pub), or create ~/.ssh/authorized_keys"
+                )
+            self["manhole-keys"] = os.path.abspath(keys)
 
 
 class NodeService(MultiService):
@@ -188,4 +219,16 @@ def makeService(options: Options, reactor=None) -> MultiService:
     )
     listener.setName("listener")
     listener.setServiceParent(top)
+    if options["manhole"] is not None:
+        # Conch (and cryptography) only when asked for.
+        from p2ptwisted.control import Control
+        from p2ptwisted.manhole import ManholeError, make_manhole_service
+
+        try:
+            make_manhole_service(
+                options["manhole"], options["manhole-keys"], options["state"],
+                Control(node).namespace(), reactor,
+            ).setServiceParent(top)
+        except ManholeError as e:
+            raise usage.UsageError(str(e)) from None
     return top

@@ -242,6 +242,7 @@ class UploadScheduler:
                 self._finish(upload, error=e.strerror or str(e), code="unavailable")
                 continue
             write([wire.data_header(upload.transfer, len(chunk)), chunk])
+            self.proto.bytes_out += 9 + len(chunk)
             budget -= len(chunk)
             self.bytes_sent += len(chunk)
             if self.limit is not None:

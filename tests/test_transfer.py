@@ -453,6 +453,7 @@ class FakeProto:
     def __init__(self):
         self.transport = PausingTransport()
         self.sent = []
+        self.bytes_out = 0
 
     def send(self, message):
         self.sent.append((len(self.transport.value()), message))

@@ -1,0 +1,109 @@
+# -*- test-case-name: tests.test_manhole -*-
+"""
+The SSH manhole: a Python prompt inside the running node, for operators.
+
+Imported only when C{--manhole} is given (it pulls in Conch and
+cryptography).  Safe by construction: SSH only, public-key authentication
+only (from an authorized_keys file; never passwords, never /etc/passwd),
+loopback unless the operator names another interface, and a host key that
+only its owner can read.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Dict, List
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from twisted.application import strports
+from twisted.conch import manhole, manhole_ssh
+from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
+from twisted.conch.insults import insults
+from twisted.conch.ssh import keys
+from twisted.cred import portal
+from twisted.logger import Logger
+from zope.interface import implementer
+
+#: The host key's file name in the state directory.
+HOST_KEY_FILE = "manhole_host_key"
+
+log = Logger()
+
+
+class ManholeError(Exception):
+    """
+    The manhole cannot be started; the message says what to do.
+    """
+
+
+@implementer(IAuthorizedKeysDB)
+class _KeysForAnyName:
+    """
+    The keys of one authorized_keys file, whatever user name the client
+    gives: the file says who may log in, the name means nothing here.
+    """
+
+    def __init__(self, authorized: List[keys.Key]):
+        self.authorized = authorized
+
+    def getAuthorizedKeys(self, username):
+        return self.authorized
+
+
+def load_authorized_keys(path: str) -> List[keys.Key]:
+    try:
+        with open(path, "rb") as f:
+            found = list(readAuthorizedKeyFile(f))
+    except OSError as e:
+        raise ManholeError(f"cannot read --manhole-keys {path}: {e.strerror}") from None
+    if not found:
+        raise ManholeError(
+            f"{path} holds no usable public keys: add a line such as the contents of"
+            " ~/.ssh/id_ed25519.pub"
+        )
+    return found
+
+
+def host_key(state_dir: str) -> keys.Key:
+    """
+    The manhole's host key: ed25519, generated once into the state
+    directory with mode 0600, then reused (so clients can pin it).
+    """
+    path = os.path.join(state_dir, HOST_KEY_FILE)
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(os.lstat(path).st_mode)
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+            log.warn("manhole host key {path} was readable by others; made it 0600", path=path)
+        return keys.Key.fromFile(path)
+    key = Ed25519PrivateKey.generate()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                  serialization.NoEncryption()))
+    log.info("created manhole host key {path}", path=path)
+    return keys.Key.fromFile(path)
+
+
+def make_manhole_service(description: str, keys_file: str, state_dir: str,
+                         namespace: Dict[str, object], reactor):
+    """
+    A service offering the manhole over SSH on the server endpoint
+    C{description}.  Sessions share C{namespace}.
+    """
+    checker = SSHPublicKeyChecker(_KeysForAnyName(load_authorized_keys(keys_file)))
+    realm = manhole_ssh.TerminalRealm()
+    realm.chainedProtocolFactory = lambda: insults.ServerProtocol(manhole.ColoredManhole,
+                                                                  namespace)
+    factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))
+    key = host_key(state_dir)
+    # Fresh dicts: ConchFactory's are class attributes, shared by all.
+    factory.publicKeys = {key.sshType(): key.public()}
+    factory.privateKeys = {key.sshType(): key}
+    service = strports.service(description, factory, reactor=reactor)
+    service.setName("manhole")
+    return service
