@@ -32,32 +32,23 @@ class _ParseOnly:
     """
 
 
-def _server_description(value: str) -> str:
+def _server_description(option: str, value: str, interface: str = "") -> str:
+    """
+    A server endpoint string from a port number or an endpoint string.
+
+    A bare port listens on C{interface} (all interfaces if empty).
+    """
     if value.isdigit():
         port = int(value)
         if not 0 <= port <= 65535:
-            raise usage.UsageError(f"--port {value}: not a TCP port number")
-        return f"tcp:{port}"
+            raise usage.UsageError(f"{option} {value}: not a TCP port number")
+        return f"tcp:{port}" + (f":interface={interface}" if interface else "")
     try:
         endpoints.serverFromString(_ParseOnly(), value)
     except Exception as e:
         raise usage.UsageError(
-            f"--port {value!r}: not a port number or server endpoint string ({e})"
+            f"{option} {value!r}: not a port number or server endpoint string ({e})"
         ) from None
-    return value
-
-
-def _manhole_description(value: str) -> str:
-    """
-    A bare port number binds the manhole to 127.0.0.1 only: it is a Python
-    prompt into the node, not something to offer the LAN by accident.
-    """
-    if value.isdigit():
-        return f"tcp:{int(value)}:interface=127.0.0.1"
-    try:
-        endpoints.serverFromString(_ParseOnly(), value)
-    except Exception as e:
-        raise usage.UsageError(f"--manhole {value!r}: not a port or server endpoint ({e})") from None
     return value
 
 
@@ -137,7 +128,7 @@ class Options(usage.Options):
     opt_P = opt_peer
 
     def postOptions(self) -> None:
-        self["listen"] = _server_description(self["port"])
+        self["listen"] = _server_description("--port", self["port"])
         share = os.path.abspath(os.path.expanduser(self["share"]))
         if os.path.exists(share) and not os.path.isdir(share):
             raise usage.UsageError(f"--share {share}: not a directory")
@@ -157,7 +148,9 @@ class Options(usage.Options):
         self["name"] = name
         self["max-rate"] = _rate(self["max-rate"])
         if self["manhole"] is not None:
-            self["manhole"] = _manhole_description(self["manhole"])
+            # A bare port binds the manhole to loopback only: it is a Python
+            # prompt into the node, not something to offer the LAN by accident.
+            self["manhole"] = _server_description("--manhole", self["manhole"], "127.0.0.1")
             keys = self["manhole-keys"] or os.path.expanduser(DEFAULT_MANHOLE_KEYS)
             if not os.path.isfile(keys):
                 raise usage.UsageError(
