@@ -1,0 +1,75 @@
+"""
+Control frames are never stuck behind a large file: real TCP, two nodes in
+one reactor, a PING sent while a big file flows the other way is answered
+long before the file ends.
+"""
+
+import os
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.trial.unittest import TestCase
+
+from p2ptwisted import wire
+from p2ptwisted.files import FileExchange
+from p2ptwisted.protocol import PeerProtocol
+from p2ptwisted.tap import Options, makeService
+
+SIZE = 48 * 1024 * 1024
+
+
+class InterleaveTests(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.base = self.mktemp()
+        self.services = []
+
+    async def tearDown(self):
+        await gatherResults([s.stopService() for s in self.services if s.running])
+
+    def start(self, name, peers=()):
+        options = Options()
+        args = ["--port", "tcp:0:interface=127.0.0.1",
+                "--share", os.path.join(self.base, name), "--name", name]
+        for peer in peers:
+            args += ["--peer", peer]
+        options.parseOptions(args)
+        service = makeService(options, reactor=reactor)
+        service.startService()
+        self.services.append(service)
+        return service.getServiceNamed("node")
+
+    async def test_pong_overtakes_the_file(self):
+        os.makedirs(os.path.join(self.base, "A"))
+        with open(os.path.join(self.base, "A", "big.bin"), "wb") as f:
+            for _ in range(SIZE >> 20):
+                f.write(os.urandom(1 << 20))
+        a = self.start("A")
+        b = self.start("B", [f"127.0.0.1:{a.listen_ports[0]}"])
+
+        pinged = Deferred()
+        ponged = Deferred()
+        original_data = FileExchange.data_received
+        original_pong = PeerProtocol._handlers[wire.Pong]
+
+        def data_received(exchange, proto, data):
+            original_data(exchange, proto, data)
+            if exchange is b.files and not pinged.called:
+                download = next(iter(proto.downloads.values()), None)
+                if download is not None and download.offset >= 1024 * 1024:
+                    proto.send(wire.Ping(7))
+                    pinged.callback(download)
+
+        def pong_received(proto, message):
+            original_pong(proto, message)
+            if proto.node is b and message.nonce == 7 and not ponged.called:
+                download = pinged.result
+                ponged.callback(download.offset)
+
+        self.patch(FileExchange, "data_received", data_received)
+        self.patch(PeerProtocol, "_handlers", {**PeerProtocol._handlers, wire.Pong: pong_received})
+        offset_at_pong = await ponged.addTimeout(30, reactor)
+        # Answered while the file was still arriving, within a few MiB.
+        self.assertLess(offset_at_pong, SIZE)
+        self.assertLess(offset_at_pong - 1024 * 1024, 8 * 1024 * 1024)
