@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Callable, List, Optional
 import attrs
 from twisted.internet.defer import Deferred, succeed
 
+from twisted.internet import endpoints
+
 from p2ptwisted import wire
 from p2ptwisted.files import Transfer
+from p2ptwisted.peers import parse_dial_target
 
 if TYPE_CHECKING:  # pragma: no cover
     from p2ptwisted.node import Node
@@ -98,6 +101,11 @@ class Control:
         Dial C{address} (C{host:port} or a client endpoint string) and keep
         it in the peer book; fires with the peer once connected.
         """
+        if not isinstance(address, str):
+            raise TypeError(f"connect() takes an address string, not {address!r}")
+        _, _, endpoint = parse_dial_target(address)
+        if endpoint is not None:
+            endpoints.clientFromString(self.node.reactor, endpoint)  # ValueError if bad
         entry = self.node.add_bootstrap(address)
         entry.next_attempt = 0.0
         self.node.dial_due()

@@ -119,7 +119,7 @@ class Transfer:
         Bytes per second received so far in this transfer's current attempt.
         """
         download = self.download
-        if download is None or not download.started_at:
+        if download is None:
             return 0.0
         elapsed = self.clock.seconds() - download.started_at
         return download.received / elapsed if elapsed > 0 else 0.0
@@ -485,6 +485,8 @@ class FileExchange:
         Stop a transfer (its partial file stays, for a later fetch to
         resume) and do not fetch that version again by itself.
         """
+        if not isinstance(transfer, Transfer):
+            return False  # only a Transfer names a fetch (wants not started have none)
         key = next((k for k, w in self.wants.items() if w.transfer is transfer), None)
         if key is None:
             return False

@@ -52,6 +52,63 @@ class _KeysForAnyName:
         return self.authorized
 
 
+class _Nowhere:
+    """
+    A transport that discards what it is given.
+    """
+
+    def write(self, data):
+        pass
+
+    def writeSequence(self, data):
+        pass
+
+    def loseConnection(self):
+        pass
+
+
+class _Session(manhole_ssh.TerminalSession):
+    """
+    Conch's terminal session, made polite about what it cannot do: a
+    client that ends its input (a piped script) or resizes its window gets
+    what it expects instead of an error in the node's log, and one asking
+    for a command or a shell without a terminal is told to use C{ssh -t}.
+    """
+
+    _pty = False
+    _channel = None
+
+    def getPty(self, term, windowSize, attrs):
+        self._pty = True
+        manhole_ssh.TerminalSession.getPty(self, term, windowSize, attrs)
+
+    def openShell(self, proto):
+        self._channel = proto
+        if not self._pty:
+            self._refuse(proto)
+            return
+        manhole_ssh.TerminalSession.openShell(self, proto)
+
+    def execCommand(self, proto, command):
+        self._refuse(proto)
+
+    def _refuse(self, proto):
+        # Whatever the client still sends goes nowhere (Conch insists the
+        # channel's process side has a transport).
+        proto.makeConnection(_Nowhere())
+        proto.write(b"p2pshare manhole: this is an interactive Python prompt; log in with"
+                    b" a terminal (ssh -t ...) and type at the >>> prompt.\r\n")
+        proto.loseConnection()
+
+    def windowChanged(self, newWindowSize):
+        pass
+
+    def eofReceived(self):
+        # End of input ends the session, as Ctrl-D at the prompt does.
+        if self._channel is not None:
+            self._channel.loseConnection()
+
+
 def load_authorized_keys(path: str) -> List[keys.Key]:
     try:
         with open(path, "rb") as f:
@@ -97,6 +154,7 @@ def make_manhole_service(description: str, keys_file: str, state_dir: str,
     """
     checker = SSHPublicKeyChecker(_KeysForAnyName(load_authorized_keys(keys_file)))
     realm = manhole_ssh.TerminalRealm()
+    realm.sessionFactory = _Session
     realm.chainedProtocolFactory = lambda: insults.ServerProtocol(manhole.ColoredManhole,
                                                                   namespace)
     factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))

@@ -373,6 +373,7 @@ class Node(Service):
                 if proto.dialed is not None:
                     self.book.connected(proto.dialed, remote)
                 proto.close("duplicate", "already connected to this node")
+                self._check_waiters()  # the dialled address is now known to be connected
                 return
             existing.close("duplicate", "a preferred connection to this node opened")
         self.connections[remote] = proto
