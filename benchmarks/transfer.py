@@ -114,7 +114,7 @@ class Node:
                 if len(hits) >= count:
                     return hits[count - 1]
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"node exited:\n" + "\n".join(l for _, l in self.lines[-20:]))
+                    raise RuntimeError("node exited:\n" + "\n".join(l for _, l in self.lines[-20:]))
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(pattern)

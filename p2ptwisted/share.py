@@ -17,7 +17,7 @@ import json
 import os
 import stat
 import unicodedata
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 import attrs
 from twisted.logger import Logger

@@ -5,7 +5,7 @@ Shared fixtures: nodes on a fake clock, joined by in-memory connections.
 import os
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.test import iosim
@@ -87,3 +87,36 @@ def capture_logs(testcase):
     """
     observer = EventLoggingObserver.createWithCleanup(testcase, globalLogPublisher)
     return lambda: [formatEvent(e) for e in observer]
+
+
+class RealNodes:
+    """
+    A TestCase mixin: nodes built the way twistd builds them
+    (C{tap.Options} and C{makeService}) on the real reactor, listening on
+    127.0.0.1, all stopped at the end of the test.
+    """
+
+    def setUp(self):
+        self.base = self.mktemp()
+        self.services = []
+
+    async def tearDown(self):
+        await gatherResults([s.stopService() for s in self.services if s.running])
+
+    def start(self, name, peers=(), port=0):
+        from twisted.internet import reactor
+
+        from p2ptwisted.tap import Options, makeService
+
+        options = Options()
+        args = ["--port", f"tcp:{port}:interface=127.0.0.1",
+                "--share", os.path.join(self.base, name), "--name", name]
+        for peer in peers:
+            args += ["--peer", peer]
+        options.parseOptions(args)
+        service = makeService(options, reactor=reactor)
+        service.startService()
+        self.services.append(service)
+        node = service.getServiceNamed("node")
+        node.address = f"127.0.0.1:{node.listen_ports[0]}"
+        return service, node

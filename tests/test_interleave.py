@@ -7,46 +7,28 @@ long before the file ends.
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from p2ptwisted import wire
 from p2ptwisted.files import FileExchange
 from p2ptwisted.protocol import PeerProtocol
-from p2ptwisted.tap import Options, makeService
+
+from .helpers import RealNodes
 
 SIZE = 48 * 1024 * 1024
 
 
-class InterleaveTests(TestCase):
+class InterleaveTests(RealNodes, TestCase):
     timeout = 60
-
-    def setUp(self):
-        self.base = self.mktemp()
-        self.services = []
-
-    async def tearDown(self):
-        await gatherResults([s.stopService() for s in self.services if s.running])
-
-    def start(self, name, peers=()):
-        options = Options()
-        args = ["--port", "tcp:0:interface=127.0.0.1",
-                "--share", os.path.join(self.base, name), "--name", name]
-        for peer in peers:
-            args += ["--peer", peer]
-        options.parseOptions(args)
-        service = makeService(options, reactor=reactor)
-        service.startService()
-        self.services.append(service)
-        return service.getServiceNamed("node")
 
     async def test_pong_overtakes_the_file(self):
         os.makedirs(os.path.join(self.base, "A"))
         with open(os.path.join(self.base, "A", "big.bin"), "wb") as f:
             for _ in range(SIZE >> 20):
                 f.write(os.urandom(1 << 20))
-        a = self.start("A")
-        b = self.start("B", [f"127.0.0.1:{a.listen_ports[0]}"])
+        a = self.start("A")[1]
+        b = self.start("B", [a.address])[1]
 
         pinged = Deferred()
         ponged = Deferred()

@@ -3,41 +3,18 @@ Real TCP on 127.0.0.1: several nodes in one reactor, built the way twistd
 builds them, form a full mesh from a chain of bootstrap peers.
 """
 
-import os
-
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import TestCase
 
-from p2ptwisted.tap import Options, makeService
+from .helpers import RealNodes
 
 #: Generous bound for the mesh to form; it takes well under a second.
 WAIT = 20
 
 
-class MeshTests(TestCase):
+class MeshTests(RealNodes, TestCase):
     timeout = 60
-
-    def setUp(self):
-        self.base = self.mktemp()
-        self.services = []
-
-    async def tearDown(self):
-        await gatherResults([s.stopService() for s in self.services if s.running])
-
-    def start(self, name, peers=(), port=0):
-        options = Options()
-        args = ["--port", f"tcp:{port}:interface=127.0.0.1",
-                "--share", os.path.join(self.base, name), "--name", name]
-        for peer in peers:
-            args += ["--peer", peer]
-        options.parseOptions(args)
-        service = makeService(options, reactor=reactor)
-        service.startService()
-        self.services.append(service)
-        node = service.getServiceNamed("node")
-        node.address = f"127.0.0.1:{node.listen_ports[0]}"
-        return service, node
 
     def connected_to_all(self, nodes):
         def check(node):

@@ -308,7 +308,7 @@ class DialTests(SynchronousTestCase):
         self.reactor = MemoryReactorClock()
 
     def test_bootstrap_redialled_with_backoff(self):
-        a = make_node(self, "a", reactor=self.reactor, bootstrap=["10.9.9.9:12345"])
+        make_node(self, "a", reactor=self.reactor, bootstrap=["10.9.9.9:12345"])
         self.reactor.advance(0)
         times = []
         for i in range(6):

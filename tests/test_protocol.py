@@ -3,7 +3,6 @@ Tests for L{p2ptwisted.protocol}: framing, the handshake, timeouts, and what
 happens to bad input, on in-memory transports.
 """
 
-import json
 import struct
 
 from hypothesis import given, settings

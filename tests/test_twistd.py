@@ -289,10 +289,12 @@ class TwistdTests(unittest.TestCase):
 
     def start_node(self, name: str, port: Union[int, str] = 0,
                    peers: Sequence[Union[int, str]] = (),
-                   share: Optional[str] = None) -> NodeProcess:
+                   share: Optional[str] = None,
+                   options: Sequence[str] = ()) -> NodeProcess:
         """
         Spawn C{twistd -n p2pshare --name NAME} listening on 127.0.0.1:PORT,
-        dialling C{peers} (ports on 127.0.0.1, or host:port text).
+        dialling C{peers} (ports on 127.0.0.1, or host:port text), with any
+        further p2pshare C{options}.
 
         The node is stopped and reaped when the test ends.
         """
@@ -309,6 +311,7 @@ class TwistdTests(unittest.TestCase):
         ]
         for peer in peers:
             args += ["--peer", f"{LOCALHOST}:{peer}" if isinstance(peer, int) else peer]
+        args += list(options)
         node = NodeProcess(name, args, share)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         reactor.spawnProcess(node, args[0], args, env=env, path=rundir)

@@ -21,7 +21,6 @@ import tempfile
 from typing import Dict, Optional, Sequence, Union
 
 from blake3 import blake3
-from twisted.internet import reactor
 from twisted.internet.error import ProcessTerminated
 from twisted.logger import Logger
 from twisted.trial import unittest
@@ -29,12 +28,7 @@ from twisted.trial import unittest
 # The module, not the class: trial collects every TestCase in this module's
 # namespace, and importing TwistdTests by name would run its tests again.
 from . import test_twistd as base
-from .test_twistd import (
-    LOCALHOST,
-    NodeProcess,
-    free_port,
-    twistd_command,
-)
+from .test_twistd import NodeProcess, free_port
 
 MiB = 1024 * 1024
 
@@ -154,25 +148,9 @@ class FileNodeTestCase(unittest.TestCase):
 
         The node is stopped and reaped when the test ends.
         """
-        rundir = os.path.abspath(self.mktemp())
-        os.makedirs(rundir)
-        args = twistd_command() + [
-            "-n", "--pidfile=", "--logfile=-",
-            "p2pshare",
-            "--port", f"tcp:{port}:interface={LOCALHOST}",
-            "--share", share,
-            "--name", name,
-        ]
-        if state is not None:
-            args += ["--state", state]
-        for peer in peers:
-            args += ["--peer", f"{LOCALHOST}:{peer.port}"]
-        args += list(options)
-        node = NodeProcess(name, args, share)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        reactor.spawnProcess(node, args[0], args, env=env, path=rundir)
-        self.addCleanup(self.stop_node, node)
-        return node
+        extra = (["--state", state] if state is not None else []) + list(options)
+        return base.TwistdTests.start_node(self, name, port, [p.port for p in peers], share,
+                                           options=extra)
 
     def temp_dir(self) -> str:
         """
