@@ -18,7 +18,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Deque, Dict, Optional, Tuple
 
 import attrs
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -57,14 +56,13 @@ log = Logger()
 
 class TransferFailed(Exception):
     """
-    A download did not complete.  C{code} says why, in ERROR-code terms;
-    C{retry} says whether the file is worth asking for again.
+    A download did not complete.  C{code} says why, in ERROR-code terms
+    (C{local} and C{space} for problems on our side).
     """
 
-    def __init__(self, code: str, message: str, retry: bool = True):
+    def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code = code
-        self.retry = retry
 
 
 # ---------------------------------------------------------------------------
@@ -321,8 +319,6 @@ class Download:
 
     @ivar dest: where the file will appear (a path relative to the share).
     @ivar entry: what the sender's catalog says the file is.
-    @ivar done: fires with C{dest} once published, or fails with
-        L{TransferFailed}.
     """
 
     entry: wire.FileEntry
@@ -336,7 +332,6 @@ class Download:
     received: int = 0
     started_at: float = 0.0
     resumed_from: int = 0
-    done: Deferred = attrs.field(factory=Deferred)
     _hasher: object = None
     _memory: Optional[bytearray] = None
 
@@ -365,10 +360,10 @@ class Download:
         try:
             self.fd = os.open(self.partial, flags, 0o600, dir_fd=self.dir_fd)
         except OSError as e:
-            raise TransferFailed("local", f"cannot create partial file: {e}", retry=False)
+            raise TransferFailed("local", f"cannot create partial file: {e}")
         st = os.fstat(self.fd)
         if not (st.st_mode & 0o170000 == 0o100000):
-            raise TransferFailed("local", "partial file is not a regular file", retry=False)
+            raise TransferFailed("local", "partial file is not a regular file")
         if st.st_size > self.entry.size:
             os.ftruncate(self.fd, 0)
             have = 0
