@@ -26,7 +26,7 @@ from p2ptwisted import wire
 from p2ptwisted.peers import BookEntry, PeerBook, parse_dial_target
 from p2ptwisted.files import FileExchange
 from p2ptwisted.protocol import PeerFactory, PeerProtocol
-from p2ptwisted.share import Share
+from p2ptwisted.share import ScanStopped, Share
 from p2ptwisted.watch import ShareWatcher
 from p2ptwisted.state import StateLock, load_or_create_node_id
 from p2ptwisted.transfer import RateLimit
@@ -218,7 +218,8 @@ class Node(Service):
 
         def failed(failure):
             self._scanning = None
-            self.log.failure("scanning the share failed", failure)
+            if not failure.check(ScanStopped):
+                self.log.failure("scanning the share failed", failure)
             return []
 
         self._scanning = d
@@ -242,6 +243,7 @@ class Node(Service):
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        self.share.stop_scanning()
         self.files.stop()
         protos = list(self.connections.values()) + list(self.pending)
         waiting = [p.when_lost() for p in protos]

@@ -17,7 +17,7 @@ import json
 import os
 import stat
 import unicodedata
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import attrs
 from twisted.logger import Logger
@@ -134,9 +134,17 @@ def open_regular(dir_fd: int, name: str) -> Tuple[int, os.stat_result]:
     return fd, st
 
 
-def hash_fd(fd: int) -> str:
+class ScanStopped(Exception):
+    """
+    The node is stopping: a scan in progress gives up.
+    """
+
+
+def hash_fd(fd: int, stopped: Callable[[], bool] = lambda: False) -> str:
     hasher = new_hasher()
     while True:
+        if stopped():
+            raise ScanStopped()
         chunk = os.read(fd, HASH_READ)
         if not chunk:
             return hasher.hexdigest()
@@ -194,6 +202,7 @@ class Share:
     _cache: Dict[str, list] = attrs.field(factory=dict)
     _cache_loaded: bool = False
     _root_fd: Optional[int] = None
+    _stopping: bool = False
     _made_dirs: Set[str] = attrs.field(factory=set)
 
     # -- the catalog -------------------------------------------------------
@@ -270,6 +279,8 @@ class Share:
             skipped.append(f"{disk_prefix or '.'}: {e.strerror}")
             return
         for item in entries:
+            if self._stopping:
+                raise ScanStopped()
             name = item.name
             if name.startswith(wire.RESERVED_PREFIX):
                 continue
@@ -318,7 +329,7 @@ class Share:
             ):
                 digest = cached[3]
             else:
-                digest = hash_fd(fd)
+                digest = hash_fd(fd, lambda: self._stopping)
                 after = os.fstat(fd)
                 if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
                     return None  # changing under us: catalogue it next time
@@ -430,6 +441,14 @@ class Share:
         local = self.files.get(unicodedata.normalize("NFC", relative.replace(os.sep, "/")))
         return local is not None and (local.entry.size, local.entry.mtime_ns, local.inode) == (
             st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def stop_scanning(self) -> None:
+        """
+        Make a scan running in a thread give up soon (at the next file or
+        megabyte), so stopping the node does not wait for a big share to
+        be hashed.
+        """
+        self._stopping = True
 
     def close(self) -> None:
         if self._root_fd is not None:

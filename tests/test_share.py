@@ -317,9 +317,9 @@ class HashCacheTests(ShareTestCase):
         self.hashed = []
         original = share_module.hash_fd
 
-        def counting(fd):
+        def counting(fd, *args):
             self.hashed.append(os.fstat(fd).st_ino)
-            return original(fd)
+            return original(fd, *args)
 
         self.patch(share_module, "hash_fd", counting)
         write(self.path("a.txt"), b"alpha", mtime_ns=1_000_000_000_000_000_000)
@@ -661,3 +661,29 @@ class OpenParentTests(ShareTestCase):
         os.utime(self.path("f.txt"), ns=(1, 1))
         self.assertFalse(self.share.is_current("f.txt"))
         self.assertFalse(self.share.is_current("missing"))
+
+
+class StopScanningTests(SynchronousTestCase):
+    def test_scan_gives_up_when_stopping(self):
+        """
+        A node that stops does not wait for a big share to be hashed: the
+        scan running in its thread gives up at the next file or megabyte.
+        """
+        root = self.mktemp()
+        os.makedirs(root)
+        for name in ("a", "b"):
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"x" * 3_000_000)
+        share = Share(root=root, state_dir=os.path.join(root, ".p2pshare"))
+        calls = []
+        original = os.read
+
+        def reading(fd, n):
+            calls.append(n)
+            if len(calls) == 2:
+                share.stop_scanning()
+            return original(fd, n)
+
+        self.patch(share_module.os, "read", reading)
+        self.assertRaises(share_module.ScanStopped, share.scan)
+        self.assertEqual(len(calls), 2)
