@@ -65,6 +65,11 @@ GONE_CODES = ("not_found", "changed", "not_regular")
 #: Seconds between two LISTs from one peer that we answer.
 LIST_SPACING = 5.0
 
+#: A download with no DATA for this many seconds is given up (and resumed
+#: later, from another peer if one has the file); checked every STALL_CHECK.
+STALL_TIMEOUT = 60.0
+STALL_CHECK = 10.0
+
 #: Finished transfers remembered for operators.
 RECENT_TRANSFERS = 100
 
@@ -229,6 +234,7 @@ class FileExchange:
         self._have_call = None
         self._pump_call = None
         self._rebuild_call = None
+        self._stall_call = None
         self.completed = 0
         #: False until the first scan of our own share is done: until then
         #: we cannot tell what we lack, and would fetch what we already have.
@@ -577,8 +583,9 @@ class FileExchange:
         download.transfer = proto.next_transfer_id()
         download.source_path = want.sources[proto.remote_id]
         download.peer = proto
-        download.started_at = self.clock.seconds()
+        download.started_at = download.last_activity = self.clock.seconds()
         want.download = download
+        self._watch_stalls()
         transfer = self._transfer_of(want)
         transfer.download = download
         transfer.state = "running"
@@ -616,6 +623,7 @@ class FileExchange:
         if download is None:
             return  # late data for a transfer we cancelled
         before = download.offset
+        download.last_activity = self.clock.seconds()
         try:
             download.write(data.payload)
         except TransferFailed as e:
@@ -805,8 +813,33 @@ class FileExchange:
         self.announce([entry])
         return target
 
+    def _watch_stalls(self) -> None:
+        if self._stall_call is None:
+            self._stall_call = self.clock.callLater(STALL_CHECK, self._check_stalls)
+
+    def _check_stalls(self) -> None:
+        """
+        Give up on downloads whose peer has sent nothing for them in
+        STALL_TIMEOUT seconds, although the connection lives (it answers
+        PING): their partial files stay, and another peer -- or the same one
+        later -- resumes them.
+        """
+        self._stall_call = None
+        now = self.clock.seconds()
+        active = False
+        for proto in list(self.node.connections.values()):
+            for download in list(proto.downloads.values()):
+                if now - download.last_activity >= STALL_TIMEOUT:
+                    proto.cancel_transfer(download.transfer)
+                    self._failed(proto, download, TransferFailed(
+                        "stalled", f"no data for {STALL_TIMEOUT:.0f} seconds"), discard=False)
+                else:
+                    active = True
+        if active:
+            self._watch_stalls()
+
     def stop(self) -> None:
-        for call in (self._have_call, self._pump_call, self._rebuild_call):
+        for call in (self._have_call, self._pump_call, self._rebuild_call, self._stall_call):
             if call is not None and call.active():
                 call.cancel()
-        self._have_call = self._pump_call = self._rebuild_call = None
+        self._have_call = self._pump_call = self._rebuild_call = self._stall_call = None

@@ -202,7 +202,8 @@ class UploadScheduler:
         upload = self.by_id.pop(transfer, None)
         if upload is None:
             return False
-        self.uploads.remove(upload)
+        if upload in self.uploads:
+            self.uploads.remove(upload)
         upload.close()
         return True
 
@@ -330,6 +331,7 @@ class Download:
     fd: int = -1
     offset: int = 0
     received: int = 0
+    last_activity: float = 0.0
     started_at: float = 0.0
     resumed_from: int = 0
     _hasher: object = None

@@ -1024,3 +1024,45 @@ class RescanTests(SynchronousTestCase):
         self.assertLessEqual(ran, 2)
         self.assertEqual(len(results), 1)
         self.assertIn("new.txt", node.share.files)
+
+
+class StallTests(SynchronousTestCase):
+    def test_stalled_download_is_given_up_and_resumed(self):
+        """
+        A peer that keeps the connection alive (it answers PING) but stops
+        sending a file: after STALL_TIMEOUT the download is cancelled with
+        its partial file kept, and fetched again later from where it
+        stopped.
+        """
+        logs = capture_logs(self)
+        mesh = Mesh(self)
+        a, b = mesh.node("a"), mesh.node("b")
+        data = content(21, 2 * MiB)
+        write_file(b.share_dir, "big.bin", data)
+        b.rescan()
+        client, server, pump = mesh.link(a, b)
+        gets = record_gets(pump.clientIO)
+        cancels = []
+
+        def note_cancel(frame):
+            if frame[0] == wire.CANCEL:
+                cancels.append(json.loads(frame[1:]))
+            return frame
+
+        tap(pump.clientIO, note_cancel)
+        # Let the first MiB arrive, then the sender goes quiet for the file.
+        mesh.run(lambda: any(d.offset >= MiB for d in client.downloads.values()))
+        scheduler = server.scheduler
+        [upload] = list(scheduler.uploads)
+        scheduler.uploads.clear()  # still in flight, never sent
+        stalled_at = mesh.reactor.seconds()
+        mesh.run(lambda: cancels, timeout=files_module.STALL_TIMEOUT + 2 * files_module.STALL_CHECK)
+        self.assertGreaterEqual(mesh.reactor.seconds() - stalled_at, files_module.STALL_TIMEOUT)
+        self.assertEqual(a.connections[b.node_id], client)  # the connection lives on
+        [kept] = partials(a)
+        self.assertGreaterEqual(os.path.getsize(os.path.join(a.share_dir, kept)), MiB)
+        self.assertTrue(any("no data for 60 seconds" in line for line in logs()))
+        mesh.run(lambda: os.path.exists(os.path.join(a.share_dir, "big.bin")))
+        self.assertEqual(read_file(a.share_dir, "big.bin"), data)
+        self.assertEqual(len(gets), 2)
+        self.assertGreaterEqual(gets[1].offset, MiB)
