@@ -45,6 +45,12 @@ DIAL_TICK = 1.0
 #: tool for flooding someone else.
 MAX_PENDING_DIALS = 8
 
+#: Connections (open or opening, either direction) in total, and from one
+#: remote IP address.  Beyond them a new connection is dropped at once.
+#: Several nodes may share one address (one machine, or a NAT), hence 16.
+MAX_CONNECTIONS = 256
+MAX_PER_ADDRESS = 16
+
 #: Threads for blocking disk work (hashing the share, fsync).
 DISK_THREADS = 2
 
@@ -96,6 +102,8 @@ class Node(Service):
         run_blocking: Optional[Callable[[Callable], Deferred]] = None,
         watch: bool = True,
         max_rate: Optional[float] = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_per_address: int = MAX_PER_ADDRESS,
     ):
         self.reactor = reactor
         self.clock = reactor
@@ -109,6 +117,8 @@ class Node(Service):
         self.book = book if book is not None else PeerBook()
         self.factory = PeerFactory(self)
         self._lock = StateLock(state_dir)
+        self.max_connections = max_connections
+        self.max_per_address = max_per_address
         self.rate_limit = RateLimit(rate=max_rate, clock=self.clock) if max_rate else None
         self._disk_pool: Optional[ThreadPool] = None
         if run_blocking is None:
@@ -350,7 +360,24 @@ class Node(Service):
         )
 
     def connection_made(self, proto: PeerProtocol) -> None:
-        self.pending.append(proto)
+        """
+        A connection opened (either way): refuse it if it would pass the
+        limits on connections in total or from one remote address, so no
+        single host can use up the node.
+        """
+        total = len(self.pending) + len(self.connections)
+        host = getattr(proto.transport.getPeer(), "host", None)
+        same_host = sum(
+            1 for p in list(self.pending) + list(self.connections.values())
+            if getattr(p.transport.getPeer(), "host", None) == host
+        )
+        if total >= self.max_connections:
+            proto.drop(f"already {total} connections (limit {self.max_connections})")
+        elif same_host >= self.max_per_address:
+            proto.drop(f"already {same_host} connections from {host}"
+                       f" (limit {self.max_per_address})")
+        else:
+            self.pending.append(proto)
 
     def handshake_completed(self, proto: PeerProtocol) -> None:
         """

@@ -103,6 +103,10 @@ class Options(usage.Options):
         ["manhole-keys", None, None,
          "authorized_keys file of the keys that may log into the manhole"
          " [default: ~/.ssh/authorized_keys]."],
+        ["max-connections", None, 256,
+         "Connections at most, in total (either direction).", int],
+        ["max-per-address", None, 16,
+         "Connections at most from one remote IP address.", int],
         ["max-rate", None, None,
          "Cap on the node's total upload rate, in bytes per second; K, M and G"
          " suffixes (powers of 1024) allowed, e.g. 20M [default: no cap]."],
@@ -147,6 +151,9 @@ class Options(usage.Options):
             )
         self["name"] = name
         self["max-rate"] = _rate(self["max-rate"])
+        for limit in ("max-connections", "max-per-address"):
+            if self[limit] < 1:
+                raise usage.UsageError(f"--{limit}: at least 1")
         if self["manhole"] is not None:
             # A bare port binds the manhole to loopback only: it is a Python
             # prompt into the node, not something to offer the LAN by accident.
@@ -205,6 +212,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
         bootstrap=options["peers"],
         sync=not options["no-sync"],
         max_rate=options["max-rate"],
+        max_connections=options["max-connections"],
+        max_per_address=options["max-per-address"],
     )
     node.setServiceParent(top)
     listener = ListenerService(

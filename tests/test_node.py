@@ -337,3 +337,52 @@ class DialTests(SynchronousTestCase):
         self.assertTrue(self.reactor.connectors[-1].stoppedConnecting)
         self.reactor.advance(100)
         self.assertEqual(len(self.reactor.tcpClients), 1)
+
+
+class LimitTests(SynchronousTestCase):
+    """
+    No single host (and no crowd) can use up a node's connections.
+    """
+
+    def setUp(self):
+        self.logs = capture_logs(self)
+
+    def test_per_address_limit(self):
+        a = make_node(self, "a", max_per_address=3)
+        others = [make_node(self, f"o{i}") for i in range(5)]
+        links = [link(o, a) for o in others]
+        flush(*[l[2] for l in links])
+        self.assertEqual(len(a.connections), 3)
+        refused = [l for l in self.logs() if "connections from 127.0.0.1 (limit 3)" in l]
+        self.assertEqual(len(refused), 2)
+        # Another address is still welcome.
+        other = make_node(self, "far")
+        client, server, pump = link(other, a, dialer_host="10.0.0.9")
+        flush(pump)
+        self.assertIn(other.node_id, a.connections)
+
+    def test_total_limit(self):
+        a = make_node(self, "a", max_connections=2)
+        others = [make_node(self, f"o{i}") for i in range(3)]
+        links = [link(o, a, dialer_host=f"10.0.1.{i + 1}") for i, o in enumerate(others)]
+        flush(*[l[2] for l in links])
+        self.assertEqual(len(a.connections), 2)
+        self.assertTrue(any("(limit 2)" in l and l.startswith("dropping") for l in self.logs()))
+
+    def test_back_to_baseline(self):
+        """
+        Refused connections leave nothing behind: when the crowd goes, a
+        newcomer from the same address is accepted.
+        """
+        a = make_node(self, "a", max_per_address=1)
+        first, second = make_node(self, "b"), make_node(self, "c")
+        l1 = link(first, a)
+        l2 = link(second, a)
+        flush(l1[2], l2[2])
+        self.assertEqual(list(a.connections), [first.node_id])
+        l1[0].transport.loseConnection()
+        flush(l1[2], l2[2])
+        self.assertEqual((a.connections, a.pending), ({}, []))
+        l3 = link(second, a)
+        flush(l3[2])
+        self.assertEqual(list(a.connections), [second.node_id])
