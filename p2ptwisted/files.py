@@ -259,10 +259,8 @@ class FileExchange:
 
     def get_received(self, proto: "PeerProtocol", get: wire.Get) -> None:
         def refuse(code: str, message: str) -> None:
-            self.log.info(
-                "refused {path} to {peer}: {why}",
-                path=wire.safe_text(get.path), peer=proto.describe(), why=message,
-            )
+            proto.log_limited(self.log.info, "refused {path} to {peer}: {why}",
+                              path=wire.safe_text(get.path), why=message)
             proto.send(wire.Error(code=code, message=message, transfer=get.transfer))
 
         scheduler = proto.scheduler

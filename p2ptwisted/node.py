@@ -25,6 +25,7 @@ from twisted.python.threadpool import ThreadPool
 from p2ptwisted import wire
 from p2ptwisted.peers import BookEntry, PeerBook, parse_dial_target
 from p2ptwisted.files import FileExchange
+from p2ptwisted.logbudget import LogBudget
 from p2ptwisted.protocol import PeerFactory, PeerProtocol
 from p2ptwisted.share import ScanStopped, Share
 from p2ptwisted.watch import ShareWatcher
@@ -117,6 +118,7 @@ class Node(Service):
         self.book = book if book is not None else PeerBook()
         self.factory = PeerFactory(self)
         self._lock = StateLock(state_dir)
+        self.log_budget = LogBudget(clock=self.clock)
         self.max_connections = max_connections
         self.max_per_address = max_per_address
         self.rate_limit = RateLimit(rate=max_rate, clock=self.clock) if max_rate else None

@@ -159,8 +159,21 @@ class PeerProtocol(Int32StringReceiver):
         if self._closing:
             return
         self._closing = True
-        self.log.warn("dropping {peer}: {reason}", peer=self.describe(), reason=reason)
+        self.log_limited(self.log.warn, "dropping {peer}: {reason}", reason=reason)
         self.transport.abortConnection()
+
+    def log_limited(self, emit, format: str, **fields) -> None:
+        """
+        Log a line about this peer within its host's log budget (see
+        L{p2ptwisted.logbudget}); lines over budget are counted and the
+        count is added to the next line that gets through.
+        """
+        suppressed = self.node.log_budget.spend(getattr(self.transport.getPeer(), "host", None))
+        if suppressed is None:
+            return
+        if suppressed:
+            format += " ({suppressed} similar lines about this host suppressed)"
+        emit(format, peer=self.describe(), suppressed=suppressed, **fields)
 
     def close(self, code: str, message: str) -> None:
         """

@@ -14,6 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2ptwisted import protocol, wire
+from p2ptwisted.logbudget import LogBudget
 from p2ptwisted.wire import Hello, Peers, Ping, Pong, decode_frame, encode_frame
 
 from .helpers import capture_logs, make_node
@@ -297,6 +298,10 @@ class SplitTests(ProtocolTestMixin, SynchronousTestCase):
         exception, and either the connection is intact or it was aborted
         with exactly one log line.
         """
+        # Each example is a new host as far as the log budget goes: the
+        # property is one line per aborted connection (the budget has its
+        # own tests, in test_logbudget).
+        self.node.log_budget = LogBudget(clock=self.clock)
         proto, transport = self.connect()
         before = len(self.drops())
         if handshake:
