@@ -252,6 +252,11 @@ class FileExchange:
             # again (and perhaps not reading) must not fill our memory.
             proto.send(wire.Error(code="busy", message="LIST again too soon"))
             return
+        if proto.scheduler.paused:
+            # Our output to this peer is backed up (it is not reading): do
+            # not pile a whole catalog on top.
+            proto.send(wire.Error(code="busy", message="not reading what we send"))
+            return
         proto.list_answered_at = now
         groups = pack_entries(self.share.entries())
         for i, group in enumerate(groups):
@@ -560,6 +565,11 @@ class FileExchange:
 
     def _start(self, want: Want, proto: "PeerProtocol") -> bool:
         entry = want.entry
+        if entry.size + SPACE_MARGIN > self.share.free_bytes():
+            # Checked before creating anything: a catalog listing absurd
+            # sizes must not leave directories and empty partials behind.
+            self._give_up_for_now(want, "not enough free space", proto)
+            return False
         try:
             if want.outside is not None:
                 os.makedirs(want.outside, exist_ok=True)
@@ -567,7 +577,7 @@ class FileExchange:
             else:
                 dir_fd = self.share.open_parent(want.dest)
         except (OSError, ShareError) as e:
-            self._give_up_for_now(want, f"cannot create its directory: {e}")
+            self._give_up_for_now(want, f"cannot create its directory: {e}", proto)
             return False
         download = Download(entry=entry, dest=want.dest, dir_fd=dir_fd)
         try:
@@ -576,8 +586,9 @@ class FileExchange:
                 raise TransferFailed("space", "not enough free space")
         except (OSError, TransferFailed) as e:
             download.release()
-            self._give_up_for_now(want, str(e))
+            self._give_up_for_now(want, str(e), proto)
             return False
+        download.outside = want.outside is not None
         download.transfer = proto.next_transfer_id()
         download.source_path = want.sources[proto.remote_id]
         download.peer = proto
@@ -603,11 +614,13 @@ class FileExchange:
                            peer=proto.describe())
         return True
 
-    def _give_up_for_now(self, want: Want, why: str) -> None:
+    def _give_up_for_now(self, want: Want, why: str, proto: "PeerProtocol") -> None:
         if not want.warned:  # once per file, not once per retry
             want.warned = True
-            self.log.warn("cannot fetch {path} now (will retry every minute): {why}",
-                          path=wire.safe_text(want.dest), why=why)
+            proto.log_limited(self.log.warn,
+                              "cannot fetch {path} now (will retry every minute): {why}"
+                              " (offered by {peer})",
+                              path=wire.safe_text(want.dest), why=why)
         want.not_before = self.clock.seconds() + RETRY_DELAY * 12
 
     # -- downloads in progress ---------------------------------------------------
@@ -621,7 +634,8 @@ class FileExchange:
         if download is None:
             return  # late data for a transfer we cancelled
         before = download.offset
-        download.last_activity = self.clock.seconds()
+        if len(data.payload):  # empty DATA frames do not keep a download alive
+            download.last_activity = self.clock.seconds()
         try:
             download.write(data.payload)
         except TransferFailed as e:
@@ -638,7 +652,7 @@ class FileExchange:
         now = self.clock.seconds()
         transfer = want.transfer if want is not None else None
         late = transfer is not None and now - transfer._last_log >= PROGRESS_INTERVAL
-        if tenth or late:
+        if size and (tenth or late):
             if transfer is not None:
                 transfer._last_log = now
             self.log.info(
@@ -679,7 +693,7 @@ class FileExchange:
             self.log.warn("{path} appeared while it was being fetched: keeping both, as {other}",
                           path=wire.safe_text(download.dest), other=wire.safe_text(landed))
         want = self._want_of(download)
-        if want is None or want.outside is None:
+        if not download.outside:
             entry = attrs.evolve(download.entry, path=landed)
             self.share.record(entry, disk_path=landed, inode=inode)
             self.announce([entry])
@@ -744,9 +758,9 @@ class FileExchange:
         if want is not None and want.transfer is not None:
             want.transfer.state = "retrying"
             want.transfer.error = str(error)
-        self.log.warn(
-            "fetching {path} from {peer} failed: {why}{what}",
-            path=wire.safe_text(download.dest), peer=proto.describe(), why=str(error),
+        proto.log_limited(
+            self.log.warn, "fetching {path} from {peer} failed: {why}{what}",
+            path=wire.safe_text(download.dest), why=str(error),
             what="; bad data discarded, fetching again" if discard else "",
         )
         if want is None:

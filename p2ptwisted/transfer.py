@@ -13,7 +13,9 @@ at most one buffer's worth of file data, never behind a whole file.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections import deque
 from typing import TYPE_CHECKING, Deque, Dict, Optional, Tuple
 
@@ -332,6 +334,8 @@ class Download:
     offset: int = 0
     received: int = 0
     last_activity: float = 0.0
+    #: Going to a directory outside the share (an operator's fetch).
+    outside: bool = False
     started_at: float = 0.0
     resumed_from: int = 0
     _hasher: object = None
@@ -358,14 +362,28 @@ class Download:
             self._memory = bytearray()
             self.offset = self.resumed_from = 0
             return 0
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            self.fd = os.open(self.partial, flags, 0o600, dir_fd=self.dir_fd)
+            try:
+                self.fd = os.open(self.partial, flags, 0o600, dir_fd=self.dir_fd)
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    raise
+                # A symlink planted at our partial name: remove it (never
+                # follow it) and start a fresh file.
+                os.unlink(self.partial, dir_fd=self.dir_fd)
+                self.fd = os.open(self.partial, flags | os.O_EXCL, 0o600, dir_fd=self.dir_fd)
+            st = os.fstat(self.fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                # Something planted there (a FIFO, a hard link to a file
+                # elsewhere): never write into it; start a fresh file.
+                self.close()
+                os.unlink(self.partial, dir_fd=self.dir_fd)
+                self.fd = os.open(self.partial, flags | os.O_EXCL, 0o600, dir_fd=self.dir_fd)
+                st = os.fstat(self.fd)
         except OSError as e:
+            self.close()
             raise TransferFailed("local", f"cannot create partial file: {e}")
-        st = os.fstat(self.fd)
-        if not (st.st_mode & 0o170000 == 0o100000):
-            raise TransferFailed("local", "partial file is not a regular file")
         if st.st_size > self.entry.size:
             os.ftruncate(self.fd, 0)
             have = 0
@@ -427,8 +445,14 @@ class Download:
         the reactor.  Returns where the file landed and its inode.
         """
         if self._memory is not None:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            self.fd = os.open(self.partial, flags, 0o600, dir_fd=self.dir_fd)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                self.fd = os.open(self.partial, flags, 0o600, dir_fd=self.dir_fd)
+            except FileExistsError:
+                # A stale partial, or something planted: replace it, never
+                # write through it.
+                os.unlink(self.partial, dir_fd=self.dir_fd)
+                self.fd = os.open(self.partial, flags, 0o600, dir_fd=self.dir_fd)
             view = memoryview(self._memory)
             while view:
                 view = view[os.write(self.fd, view):]

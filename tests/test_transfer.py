@@ -370,27 +370,41 @@ class DownloadTests(SynchronousTestCase):
 
     def test_symlink_at_partial_large(self):
         """
-        A link planted where the partial file goes makes open() fail;
-        nothing outside is created or changed.
+        A link planted where the partial file goes is removed, never
+        followed: open() starts a fresh partial file, and nothing outside is
+        created or changed.  A hard link planted there (to a file outside)
+        is replaced the same way, never written through.
         """
         data = os.urandom(self.LARGE)
         dl = self.download(data)
         target = write(os.path.join(self.outside, "victim"), b"precious")
         os.symlink(target, self.partial_path(dl))
-        e = self.assertRaises(TransferFailed, dl.open)
-        self.assertEqual(e.code, "local")
+        self.assertEqual(dl.open(), 0)
+        self.assertFalse(os.path.islink(self.partial_path(dl)))
+        self.feed(dl, data)
+        dl.verify(self.end(dl))
+        landed, inode = dl.make_durable()
+        self.assertEqual(read(self.path(landed)), data)
         self.assertEqual(read(target), b"precious")
 
         dl2 = self.download(data, dest="other.bin")
         os.symlink(os.path.join(self.outside, "created"), self.partial_path(dl2))
-        self.assertRaises(TransferFailed, dl2.open)
+        self.assertEqual(dl2.open(), 0)
+        dl2.release()
         self.assertEqual(sorted(os.listdir(self.outside)), ["victim"])
+
+        dl3 = self.download(data, dest="third.bin")
+        os.link(target, self.partial_path(dl3))
+        self.assertEqual(dl3.open(), 0)
+        self.feed(dl3, data[:100])
+        dl3.release()
+        self.assertEqual(read(target), b"precious")
 
     def test_symlink_at_partial_small(self):
         """
         For a small file the partial file is only created when publishing:
-        a link planted there by then makes publishing fail, and nothing
-        outside is written.
+        a link planted there by then is removed, never followed; nothing
+        outside is written, and the download lands intact.
         """
         data = os.urandom(100)
         dl = self.download(data)
@@ -400,7 +414,9 @@ class DownloadTests(SynchronousTestCase):
         dl.verify(self.end(dl))
         os.symlink(target, self.partial_path(dl))
         os.symlink(os.path.join(self.outside, "created"), self.path(dl.dest))
-        self.assertRaises((OSError, TransferFailed), dl.make_durable)
+        landed, inode = dl.make_durable()
+        self.assertEqual(read(self.path(landed)), data)
+        self.assertNotEqual(landed, dl.dest)  # dest itself is the planted link
         self.assertEqual(read(target), b"precious")
         self.assertEqual(sorted(os.listdir(self.outside)), ["victim"])
 
