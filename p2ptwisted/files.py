@@ -239,6 +239,7 @@ class FileExchange:
         #: False until the first scan of our own share is done: until then
         #: we cannot tell what we lack, and would fetch what we already have.
         self.ready = False
+        self._lists_waiting: List["PeerProtocol"] = []
         self._batch_files = 0
         self._batch_bytes = 0
         self._batch_started = 0.0
@@ -246,6 +247,12 @@ class FileExchange:
     # -- serving -----------------------------------------------------------
 
     def list_received(self, proto: "PeerProtocol", message: wire.List) -> None:
+        if not self.ready:
+            # Our first scan is still running: an answer now would be an
+            # empty or partial catalog.  Answer once it is done.
+            if proto not in self._lists_waiting:
+                self._lists_waiting.append(proto)
+            return
         now = self.clock.seconds()
         if proto.list_answered_at is not None and now - proto.list_answered_at < LIST_SPACING:
             # Each answer is the whole catalog: a peer asking again and
@@ -356,7 +363,12 @@ class FileExchange:
         files).
         """
         if changed or gone or not self.ready:
-            self.ready = True
+            if not self.ready:
+                self.ready = True
+                waiting, self._lists_waiting = self._lists_waiting, []
+                for proto in waiting:
+                    if self.node.connections.get(proto.remote_id) is proto:
+                        self.list_received(proto, wire.List())
             self.announce(changed)
             self._schedule_rebuild()
 

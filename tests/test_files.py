@@ -1087,3 +1087,31 @@ class StallTests(SynchronousTestCase):
         mesh.run(lambda: os.path.exists(os.path.join(a.share_dir, "empty.bin")))
         self.assertEqual(read_file(a.share_dir, "empty.bin"), b"")
         self.assertEqual(a.connections[b.node_id], client)
+
+
+class EarlyListTests(SynchronousTestCase):
+    def test_list_before_first_scan_is_answered_after_it(self):
+        """
+        A peer asking for our catalog while our first scan still runs gets
+        the whole catalog once the scan is done, not an empty one now.
+        """
+        pending = []
+
+        def later(f):
+            d = Deferred()
+            pending.append((f, d))
+            return d
+
+        mesh = Mesh(self)
+        a = mesh.node("a")
+        b = mesh.node("b", run_blocking=later)
+        write_file(b.share_dir, "one.txt", b"one")
+        b.rescan()
+        client, server, pump = mesh.link(a, b)
+        mesh.run_for(1)
+        self.assertNotIn(b.node_id, a.files.remote)  # no (empty) answer yet
+        while pending:
+            f, d = pending.pop(0)
+            d.callback(f())
+        mesh.run(lambda: b.node_id in a.files.remote)
+        self.assertEqual(set(a.files.remote[b.node_id]), {"one.txt"})
