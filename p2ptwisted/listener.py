@@ -42,7 +42,7 @@ class ListenerService(Service):
                                  where=self.description)
 
         starting = True
-        self._waiting = self.endpoint.listen(self.node.factory)
+        self._waiting = self.endpoint.listen(self.node.listen_factory)
         self._waiting.addCallbacks(self._listening, failed)
         starting = False
         if early:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
 from twisted.application.service import Service
 from twisted.internet import endpoints, threads
@@ -23,13 +23,15 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from p2ptwisted import wire
-from p2ptwisted.peers import BookEntry, PeerBook, parse_dial_target
+from p2ptwisted.peers import BookEntry, PeerBook, parse_dial_target, split_expected_id
 from p2ptwisted.files import FileExchange
 from p2ptwisted.logbudget import LogBudget
 from p2ptwisted.protocol import PeerFactory, PeerProtocol
 from p2ptwisted.share import ScanStopped, Share
 from p2ptwisted.watch import ShareWatcher
-from p2ptwisted.state import StateLock, load_or_create_node_id
+from p2ptwisted.identity import Identity, format_id, load_or_create_identity
+from p2ptwisted.knownids import KnownIds
+from p2ptwisted.state import StateLock
 from p2ptwisted.transfer import RateLimit
 
 #: Seconds between two PEERS frames to the same peer.
@@ -105,6 +107,8 @@ class Node(Service):
         max_rate: Optional[float] = None,
         max_connections: int = MAX_CONNECTIONS,
         max_per_address: int = MAX_PER_ADDRESS,
+        tls: bool = True,
+        allow: Optional[Set[str]] = None,
     ):
         self.reactor = reactor
         self.clock = reactor
@@ -112,6 +116,13 @@ class Node(Service):
         self.share_dir = share_dir
         self.display_name = display_name if display_name is not None else socket.gethostname()
         self.node_id: Optional[str] = None
+        self.identity: Optional[Identity] = None
+        self.tls = tls
+        self.allow = frozenset(allow) if allow else None
+        self.known_ids = KnownIds(state_dir)
+        # What we listen and dial with: the peer factory itself, or the
+        # same factory behind TLS (set up once the identity is loaded).
+        self.listen_factory = self.dial_factory = None
         self.listen_ports: List[int] = []
         self.connections: Dict[str, PeerProtocol] = {}
         self.pending: List[PeerProtocol] = []
@@ -166,15 +177,33 @@ class Node(Service):
         if self._disk_pool is not None:
             self._disk_pool.start()
         try:
-            self.node_id = load_or_create_node_id(self.state_dir)
+            self.identity = load_or_create_identity(self.state_dir)
+            self.known_ids.load()
         except Exception:
             self._lock.release()
             raise
+        self.node_id = self.identity.node_id
+        if self.tls:
+            from p2ptwisted.tls import wrap
+
+            self.listen_factory = wrap(self.identity, self.factory, False, self.clock)
+            self.dial_factory = wrap(self.identity, self.factory, True, self.clock)
+        else:
+            self.listen_factory = self.dial_factory = self.factory
         Service.startService(self)
         self.log.info(
             "node {name} ({node_id}) starting; share {share}, state {state}",
             name=self.display_name, node_id=self.node_id,
             share=self.share_dir, state=self.state_dir,
+        )
+        self.log.info(
+            "node id {readable} ({security})",
+            readable=format_id(self.node_id),
+            security=(
+                "TLS off: --no-tls, for debugging only" if not self.tls
+                else f"TLS; only {len(self.allow)} allowed ids may connect" if self.allow
+                else "TLS; any node may connect"
+            ),
         )
         self._dialer = LoopingCall(self.dial_due)
         self._dialer.clock = self.clock
@@ -304,10 +333,15 @@ class Node(Service):
 
     def add_bootstrap(self, text: str) -> BookEntry:
         """
-        Add an operator-named peer: C{host:port} or a client endpoint string.
+        Add an operator-named peer: C{host:port} or a client endpoint
+        string, optionally prefixed with C{ID@} to require that node there.
         """
-        key, address, endpoint = parse_dial_target(text)
-        return self.book.add_bootstrap(key, address=address, endpoint=endpoint)
+        expected, target = split_expected_id(text)
+        key, address, endpoint = parse_dial_target(target)
+        entry = self.book.add_bootstrap(key, address=address, endpoint=endpoint)
+        if expected is not None:
+            entry.expected_id = expected
+        return entry
 
     def dial_due(self) -> None:
         """
@@ -330,12 +364,12 @@ class Node(Service):
             self.log.warn("cannot dial {key}: {error}", key=entry.key, error=e)
             return
         self.log.debug("dialling {key}", key=entry.key)
-        d = endpoint.connect(self.factory)
+        d = endpoint.connect(self.dial_factory)
         self._dials.add(d)
 
         def connected(proto: PeerProtocol) -> None:
             self._dials.discard(d)
-            proto.dialed = entry
+            getattr(proto, "wrappedProtocol", proto).dialed = entry
 
         def failed(failure) -> None:
             self._dials.discard(d)
@@ -381,6 +415,26 @@ class Node(Service):
         else:
             self.pending.append(proto)
 
+    def certificate_received(self, proto: PeerProtocol, node_id: str) -> Optional[str]:
+        """
+        Over TLS, before either side says HELLO: may the node whose
+        certificate proves C{node_id} talk to us?  Returns why not, or
+        C{None}.
+
+        Fails closed: with an allow list, anyone not on it is refused; a
+        dial to an address where we expect a particular node is refused if
+        another one answers.
+        """
+        if node_id == self.node_id:
+            return None  # a self-connection: HELLO handling says so and stops dialling it
+        if self.allow is not None and node_id not in self.allow:
+            return f"node {format_id(node_id)} is not in the allowed ids"
+        entry = proto.dialed
+        if entry is not None and entry.expected_id is not None and entry.expected_id != node_id:
+            return (f"expected node {entry.expected_id[:12]} at {entry.key}"
+                    f" but {node_id[:12]} answered")
+        return None
+
     def handshake_completed(self, proto: PeerProtocol) -> None:
         """
         The peer said HELLO: decide whether this connection is the one we
@@ -408,6 +462,13 @@ class Node(Service):
                 return
             existing.close("duplicate", "a preferred connection to this node opened")
         self.connections[remote] = proto
+        if self.known_ids.add(remote):
+            self.log.info(
+                "first contact with node {readable} ({name}){hint}",
+                readable=format_id(remote), name=wire.safe_text(proto.hello.name, 32),
+                hint="" if self.allow is not None or not self.tls else
+                "; list known ids with --allow or --trust to admit only them",
+            )
         address = self._listen_address(proto)
         if proto.dialed is not None:
             self.book.connected(proto.dialed, remote)

@@ -38,6 +38,9 @@ class BookEntry:
 
     C{key} is how the address is named in logs and in the book: the
     C{host:port} text, or the endpoint description a user gave.
+    C{node_id} is the node last seen there; C{expected_id} the node that
+    must answer a dial there (the operator's C{ID@address}, or the first
+    node a dial there reached), checked against its TLS certificate.
     """
 
     key: str
@@ -45,6 +48,7 @@ class BookEntry:
     endpoint: Optional[str] = None
     bootstrap: bool = False
     node_id: Optional[str] = None
+    expected_id: Optional[str] = None
     is_self: bool = False
     failures: int = 0
     next_attempt: float = 0.0
@@ -148,8 +152,13 @@ class PeerBook:
         entry.next_attempt = now + self.delay(entry.failures)
 
     def connected(self, entry: BookEntry, node_id: str) -> None:
+        """
+        A dial to C{entry} reached C{node_id}; from now on only that node
+        may answer there (for as long as this node runs).
+        """
         entry.dialing = False
         entry.node_id = node_id
+        entry.expected_id = node_id
 
     def disconnected(self, entry: BookEntry, now: float, lasted: float) -> None:
         """
@@ -173,6 +182,23 @@ class PeerBook:
         The addresses at which we have reached the node C{node_id}.
         """
         return [e for e in self._entries.values() if e.node_id == node_id]
+
+
+def split_expected_id(text: str) -> Tuple[Optional[str], str]:
+    """
+    Split an operator's C{ID@host:port} into the node id required there
+    and the dial target; text without a valid id before an C{@} is all
+    target.
+    """
+    from p2ptwisted.identity import parse_id
+
+    prefix, sep, rest = text.partition("@")
+    if sep:
+        try:
+            return parse_id(prefix), rest
+        except ValueError:
+            pass
+    return None, text
 
 
 def parse_dial_target(text: str) -> Tuple[str, Optional[PeerAddress], Optional[str]]:

@@ -14,12 +14,17 @@ import secrets
 from collections import deque
 from typing import TYPE_CHECKING, Deque, Dict, Optional
 
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.protocols.basic import Int32StringReceiver
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from zope.interface import implementer
 
 from p2ptwisted import wire
+from p2ptwisted.tls import describe_tls_error, peer_id
 from p2ptwisted.transfer import UploadScheduler
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,7 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from p2ptwisted.peers import BookEntry
     from p2ptwisted.transfer import Download
 
-#: Seconds a peer has to send its HELLO after the connection opens.
+#: Seconds a peer has to finish the TLS handshake and send its HELLO,
+#: together, after the connection opens.
 HANDSHAKE_TIMEOUT = 15.0
 
 #: After this many quiet seconds we send a PING ...
@@ -44,6 +50,7 @@ CLOSE_TIMEOUT = 10.0
 TRANSPORT_BUFFER = 1 << 20
 
 
+@implementer(IHandshakeListener)
 class PeerProtocol(Int32StringReceiver):
     """
     One connection to one peer, inbound or outbound.
@@ -51,6 +58,9 @@ class PeerProtocol(Int32StringReceiver):
     @ivar dialed: the book entry we dialled to make this connection, or
         C{None} for an inbound connection.
     @ivar hello: the peer's HELLO, once received.
+    @ivar tls: whether this connection runs over TLS.
+    @ivar certificate_id: over TLS, the node id the peer's certificate
+        proves, once the TLS handshake is done.
     """
 
     MAX_LENGTH = wire.MAX_FRAME
@@ -69,6 +79,8 @@ class PeerProtocol(Int32StringReceiver):
     _timer = None
     _last_frame = 0.0
     _ping_nonce: Optional[int] = None
+    tls = False
+    certificate_id: Optional[str] = None
 
     def __init__(self, node: "Node"):
         self.node = node
@@ -109,9 +121,10 @@ class PeerProtocol(Int32StringReceiver):
         turns.  We raise all three to TRANSPORT_BUFFER (where the transport
         has them: TLS, say, may not), measured in benchmarks/transfer.py.
         """
+        socket_transport = self.transport.transport if self.tls else self.transport
         for attribute in ("bufferSize", "SEND_LIMIT"):
-            if hasattr(self.transport, attribute):
-                setattr(self.transport, attribute, TRANSPORT_BUFFER)
+            if hasattr(socket_transport, attribute):
+                setattr(socket_transport, attribute, TRANSPORT_BUFFER)
         self.scheduler = UploadScheduler(self, self.clock, limit=self.node.rate_limit)
         self.transport.registerProducer(self.scheduler, True)
 
@@ -205,11 +218,30 @@ class PeerProtocol(Int32StringReceiver):
     # -- Twisted's side ----------------------------------------------------
 
     def connectionMade(self) -> None:
+        self.tls = isinstance(self.transport, TLSMemoryBIOProtocol)
         self.connected_at = self._last_frame = self.clock.seconds()
         self._set_timer(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         self.node.connection_made(self)
-        if not self._closing:
+        if not self._closing and not self.tls:
             self.send(self.node.make_hello())
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done: learn the id the peer's certificate
+        proves, let the node refuse it, and only then say HELLO -- a node
+        that refuses a stranger tells it nothing.
+        """
+        if self._closing:
+            return
+        self.certificate_id = peer_id(self.transport)
+        if self.certificate_id is None:
+            self.drop("no TLS certificate")
+            return
+        refusal = self.node.certificate_received(self, self.certificate_id)
+        if refusal is not None:
+            self.drop(refusal)
+            return
+        self.send(self.node.make_hello())
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -296,6 +328,9 @@ class PeerProtocol(Int32StringReceiver):
             del view
 
     def lengthLimitExceeded(self, length: int) -> None:
+        if self.hello is None and not self.tls and (length >> 16) in _TLS_RECORD_STARTS:
+            self.drop("the peer speaks TLS and this node runs with --no-tls")
+            return
         self.drop(f"frame of {length} bytes exceeds the {wire.MAX_FRAME}-byte limit")
 
     def stringReceived(self, frame: bytes) -> None:
@@ -318,6 +353,11 @@ class PeerProtocol(Int32StringReceiver):
         handler(self, message)
 
     def connectionLost(self, reason) -> None:
+        if self.tls and self.hello is None and not self._closing and reason.check(SSL.Error):
+            # Before HELLO, a TLS failure is the peer's: no certificate,
+            # plaintext, a broken handshake.
+            self.log_limited(self.log.warn, "TLS with {peer} failed: {why}",
+                             why=describe_tls_error(reason))
         self._lost = True
         self._cancel_timer()
         if self.scheduler is not None:
@@ -330,6 +370,10 @@ class PeerProtocol(Int32StringReceiver):
     # -- the conversation ---------------------------------------------------
 
     def _hello_received(self, hello: wire.Hello) -> None:
+        if self.tls and hello.node_id != self.certificate_id:
+            self.drop(f"HELLO claims id {hello.node_id[:12]} but the TLS certificate"
+                      f" proves {self.certificate_id[:12]}")
+            return
         self.hello = hello
         self.version = wire.negotiate_version(hello.versions)
         if self.version is None:
@@ -424,6 +468,11 @@ class PeerProtocol(Int32StringReceiver):
         else:
             next_check = PING_INTERVAL - quiet
         self._set_timer(next_check, self._idle_check)
+
+
+#: The first two bytes of a TLS record (handshake or alert, version 3.x),
+#: read as the top of a length prefix: a TLS peer talking to a plaintext one.
+_TLS_RECORD_STARTS = frozenset({0x1603, 0x1503})
 
 
 class PeerFactory(Factory):

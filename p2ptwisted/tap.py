@@ -15,7 +15,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from p2ptwisted import wire
-from p2ptwisted.peers import parse_dial_target
+from p2ptwisted.identity import allowed_ids, parse_id, read_trust_file
+from p2ptwisted.peers import parse_dial_target, split_expected_id
 from p2ptwisted.state import StateError
 
 DEFAULT_PORT = 12345
@@ -53,7 +54,7 @@ def _server_description(option: str, value: str, interface: str = "") -> str:
 
 
 def _check_peer(value: str) -> str:
-    key, address, endpoint = parse_dial_target(value)
+    key, address, endpoint = parse_dial_target(split_expected_id(value)[1])
     if endpoint is not None:
         try:
             endpoints.clientFromString(_ParseOnly(), endpoint)
@@ -116,16 +117,44 @@ class Options(usage.Options):
         ["no-sync", None,
          "Do not keep the share in step with peers; still serve files and"
          " fetch on request."],
+        ["no-tls", None,
+         "Talk to peers in plaintext, for debugging only: no encryption and"
+         " no proof of who a peer is.  Such a node and a TLS node cannot talk."],
     ]
 
     def __init__(self):
         super().__init__()
         self["peers"] = []
+        self["allow"] = []
+        self["trust"] = []
+
+    def opt_allow(self, value: str) -> None:
+        """
+        Admit only nodes with these ids (repeatable); the id is what a node
+        prints at start-up.  Without --allow or --trust any node may join.
+        """
+        try:
+            self["allow"].append(parse_id(value))
+        except ValueError as e:
+            raise usage.UsageError(f"--allow: {e}") from None
+
+    def opt_trust(self, path: str) -> None:
+        """
+        Admit only the nodes whose ids are listed in FILE, one per line, each
+        optionally followed by a label; # starts a comment (repeatable,
+        combines with --allow).
+        """
+        try:
+            read_trust_file(path)
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(f"--trust: {e}") from None
+        self["trust"].append(os.path.abspath(path))
 
     def opt_peer(self, value: str) -> None:
         """
         A peer to dial, as host:port or a client endpoint string such as
-        tcp:host=10.0.0.2:port=12345 (repeatable).
+        tcp:host=10.0.0.2:port=12345, optionally prefixed with ID@ to
+        require that node there (repeatable).
         """
         self["peers"].append(_check_peer(value))
 
@@ -154,6 +183,10 @@ class Options(usage.Options):
         for limit in ("max-connections", "max-per-address"):
             if self[limit] < 1:
                 raise usage.UsageError(f"--{limit}: at least 1")
+        if self["no-tls"] and (self["allow"] or self["trust"]):
+            raise usage.UsageError(
+                "--allow and --trust need TLS: without it a peer's id is not proven"
+            )
         if self["manhole"] is not None:
             # A bare port binds the manhole to loopback only: it is a Python
             # prompt into the node, not something to offer the LAN by accident.
@@ -214,6 +247,9 @@ def makeService(options: Options, reactor=None) -> MultiService:
         max_rate=options["max-rate"],
         max_connections=options["max-connections"],
         max_per_address=options["max-per-address"],
+        tls=not options["no-tls"],
+        allow=allowed_ids(options["allow"], options["trust"])
+        if options["allow"] or options["trust"] else None,
     )
     node.setServiceParent(top)
     listener = ListenerService(

@@ -27,6 +27,8 @@ def make_node(testcase, name, reactor=None, port=None, **kwargs):
     kwargs.setdefault("book", PeerBook(jitter=lambda: 0.0))
     kwargs.setdefault("run_blocking", maybeDeferred)
     kwargs.setdefault("watch", False)
+    # In memory, plaintext by default: the TLS tests turn it on.
+    kwargs.setdefault("tls", False)
     node = Node(
         reactor,
         state_dir=os.path.join(base, "state"),

@@ -8,6 +8,7 @@ while it runs: its state, its byte count, its rate and ETA, and the log
 lines it writes.
 """
 
+import attrs
 import os
 import re
 
@@ -99,7 +100,12 @@ def fixed_ids(testcase, *ids):
     The next nodes made get these node ids, in order.
     """
     queue = list(ids)
-    testcase.patch(node_module, "load_or_create_node_id", lambda state_dir: queue.pop(0))
+    real = node_module.load_or_create_identity
+
+    def fixed(state_dir):
+        return attrs.evolve(real(state_dir), node_id=queue.pop(0))
+
+    testcase.patch(node_module, "load_or_create_identity", fixed)
 
 
 def knows_catalog(a, b):

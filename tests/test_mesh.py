@@ -4,7 +4,7 @@ builds them, form a full mesh from a chain of bootstrap peers.
 """
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import DeferredList, gatherResults
 from twisted.trial.unittest import TestCase
 
 from .helpers import RealNodes
@@ -17,13 +17,40 @@ class MeshTests(RealNodes, TestCase):
     timeout = 60
 
     def connected_to_all(self, nodes):
-        def check(node):
-            others = {n.node_id for n in nodes if n is not node}
-            return others <= set(node.connections)
+        """
+        Fires once every node is connected to every other, over one
+        connection per pair that both ends agree on.
 
-        return gatherResults(
-            [n.wait_for(check).addTimeout(WAIT, reactor) for n in nodes]
-        )
+        With TLS the two HELLOs of a connection arrive a round trip apart,
+        so for a moment two nodes that dialled each other can each hold a
+        different one of the two connections; the duplicate rule settles
+        that as soon as both handshakes are done.  The condition depends on
+        all the nodes, so it is watched on each and fires on whichever
+        node's change completes it.
+        """
+        by_id = {n.node_id: n for n in nodes}
+
+        def settled(_):
+            for node in nodes:
+                if not set(by_id) - {node.node_id} <= set(node.connections):
+                    return False
+                for other_id, proto in node.connections.items():
+                    back = by_id[other_id].connections.get(node.node_id) if other_id in by_id else None
+                    if back is None or (proto.transport.getHost().port
+                                        != back.transport.getPeer().port):
+                        return False
+            return True
+
+        waiters = [n.wait_for(settled) for n in nodes]
+        first = DeferredList(waiters, fireOnOneCallback=True, consumeErrors=True)
+
+        def done(result):
+            for waiter in waiters:
+                if not waiter.called:
+                    waiter.cancel()
+            return result
+
+        return first.addTimeout(WAIT, reactor).addBoth(done)
 
     async def test_chain_becomes_full_mesh(self):
         """

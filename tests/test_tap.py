@@ -11,6 +11,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -95,7 +96,9 @@ class MakeServiceTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         [(port, factory, backlog, interface)] = memory.tcpServers
         self.assertEqual((port, interface), (4000, "127.0.0.1"))
-        self.assertIs(factory, node.factory)
+        # TLS by default: the one peer factory, behind TLS.
+        self.assertIsInstance(factory, TLSMemoryBIOFactory)
+        self.assertIs(factory.wrappedFactory, node.factory)
         self.assertEqual(node.listen_ports, [4000])
         self.assertTrue(os.path.isdir(share))
         memory.advance(0)
