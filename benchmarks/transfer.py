@@ -4,8 +4,9 @@ socket copy of the same bytes measured in the same run.
 
     python benchmarks/transfer.py [--size-mib 1024] [--files 10000] [--runs 3]
 
-(a) one large file (default 1 GiB) and (b) many small files (default
-10,000 of 4 KiB) move from node A to node B.  The baseline is a plain
+(a) one large file (default 1 GiB), between nodes with TLS (the default)
+and with --no-tls, and (b) many small files (default 10,000 of 4 KiB,
+with TLS) move from node A to node B.  The baseline is a plain
 Python socket copy: C{socket.sendfile} on one side, C{recv_into} on the
 other, written to disk.  Reported: MB/s, the ratio to the raw copy, files
 per second, and each node's peak RSS (VmHWM).  Each node is a separate
@@ -208,21 +209,29 @@ def main(argv=None) -> int:
     if args.files:
         make_small(small_dir, args.files, args.file_kib * 1024)
 
-    raws, nodes, rss = [], [], []
+    modes = {"TLS": (), "plaintext": ("--no-tls",)}
+    raws, rss = [], []
+    nodes = {mode: [] for mode in modes}
     for run in range(args.runs):
+        line = []
         os.sync()  # so writeback from earlier runs does not slow this one
         raws.append(raw_copy(big, workdir))
-        os.sync()
-        seconds, rss_a, rss_b = node_transfer(big_dir, workdir, expect=1)
-        nodes.append(seconds)
-        rss += [rss_a, rss_b]
-        print(f"  run {run + 1}: raw copy {size / raws[-1] / 1e6:.0f} MB/s,"
-              f" p2pshare {size / seconds / 1e6:.0f} MB/s", flush=True)
+        line.append(f"raw copy {size / raws[-1] / 1e6:.0f} MB/s")
+        for mode, extra in modes.items():
+            os.sync()
+            seconds, rss_a, rss_b = node_transfer(big_dir, workdir, expect=1, extra=extra)
+            nodes[mode].append(seconds)
+            rss += [rss_a, rss_b]
+            line.append(f"{mode} {size / seconds / 1e6:.0f} MB/s")
+        print(f"  run {run + 1}: " + ", ".join(line), flush=True)
     raw_mbs = size / statistics.median(raws) / 1e6
-    node_mbs = size / statistics.median(nodes) / 1e6
-    print(f"(a) {args.size_mib} MiB file, median of {args.runs}: raw copy {raw_mbs:.0f} MB/s,"
-          f" p2pshare {node_mbs:.0f} MB/s, ratio {node_mbs / raw_mbs:.2f};"
-          f" peak RSS per node at most {max(rss):.0f} MiB", flush=True)
+    print(f"(a) {args.size_mib} MiB file, median of {args.runs}: raw copy {raw_mbs:.0f} MB/s",
+          flush=True)
+    for mode in modes:
+        node_mbs = size / statistics.median(nodes[mode]) / 1e6
+        print(f"    p2pshare, {mode}: {node_mbs:.0f} MB/s, ratio {node_mbs / raw_mbs:.2f}",
+              flush=True)
+    print(f"    peak RSS per node at most {max(rss):.0f} MiB", flush=True)
     if args.files:
         os.sync()
         secs, rss_a, rss_b = node_transfer(small_dir, workdir, expect=args.files)

@@ -30,6 +30,11 @@ from p2ptwisted.identity import Identity, certificate_id
 #: AEAD only.  (TLS 1.3 suites are all of that kind already.)
 TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20"
 
+#: TLS 1.3 suites, fastest first on machines with AES instructions (both
+#: ends are ours, so our preference decides).
+TLS13_CIPHERSUITES = (b"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                      b"TLS_CHACHA20_POLY1305_SHA256")
+
 
 def _accept_any(connection, certificate, error, depth, ok) -> bool:
     # Self-signed by design; the hash is checked after the handshake.
@@ -52,6 +57,8 @@ class PeerTLS:
         context.use_privatekey(identity.key)
         context.check_privatekey()
         context.set_cipher_list(TLS12_CIPHERS)
+        if hasattr(context, "set_tls13_ciphersuites"):
+            context.set_tls13_ciphersuites(TLS13_CIPHERSUITES)
         context.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION)
         context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_any)
