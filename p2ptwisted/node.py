@@ -513,7 +513,8 @@ class Node(Service):
         if remote is not None and self.connections.get(remote) is proto:
             del self.connections[remote]
             self.log.info(
-                "{peer} left: {why}", peer=proto.describe(), why=reason.getErrorMessage()
+                "{peer} left: {why}", peer=proto.describe(),
+                why=proto.closed_because or reason.getErrorMessage(),
             )
             for entry in self.book.entries_for(remote):
                 self.book.disconnected(entry, now, now - proto.connected_at)

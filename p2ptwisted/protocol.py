@@ -81,6 +81,8 @@ class PeerProtocol(Int32StringReceiver):
     _ping_nonce: Optional[int] = None
     tls = False
     certificate_id: Optional[str] = None
+    #: Why we closed the connection, if we did.
+    closed_because: Optional[str] = None
 
     def __init__(self, node: "Node"):
         self.node = node
@@ -172,6 +174,7 @@ class PeerProtocol(Int32StringReceiver):
         if self._closing:
             return
         self._closing = True
+        self.closed_because = f"dropped: {reason}"
         self.log_limited(self.log.warn, "dropping {peer}: {reason}", reason=reason)
         self.transport.abortConnection()
 
@@ -195,6 +198,7 @@ class PeerProtocol(Int32StringReceiver):
         if self._closing:
             return
         self._closing = True
+        self.closed_because = f"closed: {message}"
         self.log.info("closing {peer}: {why}", peer=self.describe(), why=message)
         text = wire.safe_text(message, wire.MAX_ERROR_MESSAGE - 3)
         self.send(wire.Error(code=code, message=text))
