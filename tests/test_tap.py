@@ -15,6 +15,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from p2ptwisted.identity import format_id
 from p2ptwisted.node import Node
 from p2ptwisted.tap import Options, makeService
 
@@ -77,6 +78,51 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(parse("--name", "Zoë's laptop")["name"], "Zoë's laptop")
         self.assertRaises(usage.UsageError, parse, "--name", "x" * 65)
         self.assertRaises(usage.UsageError, parse, "--name", "two\nlines")
+
+
+class SecurityOptionsTests(SynchronousTestCase):
+    node_id = "0123456789abcdef" * 4
+
+    def test_allow_and_trust(self):
+        """
+        --allow takes ids in any usual spelling; --trust files add to them;
+        the node gets the union.
+        """
+        other = "fedcba9876543210" * 4
+        trust = self.mktemp()
+        with open(trust, "w") as f:
+            f.write(f"{other} nas\n")
+        share = self.mktemp()
+        options = parse("--share", share, "--allow", format_id(self.node_id), "--trust", trust)
+        node = makeService(options, reactor=MemoryReactorClock()).getServiceNamed("node")
+        self.assertEqual(node.allow, {self.node_id, other})
+        self.assertTrue(node.tls)
+
+    def test_bad_values_are_usage_errors(self):
+        missing = self.mktemp()
+        for args, text in [
+            (["--allow", "laptop"], "not a node id"),
+            (["--trust", missing], "--trust"),
+            (["--no-tls", "--allow", self.node_id], "need TLS"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--share", self.mktemp(), *args)
+            self.assertIn(text, str(e))
+
+    def test_no_tls(self):
+        node = makeService(parse("--share", self.mktemp(), "--no-tls"),
+                           reactor=MemoryReactorClock()).getServiceNamed("node")
+        self.assertFalse(node.tls)
+        self.assertIsNone(node.allow)
+
+    def test_peer_with_expected_id(self):
+        """
+        --peer ID@host:port dials host:port and requires that node there.
+        """
+        options = parse("--share", self.mktemp(), "--peer", f"{self.node_id}@10.0.0.9:12345")
+        node = makeService(options, reactor=MemoryReactorClock()).getServiceNamed("node")
+        [entry] = list(node.book)
+        self.assertEqual(entry.key, "10.0.0.9:12345")
+        self.assertEqual(entry.expected_id, self.node_id)
 
 
 class MakeServiceTests(SynchronousTestCase):
