@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet import endpoints
 
 from p2ptwisted import wire
+from p2ptwisted.identity import format_id
 from p2ptwisted.files import Transfer
 from p2ptwisted.peers import parse_dial_target
 
@@ -173,6 +174,10 @@ class Control:
         node = self.node
         lines = [
             f"node {node.display_name} ({node.node_id})",
+            f"  id {format_id(node.node_id)}; "
+            + ("plaintext (--no-tls)" if not node.tls
+               else f"TLS, {len(node.allow)} allowed ids" if node.allow
+               else "TLS, open to any node"),
             f"  listening on port(s) {', '.join(map(str, node.listen_ports)) or 'none'};"
             f" share {node.share_dir}",
             f"  sharing {len(node.share.files)} files"

@@ -23,6 +23,7 @@ from p2ptwisted import files as files_module
 from p2ptwisted import node as node_module
 from p2ptwisted import wire
 from p2ptwisted.control import Control, PeerInfo
+from p2ptwisted.identity import format_id
 from p2ptwisted.protocol import PING_INTERVAL
 from p2ptwisted.transfer import CHUNK_SIZE, partial_name
 
@@ -548,6 +549,8 @@ class FetchTests(ControlTestCase):
         control.status()
         [summary] = self.out
         self.assertIn(f"node a ({self.a.node_id})", summary)
+        # In memory the nodes run plaintext (tests.helpers.make_node).
+        self.assertIn(f"id {format_id(self.a.node_id)}; plaintext (--no-tls)", summary)
         self.assertIn("sharing 1 files (8.0 MiB); sync off", summary)
         self.assertIn("peers: 1 connected", summary)
         self.assertIn("transfers: 0 in flight or waiting, 1 completed since start", summary)
