@@ -24,7 +24,8 @@ from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 
-from p2ptwisted import wire
+from p2ptwisted import limits, wire
+from p2ptwisted.limits import UPLOADS_PER_PEER
 from p2ptwisted.share import Share, ShareError, conflict_name
 from p2ptwisted.transfer import Download, TransferFailed, Upload
 
@@ -37,7 +38,7 @@ MAX_PER_PEER = 16
 MAX_TOTAL = 32
 
 #: Uploads one peer may have in flight from us; more are refused "busy".
-MAX_UPLOADS_PER_PEER = 64
+MAX_UPLOADS_PER_PEER = UPLOADS_PER_PEER
 
 #: Files one peer's catalog may hold for us to remember it.
 MAX_CATALOG_ENTRIES = 200_000
@@ -67,7 +68,7 @@ LIST_SPACING = 5.0
 
 #: A download with no DATA for this many seconds is given up (and resumed
 #: later, from another peer if one has the file); checked every STALL_CHECK.
-STALL_TIMEOUT = 60.0
+STALL_TIMEOUT = limits.STALL_TIMEOUT
 STALL_CHECK = 10.0
 
 #: Finished transfers remembered for operators.
@@ -279,8 +280,9 @@ class FileExchange:
         if get.transfer in scheduler.by_id:
             proto.drop(f"GET reuses transfer id {get.transfer} still in flight")
             return
-        if len(scheduler.by_id) >= MAX_UPLOADS_PER_PEER:
-            refuse("busy", f"more than {MAX_UPLOADS_PER_PEER} transfers in flight")
+        limit = self.node.limits.uploads_per_peer
+        if len(scheduler.by_id) >= limit:
+            refuse("busy", f"more than {limit} transfers in flight")
             return
         try:
             fd, local = self.share.open_for_reading(get.path, get.hash)
@@ -853,10 +855,11 @@ class FileExchange:
         active = False
         for proto in list(self.node.connections.values()):
             for download in list(proto.downloads.values()):
-                if now - download.last_activity >= STALL_TIMEOUT:
+                if now - download.last_activity >= self.node.limits.stall_timeout:
                     proto.cancel_transfer(download.transfer)
                     self._failed(proto, download, TransferFailed(
-                        "stalled", f"no data for {STALL_TIMEOUT:.0f} seconds"), discard=False)
+                        "stalled", f"no data for {now - download.last_activity:.0f} seconds"),
+                        discard=False)
                 else:
                     active = True
         if active:

@@ -31,6 +31,7 @@ from p2ptwisted.share import ScanStopped, Share
 from p2ptwisted.watch import ShareWatcher
 from p2ptwisted.identity import Identity, format_id, load_or_create_identity
 from p2ptwisted.knownids import KnownIds
+from p2ptwisted.limits import GOSSIP_SPACING, Limits
 from p2ptwisted.state import StateLock
 from p2ptwisted.transfer import RateLimit
 
@@ -38,8 +39,8 @@ from p2ptwisted.transfer import RateLimit
 GOSSIP_INTERVAL = 2.0
 
 #: A peer sending PEERS more often than this (seconds) has the extra
-#: frames ignored.
-GOSSIP_MIN_SPACING = 1.0
+#: frames ignored (the default of Limits.gossip_spacing).
+GOSSIP_MIN_SPACING = GOSSIP_SPACING
 
 #: How often the dialler looks for addresses that are due.
 DIAL_TICK = 1.0
@@ -109,6 +110,7 @@ class Node(Service):
         max_per_address: int = MAX_PER_ADDRESS,
         tls: bool = True,
         allow: Optional[Set[str]] = None,
+        limits: Optional[Limits] = None,
     ):
         self.reactor = reactor
         self.clock = reactor
@@ -130,6 +132,7 @@ class Node(Service):
         self.factory = PeerFactory(self)
         self._lock = StateLock(state_dir)
         self.log_budget = LogBudget(clock=self.clock)
+        self.limits = limits if limits is not None else Limits()
         self.max_connections = max_connections
         self.max_per_address = max_per_address
         self.rate_limit = RateLimit(rate=max_rate, clock=self.clock) if max_rate else None
@@ -532,14 +535,15 @@ class Node(Service):
         """
         now = self.clock.seconds()
         last = proto.peers_received_at
-        if last is not None and now - last < GOSSIP_MIN_SPACING:
+        if last is not None and now - last < self.limits.gossip_spacing:
             self.log.debug("ignoring PEERS from {peer}: too frequent", peer=proto.describe())
             return
         proto.peers_received_at = now
         from_loopback = wire.is_loopback(getattr(proto.transport.getPeer(), "host", ""))
         ignored = message.rejected
         learned = 0
-        for address in message.addresses:
+        ignored += max(0, len(message.addresses) - self.limits.gossip_entries)
+        for address in message.addresses[: self.limits.gossip_entries]:
             if wire.is_loopback(address.host) and not from_loopback:
                 # A remote peer naming a loopback address would have us
                 # dial services on our own machine.
@@ -595,7 +599,7 @@ class Node(Service):
             if address is None or (wire.is_loopback(address.host) and not to_loopback):
                 continue
             addresses.append(address)
-            if len(addresses) == wire.MAX_PEERS_PER_FRAME:
+            if len(addresses) == self.limits.gossip_entries:
                 break
         return wire.Peers(addresses=tuple(addresses))
 

@@ -32,15 +32,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from p2ptwisted.peers import BookEntry
     from p2ptwisted.transfer import Download
 
-#: Seconds a peer has to finish the TLS handshake and send its HELLO,
-#: together, after the connection opens.
-HANDSHAKE_TIMEOUT = 15.0
+# The defaults of the timeouts a node's Limits set (see p2ptwisted.limits).
+from p2ptwisted.limits import HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, PING_INTERVAL  # noqa: E402
 
-#: After this many quiet seconds we send a PING ...
-PING_INTERVAL = 30.0
-
-#: ... and after this many without any frame from the peer we drop it.
-IDLE_TIMEOUT = 90.0
+__all__ = ["PeerProtocol", "PeerFactory", "HANDSHAKE_TIMEOUT", "PING_INTERVAL",
+           "IDLE_TIMEOUT", "CLOSE_TIMEOUT", "TRANSPORT_BUFFER"]
 
 #: How long a graceful close may take before we abort the connection.
 CLOSE_TIMEOUT = 10.0
@@ -224,7 +220,7 @@ class PeerProtocol(Int32StringReceiver):
     def connectionMade(self) -> None:
         self.tls = isinstance(self.transport, TLSMemoryBIOProtocol)
         self.connected_at = self._last_frame = self.clock.seconds()
-        self._set_timer(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        self._set_timer(self.node.limits.handshake_timeout, self._handshake_timeout)
         self.node.connection_made(self)
         if not self._closing and not self.tls:
             self.send(self.node.make_hello())
@@ -387,7 +383,7 @@ class PeerProtocol(Int32StringReceiver):
                 f" peer speaks {list(hello.versions)})",
             )
             return
-        self._set_timer(PING_INTERVAL, self._idle_check)
+        self._set_timer(self.node.limits.ping_interval, self._idle_check)
         self.node.handshake_completed(self)
 
     def _second_hello(self, message: wire.Hello) -> None:
@@ -452,7 +448,8 @@ class PeerProtocol(Int32StringReceiver):
 
     def _handshake_timeout(self) -> None:
         self._timer = None
-        self.drop(f"no HELLO within {HANDSHAKE_TIMEOUT:g} seconds")
+        self.drop(f"no {'TLS handshake and ' if self.tls else ''}HELLO within"
+                  f" {self.node.limits.handshake_timeout:g} seconds")
 
     def _idle_check(self) -> None:
         """
@@ -460,17 +457,18 @@ class PeerProtocol(Int32StringReceiver):
         spell) and drop one that has been quiet for IDLE_TIMEOUT.
         """
         self._timer = None
+        limits = self.node.limits
         quiet = self.clock.seconds() - self._last_frame
-        if quiet >= IDLE_TIMEOUT:
+        if quiet >= limits.idle_timeout:
             self.drop(f"silent for {quiet:.0f} seconds")
             return
-        if quiet >= PING_INTERVAL:
+        if quiet >= limits.ping_interval:
             if self._ping_nonce is None:
                 self._ping_nonce = secrets.randbits(64)
                 self.send(wire.Ping(self._ping_nonce))
-            next_check = IDLE_TIMEOUT - quiet
+            next_check = limits.idle_timeout - quiet
         else:
-            next_check = PING_INTERVAL - quiet
+            next_check = limits.ping_interval - quiet
         self._set_timer(next_check, self._idle_check)
 
 

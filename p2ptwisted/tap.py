@@ -16,6 +16,7 @@ from twisted.python import usage
 
 from p2ptwisted import wire
 from p2ptwisted.identity import allowed_ids, parse_id, read_trust_file
+from p2ptwisted.limits import Limits
 from p2ptwisted.peers import parse_dial_target, split_expected_id
 from p2ptwisted.state import StateError
 
@@ -127,6 +128,17 @@ class Options(usage.Options):
         self["peers"] = []
         self["allow"] = []
         self["trust"] = []
+        self["limit"] = []
+
+    def opt_limit(self, value: str) -> None:
+        """
+        Change one per-peer limit, as NAME=VALUE (repeatable): handshake_timeout
+        (15 s: TLS and HELLO together), ping_interval (30 s), idle_timeout
+        (90 s), gossip_entries (64 addresses used per PEERS), gossip_spacing
+        (1 s between PEERS from one peer), uploads_per_peer (64 in flight),
+        stall_timeout (60 s without data ends a download).
+        """
+        self["limit"].append(value)
 
     def opt_allow(self, value: str) -> None:
         """
@@ -183,6 +195,10 @@ class Options(usage.Options):
         for limit in ("max-connections", "max-per-address"):
             if self[limit] < 1:
                 raise usage.UsageError(f"--{limit}: at least 1")
+        try:
+            self["limits"] = Limits.parse(self["limit"])
+        except ValueError as e:
+            raise usage.UsageError(f"--limit {e}") from None
         if self["no-tls"] and (self["allow"] or self["trust"]):
             raise usage.UsageError(
                 "--allow and --trust need TLS: without it a peer's id is not proven"
@@ -248,6 +264,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         max_connections=options["max-connections"],
         max_per_address=options["max-per-address"],
         tls=not options["no-tls"],
+        limits=options["limits"],
         allow=allowed_ids(options["allow"], options["trust"])
         if options["allow"] or options["trust"] else None,
     )

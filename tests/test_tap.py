@@ -16,6 +16,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2ptwisted.identity import format_id
+from p2ptwisted.limits import Limits
 from p2ptwisted.node import Node
 from p2ptwisted.tap import Options, makeService
 
@@ -106,6 +107,23 @@ class SecurityOptionsTests(SynchronousTestCase):
             (["--no-tls", "--allow", self.node_id], "need TLS"),
         ]:
             e = self.assertRaises(usage.UsageError, parse, "--share", self.mktemp(), *args)
+            self.assertIn(text, str(e))
+
+    def test_limits(self):
+        """
+        --limit NAME=VALUE changes one limit and leaves the others at their
+        defaults; nonsense is a usage error naming the item.
+        """
+        options = parse("--share", self.mktemp(), "--limit", "handshake_timeout=5",
+                        "--limit", "uploads-per-peer=8")
+        node = makeService(options, reactor=MemoryReactorClock()).getServiceNamed("node")
+        self.assertEqual(node.limits, Limits(handshake_timeout=5.0, uploads_per_peer=8))
+        for bad, text in [("nonsense", "NAME=VALUE"), ("idle_timeout=x", "not a number"),
+                          ("ping_interval=-1", "positive"),
+                          ("idle_timeout=10", "longer than ping_interval"),
+                          ("gossip_entries=1000", "at most 64")]:
+            e = self.assertRaises(usage.UsageError, parse, "--share", self.mktemp(),
+                                  "--limit", bad)
             self.assertIn(text, str(e))
 
     def test_no_tls(self):

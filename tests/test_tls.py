@@ -5,11 +5,15 @@ told to, before saying anything to them.
 """
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.internet.error import ConnectionAborted
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2ptwisted import wire
 from p2ptwisted.identity import format_id
+from p2ptwisted.limits import Limits
 
 from .helpers import capture_logs, make_node
 
@@ -164,6 +168,29 @@ class TLSTests(SynchronousTestCase):
         self.assertEqual(b.connections, {})
         lines = [line for line in logs() if "HELLO claims id" in line]
         self.assertEqual(len(lines), 1, logs())
+
+    def test_deadline_covers_tls_handshake(self):
+        """
+        A peer that opens TCP but never finishes the TLS handshake is
+        dropped when the handshake deadline (here configured to 3 s) passes.
+        """
+        node = make_node(self, "b", tls=True, limits=Limits(handshake_timeout=3))
+        logs = capture_logs(self)
+        here = IPv4Address("TCP", "127.0.0.1", node.listen_ports[0])
+        there = IPv4Address("TCP", "10.1.1.1", 5555)
+        server = node.listen_factory.buildProtocol(there)
+        transport = StringTransport(hostAddress=here, peerAddress=there)
+        server.makeConnection(transport)
+        self.assertEqual(len(node.pending), 1)
+        node.reactor.advance(2.9)
+        self.assertFalse(transport.disconnecting)
+        node.reactor.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+        server.connectionLost(Failure(ConnectionAborted()))
+        self.assertEqual(node.pending, [])
+        lines = [line for line in logs() if "10.1.1.1:5555" in line]
+        self.assertEqual(len(lines), 1, logs())
+        self.assertIn("no TLS handshake and HELLO within 3 seconds", lines[0])
 
     def test_plaintext_node_meets_tls_node(self):
         """
