@@ -1,0 +1,490 @@
+"""
+Adversarial suite, family "Sizes and integrity" (threats.md): absurd,
+negative and non-integer sizes; more or fewer bytes than announced; wrong
+bytes of the right length; an END that describes another file; DATA for a
+transfer never requested or after its END; and a file that changes on the
+serving side while it is being sent.
+
+In most cases the attacker serves (the target, sync on, fetches what it
+offers); in the last family the target serves and the test changes the
+file under it.  Every case asserts that no half file appears under a final
+name (invariant 6) and ends with the invariant check of L{tests.adversary}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from p2ptwisted import wire
+from p2ptwisted.transfer import SMALL_FILE
+
+from .adversary import WAIT, Target
+from .test_adversarial_receiving import (
+    Conversation,
+    content_hash,
+    entry,
+    offer_beside_sentinel,
+    open_conversation,
+    partials,
+    raw_entry,
+    start_target,
+    wait_line,
+)
+
+#: A file large enough to be written to a partial file as it arrives.
+LARGE = os.urandom(SMALL_FILE + 70000)
+
+#: The file the target serves while the test changes it: about 4 MiB.
+CHANGING = os.urandom(4 * 1024 * 1024)
+
+
+class Fetch:
+    """
+    One file offered by the attacker and asked for by the target.
+    """
+
+    def __init__(self, testcase, target, before, attacker, conv, name, content, get):
+        self.testcase, self.target, self.before = testcase, target, before
+        self.attacker, self.conv = attacker, conv
+        self.name, self.content, self.get = name, content, get
+
+    @property
+    def final(self) -> str:
+        return os.path.join(self.target.share, self.name)
+
+    async def failed(self, pattern: str) -> str:
+        """
+        Wait for the target's line saying this fetch failed; check that
+        nothing is under the final name and no partial file is left.
+        """
+        line = await wait_line(self.target, rf"fetching {self.name} from .* failed: {pattern}",
+                               self.before["mark"])
+        self.testcase.assertIn(self.attacker.address, line)
+        self.assert_nothing_kept()
+        return line
+
+    def assert_nothing_kept(self, partial_ok: bool = False) -> None:
+        self.testcase.assertFalse(os.path.lexists(self.final))
+        if not partial_ok:
+            self.testcase.assertEqual(partials(self.target.share), [])
+
+    async def landed_intact(self) -> None:
+        await self.conv.landed(self.name)
+        with open(self.final, "rb") as f:
+            self.testcase.assertEqual(f.read(), self.content)
+        self.testcase.assertEqual(partials(self.target.share), [])
+
+    async def finish(self, lines, pattern=None, landed: bool = False,
+                     partial_ok: bool = False) -> None:
+        self.attacker.transport.loseConnection()
+        await self.target.check(self.testcase, self.before, self.attacker, lines=lines,
+                                pattern=pattern,
+                                share_may_gain=[self.name] if landed else [])
+        if not landed:
+            self.assert_nothing_kept(partial_ok)
+
+
+async def offered(testcase, content: bytes, name: str = "file.bin",
+                  before_catalog=None) -> Fetch:
+    """
+    Offer C{content} as C{name} and wait for the target's GET.
+    """
+    target = await start_target(testcase)
+    before = target.baseline()
+    attacker, conv = await open_conversation(target)
+    if before_catalog is not None:
+        before_catalog(conv)
+    conv.offer(entry(name, content))
+    get = await conv.next(wire.Get)
+    testcase.assertEqual((get.path, get.hash, get.offset), (name, content_hash(content), 0))
+    return Fetch(testcase, target, before, attacker, conv, name, content, get)
+
+
+class SizeTests(TestCase):
+    """
+    Sizes a peer announces that the node must refuse before writing.
+    """
+
+    timeout = 60
+
+    async def test_absurd_size(self):
+        """
+        A file far bigger than the free disk (2**63 - 1 bytes): the node
+        refuses before writing anything -- no GET, no directory, no partial
+        -- and logs one line naming the peer, then still fetches an honest
+        file offered beside it.
+        """
+        target = await start_target(self)
+        before = target.baseline()
+        attacker, conv = await open_conversation(target)
+        small = b"small enough\n"
+        conv.offer(wire.FileEntry(path="huge/deep/file.bin", size=wire.MAX_FILE_SIZE,
+                                  mtime_ns=10**18, hash=content_hash(b"whatever")),
+                   entry("fits.txt", small))
+        line = await wait_line(target, r"cannot fetch huge/deep/file\.bin", before["mark"])
+        self.assertIn(attacker.address, line)
+        self.assertIn("not enough free space", line)
+        get = await conv.next(wire.Get)
+        self.assertEqual(get.path, "fits.txt")
+        conv.serve(get, small)
+        await conv.landed("fits.txt")
+        await conv.roundtrip()
+        self.assertEqual([g.path for g in conv.all(wire.Get)], ["fits.txt"])
+        self.assertFalse(os.path.lexists(os.path.join(target.share, "huge")))
+        self.assertEqual(partials(target.share), [])
+        about = [x for x in target.lines_since(before["mark"]) if "huge/deep" in x]
+        self.assertEqual(len(about), 1, about)
+        attacker.transport.loseConnection()
+        await target.check(self, before, attacker, lines=0, share_may_gain=["fits.txt"])
+
+    async def test_negative_and_non_integer_sizes(self):
+        """
+        Sizes that are negative, fractional, exponents, strings, booleans,
+        null, lists or past 2**63 - 1 make their entries invalid: they are
+        counted in one log line and skipped; the valid entry beside them is
+        fetched, nothing else is written.
+        """
+        sizes = ["-1", "1.5", "1e3", "1.0", '"12"', "true", "null", "[]", "{}",
+                 str(2**63), str(-(2**63)), "-0.0"]
+        await offer_beside_sentinel(
+            self, [raw_entry(json.dumps(f"s{i}.bin"), size) for i, size in enumerate(sizes)])
+
+    async def test_extreme_mtimes(self):
+        """
+        Files offered with the most negative and the largest mtime the wire
+        allows (beyond what the file system stores): they land intact and
+        verified, without a traceback, and the node stays in step.
+        """
+        target = await start_target(self)
+        before = target.baseline()
+        attacker, conv = await open_conversation(target)
+        files = {"lo.txt": (b"low\n", -(2**63)), "hi.txt": (b"high\n", 2**63 - 1),
+                 "big.bin": (LARGE, 2**63 - 1)}
+        conv.offer(*(entry(n, c, mtime=m) for n, (c, m) in files.items()))
+        for _ in files:
+            get = await conv.next(wire.Get)
+            conv.serve(get, files[get.path][0])
+        for name, (content, _) in files.items():
+            await conv.landed(name)
+            with open(os.path.join(target.share, name), "rb") as f:
+                self.assertEqual(f.read(), content)
+        self.assertEqual(partials(target.share), [])
+        attacker.transport.loseConnection()
+        await target.check(self, before, attacker, lines=0, share_may_gain=list(files))
+
+    async def test_malformed_end(self):
+        """
+        An END whose size is negative is a malformed frame: the connection
+        is dropped with one line, and the file never appears under its
+        final name.
+        """
+        fetch = await offered(self, LARGE)
+        fetch.conv.data(fetch.get.transfer, LARGE)
+        body = json.dumps({"transfer": fetch.get.transfer, "size": -1,
+                           "hash": content_hash(LARGE)}).encode()
+        frame = bytes((wire.END,)) + body
+        fetch.attacker.send(len(frame).to_bytes(4, "big") + frame)
+        await fetch.attacker.lost.addTimeout(WAIT, reactor)
+        self.assertFalse(os.path.lexists(fetch.final))
+        # The connection closed mid-transfer: the partial file may stay, to
+        # resume -- but never under the final name, and never listed.
+        await fetch.finish(lines=1, pattern=r"dropping .*END field 'size' out of range",
+                           partial_ok=True)
+        self.assertNotIn(fetch.name, fetch.target.node.share.files)
+
+
+class ByteCountTests(TestCase):
+    """
+    More or fewer bytes than the catalog announced.
+    """
+
+    timeout = 60
+
+    async def test_more_bytes_than_announced_large(self):
+        """
+        A large file (written to a partial file as it arrives) gets one
+        byte more than its size: the node cancels the transfer, discards
+        the partial file, logs one line, and nothing appears under the
+        final name.
+        """
+        fetch = await offered(self, LARGE)
+        fetch.conv.data(fetch.get.transfer, LARGE)
+        fetch.conv.data(fetch.get.transfer, b"!")
+        await fetch.conv.next(wire.Cancel, lambda c: c.transfer == fetch.get.transfer)
+        await fetch.failed("peer sent more bytes than the file has; bad data discarded")
+        await fetch.finish(lines=1, pattern="more bytes than the file has")
+
+    async def test_more_bytes_than_announced_small(self):
+        """
+        A small file (gathered in memory) gets one DATA frame longer than
+        the whole file: cancelled, discarded, one line, no file.
+        """
+        content = b"twelve bytes"
+        fetch = await offered(self, content)
+        fetch.conv.data(fetch.get.transfer, content + b"and then some")
+        fetch.conv.end(fetch.get.transfer, len(content), content_hash(content))
+        await fetch.conv.next(wire.Cancel, lambda c: c.transfer == fetch.get.transfer)
+        await fetch.failed("peer sent more bytes than the file has")
+        await fetch.conv.roundtrip()  # the late END was taken as crossing the CANCEL
+        await fetch.finish(lines=1, pattern="more bytes than the file has")
+
+    async def test_fewer_bytes_then_end(self):
+        """
+        The peer sends all but the last 1000 bytes, then an END that claims
+        the whole file: verification fails, the partial file is removed,
+        one line, nothing under the final name.
+        """
+        fetch = await offered(self, LARGE)
+        fetch.conv.data(fetch.get.transfer, LARGE[:-1000])
+        fetch.conv.end(fetch.get.transfer, len(LARGE), content_hash(LARGE))
+        await fetch.failed(rf"got {len(LARGE) - 1000} of {len(LARGE)} bytes; bad data discarded")
+        await fetch.finish(lines=1, pattern=r"got \d+ of \d+ bytes")
+
+    async def test_empty_then_end(self):
+        """
+        An END straight after the GET, with no DATA at all, for a large
+        file: refused the same way; not even an empty file appears.
+        """
+        fetch = await offered(self, LARGE)
+        fetch.conv.end(fetch.get.transfer, len(LARGE), content_hash(LARGE))
+        await fetch.failed(rf"got 0 of {len(LARGE)} bytes")
+        await fetch.finish(lines=1, pattern=r"got 0 of")
+
+
+class ContentTests(TestCase):
+    """
+    Bytes of the right length that are not the file, and ENDs that do not
+    describe the file asked for.
+    """
+
+    timeout = 60
+
+    async def test_wrong_bytes_right_length(self):
+        """
+        One byte in the middle flipped, with the catalog's own size and hash
+        in the END: the hash check fails, the partial file is removed (so
+        the bad bytes are never resumed from), nothing appears under the
+        final name, one line, and the node keeps wanting the file.
+        """
+        fetch = await offered(self, LARGE)
+        bad = bytearray(LARGE)
+        bad[len(bad) // 2] ^= 0x01
+        fetch.conv.data(fetch.get.transfer, bytes(bad))
+        fetch.conv.end(fetch.get.transfer, len(LARGE), content_hash(LARGE))
+        await fetch.failed(r"content hash [0-9a-f]{16} is not [0-9a-f]{16}; "
+                           r"bad data discarded, fetching again")
+        want = fetch.target.node.files.wants.get((fetch.name, content_hash(LARGE)))
+        self.assertIsNotNone(want)
+        self.assertIsNone(want.download)
+        self.assertEqual(len(fetch.conv.all(wire.Get)), 1)  # not at once: after a delay
+        await fetch.finish(lines=1, pattern=r"content hash .* is not")
+
+    async def test_end_hash_differs_from_catalog(self):
+        """
+        The right bytes, but an END naming another hash than the catalog
+        promised: the node trusts neither, discards the bytes, one line.
+        """
+        fetch = await offered(self, LARGE)
+        fetch.conv.data(fetch.get.transfer, LARGE)
+        fetch.conv.end(fetch.get.transfer, len(LARGE), content_hash(b"another file"))
+        await fetch.failed("END does not describe the file we asked for")
+        await fetch.finish(lines=1, pattern="END does not describe")
+
+    async def test_end_size_differs_from_catalog(self):
+        """
+        Bytes and hash of a longer file than the catalog announced, sent
+        within the announced size, with an END giving the longer size: the
+        bytes are discarded, one line, no file.
+        """
+        longer = LARGE + b"tail"
+        fetch = await offered(self, LARGE)
+        fetch.conv.data(fetch.get.transfer, longer[:len(LARGE)])
+        fetch.conv.end(fetch.get.transfer, len(longer), content_hash(longer))
+        await fetch.failed("END does not describe the file we asked for")
+        await fetch.finish(lines=1, pattern="END does not describe")
+
+
+class StrayFrameTests(TestCase):
+    """
+    DATA and END frames that belong to no transfer in flight.
+    """
+
+    timeout = 60
+
+    async def test_data_for_unrequested_transfer(self):
+        """
+        DATA for transfer ids the node never used -- before any GET, and
+        interleaved with a real transfer -- is ignored: it lands nowhere,
+        the real file arrives intact, and nothing is logged as a refusal.
+        """
+        junk = b"unrequested bytes " * 100
+
+        def early(conv: Conversation) -> None:
+            conv.data(4242, junk)
+            conv.data(wire.MAX_TRANSFER_ID, junk)
+
+        fetch = await offered(self, LARGE, before_catalog=early)
+        half = len(LARGE) // 2
+        fetch.conv.data(fetch.get.transfer, LARGE[:half])
+        fetch.conv.data(fetch.get.transfer + 1000, junk)
+        fetch.conv.data(fetch.get.transfer, LARGE[half:])
+        fetch.conv.end(fetch.get.transfer, len(LARGE), content_hash(LARGE))
+        await fetch.landed_intact()
+        await fetch.conv.roundtrip()
+        self.assertEqual(len(fetch.conv.all(wire.Get)), 1)
+        await fetch.finish(lines=0, landed=True)
+
+    async def test_data_after_end(self):
+        """
+        More DATA for a transfer after its END: ignored; the landed file is
+        exactly the verified one, never appended to.
+        """
+        fetch = await offered(self, LARGE)
+        fetch.conv.serve(fetch.get, LARGE)
+        fetch.conv.data(fetch.get.transfer, b"appended after END")
+        await fetch.landed_intact()
+        fetch.conv.data(fetch.get.transfer, b"and after the landing")
+        await fetch.conv.roundtrip()
+        with open(fetch.final, "rb") as f:
+            self.assertEqual(f.read(), LARGE)
+        await fetch.finish(lines=0, landed=True)
+
+    async def test_second_end(self):
+        """
+        A second END for a transfer already ended: the peer is dropped with
+        one line; the verified file from the first END still lands intact.
+        """
+        content = b"small file, ended twice\n"
+        fetch = await offered(self, content)
+        fetch.conv.serve(fetch.get, content)
+        fetch.conv.end(fetch.get.transfer, len(content), content_hash(content))
+        await fetch.attacker.lost.addTimeout(WAIT, reactor)
+        await wait_line(fetch.target, r"got file\.bin", fetch.before["mark"])
+        with open(fetch.final, "rb") as f:
+            self.assertEqual(f.read(), content)
+        await fetch.finish(lines=1, pattern=r"dropping .*END for unknown transfer", landed=True)
+
+
+class ChangingSourceTests(TestCase):
+    """
+    The target serves a file of about 4 MiB to the attacker, and the test
+    changes that file on disk while it is being sent (right after the
+    first DATA frame is written).  The node must never present a mix as the
+    file: it ends with ERROR "changed", or with an END whose hash is the
+    hash of exactly the bytes it sent.
+    """
+
+    timeout = 60
+
+    async def serve_changing(self, change, expect: str):
+        """
+        Serve CHANGING to the attacker, calling C{change(path)} right after
+        the first DATA frame is written; C{expect} is C{"error"} (ERROR
+        "changed"), C{"end"} (an END for exactly the bytes sent, the
+        original file) or C{"safe"} (either, as long as no END vouches for
+        a mix).
+        """
+        target = await Target.start(self, files={"big.bin": CHANGING})
+        path = os.path.join(target.share, "big.bin")
+        before = target.baseline()
+        attacker, conv = await open_conversation(target)
+        transport = target.node.connections[attacker.identity.node_id].transport
+        write_sequence = transport.writeSequence
+        changed = []
+
+        def writeSequence(sequence):
+            write_sequence(sequence)
+            if not changed and sequence and bytes(sequence[0][4:5]) == bytes((wire.DATA,)):
+                changed.append(True)
+                change(path)
+
+        transport.writeSequence = writeSequence
+        attacker.send_frame(wire.Get(transfer=7, path="big.bin", hash=content_hash(CHANGING),
+                                     offset=0))
+        ending = await conv.next((wire.End, wire.Error), lambda f: f.transfer == 7)
+        self.assertTrue(changed)
+        sent = b"".join(f.payload for f in conv.all(wire.Data) if f.transfer == 7)
+        self.assertGreater(len(sent), 0)
+        if isinstance(ending, wire.End):
+            # An END always names what the catalog promised; if the bytes
+            # sent are not that file, the hash gives the mix away.
+            self.assertEqual((ending.size, ending.hash), (len(CHANGING), content_hash(CHANGING)))
+            if expect == "end":
+                self.assertEqual(sent, CHANGING)
+            elif sent != CHANGING:
+                self.assertNotEqual(content_hash(sent), ending.hash)
+        else:
+            self.assertEqual(ending.code, "changed")
+        if expect != "safe":
+            self.assertEqual(isinstance(ending, wire.Error), expect == "error", ending)
+        # One ending for the transfer, and no DATA for it after that.
+        await conv.roundtrip()
+        for_seven = [f for f in conv.frames if getattr(f, "transfer", None) == 7]
+        self.assertIs(for_seven[-1], ending)
+        self.assertEqual(sum(isinstance(f, (wire.End, wire.Error)) for f in for_seven), 1)
+        self.assertFalse(any(os.path.basename(p).startswith("big.bin.")
+                             for p in os.listdir(target.share)))
+        # The test restores the file, so the share compares equal.
+        with open(path, "wb") as f:
+            f.write(CHANGING)
+        attacker.transport.loseConnection()
+        error = isinstance(ending, wire.Error)
+        await target.check(self, before, attacker, lines=1 if error else 0,
+                           pattern=r"upload of big\.bin to .* failed: the file")
+        return ending
+
+    async def test_rewritten_in_place(self):
+        """
+        The file is overwritten in place with other bytes of the same size
+        (and a newer mtime): the node, having sent part of a mix, ends with
+        ERROR "changed" -- never an END -- and logs one line.
+        """
+        def rewrite(path):
+            st = os.stat(path)
+            with open(path, "r+b") as f:
+                f.write(os.urandom(len(CHANGING)))
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+        await self.serve_changing(rewrite, expect="error")
+
+    async def test_rewritten_keeping_mtime(self):
+        """
+        The file is overwritten in place and its mtime put back, so size
+        and mtime still match the catalog: the node may not be able to
+        tell, but it must not vouch for the mix -- an END it sends names the
+        catalog's hash, which the mixed bytes do not have.
+        """
+        def rewrite(path):
+            st = os.stat(path)
+            with open(path, "r+b") as f:
+                f.write(os.urandom(len(CHANGING)))
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+        await self.serve_changing(rewrite, expect="safe")
+
+    async def test_truncated(self):
+        """
+        The file is cut to half its size: the node notices it shrank, ends
+        with ERROR "changed" instead of END, one line.
+        """
+        def truncate(path):
+            os.truncate(path, len(CHANGING) // 2)
+
+        await self.serve_changing(truncate, expect="error")
+
+    async def test_replaced_by_rename(self):
+        """
+        A new file is renamed over the old one: the node keeps sending the
+        file it opened, whole, and ends with an END whose hash is that of
+        the bytes sent (and of the catalog).
+        """
+        def replace(path):
+            with open(path + ".new", "wb") as f:
+                f.write(os.urandom(len(CHANGING)))
+            os.replace(path + ".new", path)
+
+        await self.serve_changing(replace, expect="end")
