@@ -215,6 +215,14 @@ class Options(usage.Options):
                     " ~/.ssh/id_ed25519.pub), or create ~/.ssh/authorized_keys"
                 )
             self["manhole-keys"] = os.path.abspath(keys)
+            # Checked here, while twistd still turns a UsageError into one
+            # clear line; later it would be a traceback.
+            from p2ptwisted.manhole import ManholeError, load_authorized_keys
+
+            try:
+                load_authorized_keys(self["manhole-keys"])
+            except ManholeError as e:
+                raise usage.UsageError(str(e)) from None
 
 
 class NodeService(MultiService):

@@ -290,8 +290,3 @@ class ManholeStartupTests(manhole_base.ManholeTestCase):
         lines = node.matching(rf"{keys} holds no usable public keys")
         self.assertEqual(len(lines), 1, node.output())
         self.assertEqual(node.matching(r"Traceback"), [], node.output())
-
-    test_manhole_keys_without_keys_refuses_to_start.todo = (
-        "product bug: makeService's UsageError for a keys file without keys reaches twistd"
-        " as a traceback (tap.py makeService raises usage.UsageError after option parsing)"
-    )

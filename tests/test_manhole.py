@@ -25,13 +25,12 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 import p2ptwisted
-from p2ptwisted.tap import Options, makeService
+from p2ptwisted.tap import Options
 
 # Modules, not classes: trial collects every TestCase in this module's
 # namespace, and importing one by name would run its tests again here.
@@ -588,13 +587,13 @@ class ManholeOptionsTests(unittest.SynchronousTestCase):
 
     def test_keys_file_without_keys(self) -> None:
         """
-        An authorized_keys file with no usable key passes the options, and
-        building the service refuses it: nobody could log in.
+        An authorized_keys file with no usable key is refused with the
+        options (where twistd shows a usage error as one line): nobody
+        could log in.
         """
         keys = self.keys_file("# nobody yet\n\nnot a key\n")
-        options = self.parse("--manhole", "0", "--manhole-keys", keys)
-        e = self.assertRaises(usage.UsageError, makeService, options,
-                              reactor=MemoryReactorClock())
+        e = self.assertRaises(usage.UsageError, self.parse, "--manhole", "0",
+                              "--manhole-keys", keys)
         self.assertIn("holds no usable public keys", str(e))
         self.assertIn(keys, str(e))
 
