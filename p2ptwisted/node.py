@@ -314,7 +314,7 @@ class Node(Service):
     def wait_for(self, condition: Callable[["Node"], bool]) -> Deferred:
         """
         A Deferred that fires with this node once C{condition(node)} holds,
-        checked whenever a peer connects or leaves.
+        checked whenever a connection opens a handshake or closes.
 
         For scripts and tests: C{node.wait_for(lambda n: len(n.connections) >= 2)}.
         """
@@ -528,6 +528,9 @@ class Node(Service):
             # The dial reached something that never became a connection of
             # ours: no HELLO, or no common protocol version.
             self.book.dial_failed(proto.dialed, now)
+        # Waiters may watch pending connections too (a script waiting for a
+        # refused stranger to be gone, say).
+        self._check_waiters()
 
     def peers_received(self, proto: PeerProtocol, message: wire.Peers) -> None:
         """
