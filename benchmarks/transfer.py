@@ -85,7 +85,7 @@ class Node:
 
     def __init__(self, name, share, port, peers=(), extra=()):
         args = [sys.executable, TWISTD, "-n", "--pidfile=", "p2pshare",
-                "--port", f"tcp:{port}:interface=127.0.0.1", "--share", share,
+                "--port", f"tcp:{port}:interface=127.0.0.1", "--share", share, "--no-discover",
                 "--name", name, *extra]
         for peer in peers:
             args += ["--peer", peer]

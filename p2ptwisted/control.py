@@ -198,12 +198,22 @@ class Control:
             lines.append(f"    ... and {len(running) - 10} more")
         self.out("\n".join(lines))
 
+    def doctor(self) -> None:
+        """
+        Print what this node can see of its reachability: where it listens,
+        whether LAN discovery works, and for each peer who reached whom --
+        with what to do when something only works one way.
+        """
+        from p2ptwisted.doctor import diagnose
+
+        self.out("\n".join(diagnose(self.node)))
+
     def namespace(self) -> dict:
         """
         The names a manhole session starts with.
         """
         names = {"node": self.node, "control": self}
         for name in ("status", "peers", "connect", "drop", "catalog", "catalog_of", "fetch",
-                     "transfers", "cancel", "rescan"):
+                     "transfers", "cancel", "rescan", "doctor"):
             names[name] = getattr(self, name)
         return names

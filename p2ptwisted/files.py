@@ -271,6 +271,7 @@ class FileExchange:
             proto.send(wire.Catalog(files=tuple(group), more=i < len(groups) - 1))
 
     def get_received(self, proto: "PeerProtocol", get: wire.Get) -> None:
+        proto.gets_received += 1
         def refuse(code: str, message: str) -> None:
             proto.log_limited(self.log.info, "refused {path} to {peer}: {why}",
                               path=wire.safe_text(get.path), why=message)

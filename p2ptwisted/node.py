@@ -14,6 +14,7 @@ import os
 import socket
 from typing import Callable, Dict, List, Optional, Sequence, Set
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet import endpoints, threads
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred
@@ -60,6 +61,25 @@ DISK_THREADS = 2
 
 #: TCP connect timeout for a dial.
 CONNECT_TIMEOUT = 10.0
+
+#: Nodes whose reachability (who dialled whom) we remember for the doctor.
+MAX_REACH = 1024
+
+#: Seconds after start-up at which the node logs its reachability summary.
+DOCTOR_AFTER = 15.0
+
+
+@attrs.define
+class Reach:
+    """
+    How this node and one peer have reached each other: the last time a
+    connection we dialled, and one it dialled, completed the handshake.
+    """
+
+    name: str = ""
+    outbound: Optional[float] = None
+    inbound: Optional[float] = None
+    address: Optional[str] = None
 
 
 def default_endpoint(reactor, entry: BookEntry) -> IStreamClientEndpoint:
@@ -162,6 +182,11 @@ class Node(Service):
         self._dialer: Optional[LoopingCall] = None
         self._waiters: List[tuple] = []
         self._gossip_timers: Dict[PeerProtocol, object] = {}
+        self.reach: Dict[str, Reach] = {}
+        self.discovery = None  # a p2ptwisted.discovery.Discovery, if on
+        self.listen_host = ""  # the address the listener binds ("" = all)
+        self.started_at: Optional[float] = None
+        self._summary_call = None
         self._last_gossip: Dict[PeerProtocol, float] = {}
         for text in bootstrap:
             self.add_bootstrap(text)
@@ -208,6 +233,8 @@ class Node(Service):
                 else "TLS; any node may connect"
             ),
         )
+        self.started_at = self.clock.seconds()
+        self._summary_call = self.clock.callLater(DOCTOR_AFTER, self._log_summary)
         self._dialer = LoopingCall(self.dial_due)
         self._dialer.clock = self.clock
         self._dialer.start(DIAL_TICK, now=True)
@@ -276,6 +303,8 @@ class Node(Service):
         directory once they are closed.
         """
         Service.stopService(self)
+        if self._summary_call is not None and self._summary_call.active():
+            self._summary_call.cancel()
         if self._dialer is not None and self._dialer.running:
             self._dialer.stop()
         for timer in self._gossip_timers.values():
@@ -310,6 +339,19 @@ class Node(Service):
         """
         if port not in self.listen_ports:
             self.listen_ports.append(port)
+            if self.discovery is not None:
+                self.discovery.changed()
+
+    def _log_summary(self) -> None:
+        """
+        A little after start-up, log what the doctor sees: where we listen,
+        whether discovery works, who reached whom.
+        """
+        from p2ptwisted.doctor import diagnose
+
+        self._summary_call = None
+        self.log.info("reachability after {seconds:.0f}s:\n{report}",
+                      seconds=DOCTOR_AFTER, report="\n".join(diagnose(self)))
 
     def wait_for(self, condition: Callable[["Node"], bool]) -> Deferred:
         """
@@ -376,7 +418,7 @@ class Node(Service):
 
         def failed(failure) -> None:
             self._dials.discard(d)
-            self.book.dial_failed(entry, self.clock.seconds())
+            self.book.dial_failed(entry, self.clock.seconds(), failure.getErrorMessage())
             if failure.check(CancelledError) and not self.running:
                 return
             self.log.info(
@@ -446,6 +488,8 @@ class Node(Service):
         if proto in self.pending:
             self.pending.remove(proto)
         remote = proto.remote_id
+        if remote != self.node_id:
+            self._record_reach(proto)
         if remote == self.node_id:
             if proto.dialed is not None:
                 self.book.mark_self(proto.dialed)
@@ -485,6 +529,50 @@ class Node(Service):
         proto.start_files()
         self.files.peer_connected(proto)
         self._peers_changed()
+
+    def _record_reach(self, proto: PeerProtocol) -> None:
+        """
+        Remember that this node and that one reached each other, and which
+        way: the doctor's answer to "why do files move one way only?".
+        """
+        reach = self.reach.pop(proto.remote_id, None) or Reach()
+        reach.name = wire.safe_text(proto.hello.name, 32)
+        now = self.clock.seconds()
+        if proto.dialed is not None:
+            reach.outbound = now
+            reach.address = proto.dialed.key
+        else:
+            reach.inbound = now
+        self.reach[proto.remote_id] = reach  # most recent last
+        while len(self.reach) > MAX_REACH:
+            del self.reach[next(iter(self.reach))]
+
+    def discovered(self, host: str, port: int, node_id: str, restarted: bool) -> None:
+        """
+        LAN discovery heard node C{node_id} announce C{host:port}: dial it
+        unless we are connected to it.
+
+        The address goes through the peer book like any other, so its
+        backoff holds; only a node that restarted (a new instance id) is
+        dialled at once.  Who answers is proven by TLS, not by the datagram.
+        """
+        if node_id in self.connections or not self.running:
+            return
+        try:
+            address = wire.parse_address(str(wire.PeerAddress(wire.normalize_host(host), port)))
+        except wire.ProtocolError:
+            return
+        now = self.clock.seconds()
+        entry = self.book.get(str(address)) or self.book.learn(address, now)
+        if entry is None or entry.is_self:
+            return
+        if not entry.discovered:
+            entry.discovered = True
+            self.log.info("heard node {id} on the LAN at {address}",
+                          id=node_id[:12], address=str(address))
+        if restarted and not entry.dialing:
+            entry.next_attempt = min(entry.next_attempt, now)
+        self.dial_due()
 
     def _duplicate_loser(self, existing: PeerProtocol, new: PeerProtocol) -> PeerProtocol:
         """
@@ -527,7 +615,8 @@ class Node(Service):
         if proto.dialed is not None and proto.dialed.dialing:
             # The dial reached something that never became a connection of
             # ours: no HELLO, or no common protocol version.
-            self.book.dial_failed(proto.dialed, now)
+            self.book.dial_failed(proto.dialed, now,
+                                  proto.closed_because or reason.getErrorMessage())
         # Waiters may watch pending connections too (a script waiting for a
         # refused stranger to be gone, say).
         self._check_waiters()

@@ -54,6 +54,8 @@ class BookEntry:
     next_attempt: float = 0.0
     dialing: bool = False
     learned_at: float = 0.0
+    last_error: Optional[str] = None
+    discovered: bool = False
 
 
 @attrs.define
@@ -146,8 +148,9 @@ class PeerBook:
     def dial_started(self, entry: BookEntry) -> None:
         entry.dialing = True
 
-    def dial_failed(self, entry: BookEntry, now: float) -> None:
+    def dial_failed(self, entry: BookEntry, now: float, error: Optional[str] = None) -> None:
         entry.dialing = False
+        entry.last_error = error
         entry.failures += 1
         entry.next_attempt = now + self.delay(entry.failures)
 
@@ -159,6 +162,7 @@ class PeerBook:
         entry.dialing = False
         entry.node_id = node_id
         entry.expected_id = node_id
+        entry.last_error = None
 
     def disconnected(self, entry: BookEntry, now: float, lasted: float) -> None:
         """

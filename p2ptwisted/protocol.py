@@ -79,6 +79,8 @@ class PeerProtocol(Int32StringReceiver):
     certificate_id: Optional[str] = None
     #: Why we closed the connection, if we did.
     closed_because: Optional[str] = None
+    #: GETs the peer sent on this connection (the doctor's hint at --no-sync).
+    gets_received = 0
 
     def __init__(self, node: "Node"):
         self.node = node

@@ -6,6 +6,7 @@ C{twistd p2pshare}: command-line options and the service tree.
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 from twisted.application.service import MultiService
@@ -118,6 +119,9 @@ class Options(usage.Options):
         ["no-sync", None,
          "Do not keep the share in step with peers; still serve files and"
          " fetch on request."],
+        ["no-discover", None,
+         "Do not announce this node on the LAN nor listen for other nodes'"
+         " announcements (UDP multicast); peers then come from --peer and gossip."],
         ["no-tls", None,
          "Talk to peers in plaintext, for debugging only: no encryption and"
          " no proof of who a peer is.  Such a node and a TLS node cannot talk."],
@@ -225,6 +229,14 @@ class Options(usage.Options):
                 raise usage.UsageError(str(e)) from None
 
 
+def _listen_host(description: str) -> str:
+    """
+    The address a server endpoint string binds ("" for all interfaces).
+    """
+    match = re.search(r"(?:^|:)interface=((?:\\.|[^:])*)", description)
+    return match.group(1).replace("\\", "") if match else ""
+
+
 class NodeService(MultiService):
     """
     The top of a node's service tree.
@@ -276,12 +288,18 @@ def makeService(options: Options, reactor=None) -> MultiService:
         allow=allowed_ids(options["allow"], options["trust"])
         if options["allow"] or options["trust"] else None,
     )
+    node.listen_host = _listen_host(options["listen"])
     node.setServiceParent(top)
     listener = ListenerService(
         endpoints.serverFromString(reactor, options["listen"]), node, options["listen"]
     )
     listener.setName("listener")
     listener.setServiceParent(top)
+    if not options["no-discover"]:
+        from p2ptwisted.discovery import Discovery
+
+        node.discovery = Discovery(node, reactor, listen_host=node.listen_host)
+        node.discovery.setServiceParent(top)
     if options["manhole"] is not None:
         # Conch (and cryptography) only when asked for.
         from p2ptwisted.control import Control

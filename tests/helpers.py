@@ -111,7 +111,7 @@ class RealNodes:
         from p2ptwisted.tap import Options, makeService
 
         options = Options()
-        args = ["--port", f"tcp:{port}:interface=127.0.0.1",
+        args = ["--port", f"tcp:{port}:interface=127.0.0.1", "--no-discover",
                 "--share", os.path.join(self.base, name), "--name", name]
         for peer in peers:
             args += ["--peer", peer]

@@ -815,7 +815,7 @@ class NamespaceTests(ControlTestCase):
         control = self.control(a)
         names = control.namespace()
         helpers = {"status", "peers", "connect", "drop", "catalog", "catalog_of", "fetch",
-                   "transfers", "cancel", "rescan"}
+                   "transfers", "cancel", "rescan", "doctor"}
         self.assertEqual(set(names), {"node", "control"} | helpers)
         self.assertIs(names["node"], a)
         self.assertIs(names["control"], control)

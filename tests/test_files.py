@@ -549,7 +549,7 @@ class SlowReaderTests(TestCase):
             for i in range(64):
                 f.write(block[i:] + block[:i])
         options = Options()
-        options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "--share", share, "--no-tls",
+        options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "--share", share, "--no-tls", "--no-discover",
                               "--state", os.path.join(base, "state"), "--name", "server"])
         service = makeService(options, reactor=reactor)
         node = service.getServiceNamed("node")

@@ -538,7 +538,7 @@ class ManholeOptionsTests(unittest.SynchronousTestCase):
     def parse(self, *args: str) -> Options:
         options = Options()
         options.parseOptions(["--share", self.share, "--port", "tcp:0:interface=127.0.0.1",
-                              *args])
+                              "--no-discover", *args])
         return options
 
     KEY_LINE = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH6X4hHlTQjOSCYK+dnSbCdmrlq8VDeBkUYsRNM+ur0n"

@@ -290,11 +290,12 @@ class TwistdTests(unittest.TestCase):
     def start_node(self, name: str, port: Union[int, str] = 0,
                    peers: Sequence[Union[int, str]] = (),
                    share: Optional[str] = None,
-                   options: Sequence[str] = ()) -> NodeProcess:
+                   options: Sequence[str] = (),
+                   discover: bool = False) -> NodeProcess:
         """
         Spawn C{twistd -n p2pshare --name NAME} listening on 127.0.0.1:PORT,
         dialling C{peers} (ports on 127.0.0.1, or host:port text), with any
-        further p2pshare C{options}.
+        further p2pshare C{options}; LAN discovery is off unless C{discover}.
 
         The node is stopped and reaped when the test ends.
         """
@@ -311,6 +312,10 @@ class TwistdTests(unittest.TestCase):
         ]
         for peer in peers:
             args += ["--peer", f"{LOCALHOST}:{peer}" if isinstance(peer, int) else peer]
+        if not discover:
+            # Tests run side by side on one machine: nodes must not find
+            # other tests' nodes by LAN discovery.
+            args.append("--no-discover")
         args += list(options)
         node = NodeProcess(name, args, share)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
