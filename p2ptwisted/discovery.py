@@ -59,6 +59,11 @@ REACT_INTERVAL = 30.0
 REACT_PER_SOURCE = 4
 
 
+#: Nodes heard that we remember (for the doctor); forged ids must not grow
+#: it without bound.
+MAX_HEARD = 256
+
+
 class MalformedAnnouncement(ValueError):
     pass
 
@@ -308,11 +313,15 @@ class Discovery(Service):
                 self.heard_own += 1  # our own, looped back: they do go out
             return
         now = self.reactor.seconds()
-        previous = self.heard.get(announcement.node_id)
+        previous = self.heard.pop(announcement.node_id, None)
         self.heard[announcement.node_id] = {
             "host": host, "port": announcement.port, "at": now,
             "instance": announcement.instance, "tls": announcement.tls,
         }
+        while len(self.heard) > MAX_HEARD:
+            del self.heard[next(iter(self.heard))]  # the longest unheard
+        if announcement.node_id in self.node.connections:
+            return  # nothing to do, and no reaction spent on it
         restarted = previous is not None and previous["instance"] != announcement.instance
         last = self._reactions.get(announcement.node_id)
         if last is not None and now - last < REACT_INTERVAL and not restarted:

@@ -1,0 +1,423 @@
+"""
+Tests for L{p2ptwisted.doctor}: the reachability report, read through
+L{p2ptwisted.control.Control.doctor} the way an operator reads it, with
+nodes joined in memory on a fake clock.
+"""
+
+import errno
+
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2ptwisted.control import Control
+from p2ptwisted.discovery import Announcement, Discovery, Interface, encode
+from p2ptwisted.doctor import NO_SYNC_HINT_AFTER, diagnose
+from p2ptwisted.node import DOCTOR_AFTER
+
+from .helpers import capture_logs, flush, link, make_node
+from .test_discovery import MulticastClock
+from .test_files import content, write_file
+
+LOOPBACK = Interface("lo", "127.0.0.1", True, True, False)
+
+NO_SYNC_THERE = "probably runs --no-sync"
+NO_SYNC_HERE = "sync is off here (--no-sync)"
+
+
+class DoctorTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.logs = capture_logs(self)
+        self.reactor = MemoryReactorClock()
+        self.out = []
+        self.pumps = []
+
+    def node(self, name, **kwargs):
+        return make_node(self, name, reactor=self.reactor, **kwargs)
+
+    def doctor(self, node):
+        """
+        What C{doctor()} prints for C{node}: one block of text, as lines.
+        """
+        before = len(self.out)
+        Control(node, out=self.out.append).doctor()
+        self.assertEqual(len(self.out), before + 1)
+        return self.out[-1].split("\n")
+
+    def section(self, lines, node):
+        """
+        The peer lines about C{node}: its head line and the indented lines
+        under it.
+        """
+        head = f"({node.node_id[:12]}):"
+        for i, line in enumerate(lines):
+            if head in line:
+                found = [line]
+                for more in lines[i + 1:]:
+                    if not more.startswith("    "):
+                        break
+                    found.append(more)
+                return found
+        self.fail(f"no line about {node.display_name} in {lines}")
+
+    def connect(self, dialer, listener):
+        client, server, pump = link(dialer, listener)
+        self.pumps.append(pump)
+        flush(pump)
+        return client, server, pump
+
+    def settle(self, seconds):
+        """
+        Let C{seconds} of fake time pass a second at a time, moving bytes
+        (pings included) after each.
+        """
+        for _ in range(int(seconds)):
+            self.reactor.advance(1)
+            flush(*self.pumps)
+
+    def share(self, node, *paths):
+        for i, path in enumerate(paths):
+            write_file(node.share_dir, path, content(i, 1000 + i))
+        self.successResultOf(node.rescan())
+
+
+class ReachTests(DoctorTestCase):
+    """
+    Who reached whom, and what it means for files.
+    """
+
+    def test_we_dialled_it(self):
+        """
+        A dialled B: A's report says it reached B, B never reached it, and
+        files still move both ways over the connection.
+        """
+        a, b = self.node("a"), self.node("b")
+        self.connect(a, b)
+        text = "\n".join(self.section(self.doctor(a), b))
+        self.assertIn("b (" + b.node_id[:12] + "): connected (we dialled it)", text)
+        self.assertIn("we reached it, but it has never reached us", text)
+        self.assertIn("Files still move both ways over our connection", text)
+        self.assertNotIn("it reached us", text)
+        self.assertNotIn("reached both ways", text)
+
+    def test_it_dialled_us(self):
+        """
+        B was dialled by A: B's report says A reached it but B has not
+        reached A, not tried yet; once a dial to A's address has failed,
+        with that error.
+        """
+        a, b = self.node("a"), self.node("b")
+        self.connect(a, b)
+        text = "\n".join(self.section(self.doctor(b), a))
+        self.assertIn("a (" + a.node_id[:12] + "): connected (it dialled us)", text)
+        self.assertIn("it reached us, but we have not reached it (not tried yet)", text)
+        self.assertIn("Files still move both ways over the connection it opened", text)
+        [entry] = b.book.entries_for(a.node_id)
+        self.assertEqual(entry.key, f"127.0.0.1:{a.listen_ports[0]}")
+        b.book.dial_failed(entry, self.reactor.seconds(), "Connection refused")
+        text = "\n".join(self.section(self.doctor(b), a))
+        self.assertIn("it reached us, but we have not reached it"
+                      f" (127.0.0.1:{a.listen_ports[0]}: Connection refused)", text)
+        self.assertNotIn("not tried yet", text)
+
+    def test_both_ways(self):
+        """
+        Each node dialled the other once: both reports say "reached both
+        ways", and nothing about one-way reachability.
+        """
+        a, b = self.node("a"), self.node("b")
+        self.connect(a, b)
+        self.connect(b, a)
+        self.assertIn(b.node_id, a.connections)
+        for here, there in ((a, b), (b, a)):
+            text = "\n".join(self.section(self.doctor(here), there))
+            self.assertIn("reached both ways", text)
+            self.assertNotIn("never reached us", text)
+            self.assertNotIn("we have not reached it", text)
+
+    def test_disconnected_peer_remembered(self):
+        """
+        After the connection is gone, the report still says who reached
+        whom, as "not connected", without the files sentence.
+        """
+        a, b = self.node("a"), self.node("b")
+        client, server, pump = self.connect(a, b)
+        client.transport.loseConnection()
+        flush(pump)
+        self.assertNotIn(b.node_id, a.connections)
+        text = "\n".join(self.section(self.doctor(a), b))
+        self.assertIn("not connected", text)
+        self.assertIn("we reached it, but it has never reached us", text)
+        self.assertNotIn("Files still move", text)
+
+    def test_never_reached_entry(self):
+        """
+        An address never reached says how many attempts and the last error.
+        """
+        a = self.node("a", bootstrap=["10.1.2.3:4000"])
+        for _ in range(2):
+            self.reactor.advance(3)
+            host, port, factory, timeout, bind = self.reactor.tcpClients[-1]
+            self.assertEqual((host, port), ("10.1.2.3", 4000))
+            factory.clientConnectionFailed(self.reactor.connectors[-1],
+                                           Failure(ConnectionRefusedError("no one home")))
+        lines = self.doctor(a)
+        [line] = [l for l in lines if "10.1.2.3:4000" in l]
+        self.assertTrue(line.startswith("  10.1.2.3:4000: never reached (2 attempts; last: "), line)
+        self.assertIn("no one home", line)
+
+    def test_no_peers(self):
+        """
+        A node alone says so.
+        """
+        lines = self.doctor(self.node("a"))
+        self.assertEqual(lines[lines.index("peers:") + 1], "  no peers yet")
+
+
+class FileHintTests(DoctorTestCase):
+    """
+    The hints about files that do not move.
+    """
+
+    def test_peer_probably_no_sync(self):
+        """
+        A connected peer that lacks our files and has asked for none: no
+        hint before NO_SYNC_HINT_AFTER seconds, the --no-sync hint after.
+        """
+        a, b = self.node("a"), self.node("b", sync=False)
+        self.share(a, "one.txt", "two.txt")
+        self.connect(a, b)
+        self.assertEqual(a.files.remote[b.node_id], {})
+        self.settle(NO_SYNC_HINT_AFTER - 1)
+        self.assertNotIn(NO_SYNC_THERE, "\n".join(self.doctor(a)))
+        self.settle(1)
+        text = "\n".join(self.section(self.doctor(a), b))
+        self.assertIn("it lacks 2 of our files and has asked for none: it probably runs"
+                      " --no-sync", text)
+        # B, for its part, lacks A's files with sync off.
+        self.assertIn(NO_SYNC_HERE, "\n".join(self.doctor(b)))
+
+    def test_peer_that_asked_gets_no_hint(self):
+        """
+        A peer that still lacks some of our files but has sent a GET is not
+        taken for a --no-sync node.
+        """
+        a, b = self.node("a"), self.node("b", sync=False)
+        self.share(a, "one.txt", "two.txt")
+        self.connect(a, b)
+        Control(b, out=self.out.append).fetch("one.txt")
+        self.settle(NO_SYNC_HINT_AFTER + 5)
+        self.assertGreaterEqual(a.connections[b.node_id].gets_received, 1)
+        self.assertNotIn("two.txt", {e.path for e in b.share.entries()})
+        self.assertNotIn(NO_SYNC_THERE, "\n".join(self.doctor(a)))
+
+    def test_peer_with_our_files_gets_no_hint(self):
+        """
+        A peer that has all our files (it synced them) gets no hint.
+        """
+        a, b = self.node("a"), self.node("b")
+        self.share(a, "one.txt")
+        self.connect(a, b)
+        self.settle(NO_SYNC_HINT_AFTER + 5)
+        self.assertIn("one.txt", {e.path for e in b.share.entries()})
+        self.assertNotIn(NO_SYNC_THERE, "\n".join(self.doctor(a)))
+        self.assertNotIn(NO_SYNC_HERE, "\n".join(self.doctor(b)))
+
+    def test_sync_off_here(self):
+        """
+        We run --no-sync and lack a peer's files: the report says sync is
+        off here and how to fetch; with sync on, it does not.
+        """
+        a, b = self.node("a", sync=False), self.node("b")
+        self.share(b, "one.txt", "two.txt", "three.txt")
+        self.connect(a, b)
+        text = "\n".join(self.section(self.doctor(a), b))
+        self.assertIn("we lack 3 of its files and sync is off here (--no-sync):"
+                      " fetch them with fetch(path)", text)
+        self.assertNotIn(NO_SYNC_HERE, "\n".join(self.doctor(b)))
+
+    def test_file_list_not_arrived(self):
+        """
+        Before the peer's file list arrives, the report says so.
+        """
+        a, b = self.node("a"), self.node("b")
+        client, server, pump = link(a, b)
+        # Move the handshakes only: up to both HELLOs.
+        for _ in range(3):
+            pump.pump()
+            if b.node_id in a.connections and a.files.remote.get(b.node_id) is None:
+                break
+        if b.node_id not in a.connections or b.node_id in a.files.remote:
+            self.skipTest("the file list came with the handshake")  # pragma: no cover
+        text = "\n".join(self.section(self.doctor(a), b))
+        self.assertIn("its file list has not arrived yet", text)
+
+
+class DiscoveryLineTests(DoctorTestCase):
+    """
+    What the report says about LAN discovery.
+    """
+
+    def start_discovery(self, node, reactor, **kwargs):
+        kwargs.setdefault("interfaces", lambda: [LOOPBACK])
+        kwargs.setdefault("listen_host", "127.0.0.1")
+        discovery = Discovery(node, reactor, group="239.255.43.201", port=7777, **kwargs)
+        node.discovery = discovery
+        discovery.startService()
+        self.addCleanup(discovery.stopService)
+        return discovery
+
+    def test_no_discover(self):
+        """
+        Without discovery (--no-discover): off, and where peers come from.
+        """
+        lines = self.doctor(self.node("a"))
+        self.assertIn("LAN discovery: off (--no-discover); peers come from --peer and gossip",
+                      lines)
+
+    def test_off_with_reason(self):
+        """
+        Discovery that could not start: its state, reason included.
+        """
+        a = self.node("a")
+        discovery = self.start_discovery(a, self.reactor, interfaces=lambda: [])
+        self.assertTrue(discovery.state.startswith("off: "))
+        lines = self.doctor(a)
+        self.assertIn(f"LAN discovery: {discovery.state}", lines)
+        self.assertIn("no IPv4 interface that can multicast", f"LAN discovery: {discovery.state}")
+
+    def test_on_nothing_heard(self):
+        """
+        On, but nothing heard: "not yet" just after start, then the advice
+        (multicast filtered, or no other node; give --peer).
+        """
+        reactor = MulticastClock()
+        a = make_node(self, "a", reactor=reactor)
+        discovery = self.start_discovery(a, reactor)
+        self.assertEqual(discovery.state, "on")
+        lines = self.doctor(a)
+        self.assertIn("LAN discovery: on, announcing on 127.0.0.1 to 239.255.43.201 UDP port"
+                      " 7777; 1 announcements sent (last 0s ago)", lines)
+        self.assertIn("  no other node heard yet", lines)
+        self.assertFalse([l for l in lines if "no announcement from any other node" in l])
+        reactor.advance(6)
+        lines = self.doctor(a)
+        [advice] = [l for l in lines if "no announcement from any other node has arrived" in l]
+        self.assertIn("multicast is filtered between us", advice)
+        self.assertIn("--peer HOST:PORT", advice)
+        [on] = [l for l in lines if l.startswith("LAN discovery")]
+        self.assertIn("1 announcements sent (last 6s ago)", on)
+
+    def test_heard_and_malformed(self):
+        """
+        Once another node is heard: how many and when last; malformed
+        datagrams are counted; the heard node appears among the peers with
+        why it was never reached.
+        """
+        reactor = MulticastClock()
+        a = make_node(self, "a", reactor=reactor)
+        discovery = self.start_discovery(a, reactor)
+        reactor.advance(10)
+        other = "ab" * 32
+        discovery.datagram_received(
+            encode(Announcement(other, 5000, "00" * 8, a.tls)), ("10.0.0.7", 7777))
+        discovery.datagram_received(b"junk", ("10.0.0.8", 7777))
+        host, port, factory, timeout, bind = reactor.tcpClients[-1]
+        self.assertEqual((host, port), ("10.0.0.7", 5000))
+        factory.clientConnectionFailed(reactor.connectors[-1],
+                                       Failure(ConnectionRefusedError("nobody")))
+        reactor.advance(3)
+        lines = self.doctor(a)
+        self.assertIn("  heard 1 other node(s); last 3s ago", lines)
+        self.assertIn("  ignored 1 malformed announcement(s)", lines)
+        self.assertFalse([l for l in lines if "no announcement from any other node" in l])
+        [line] = [l for l in lines if "heard on the LAN" in l]
+        self.assertIn("heard on the LAN at 10.0.0.7:5000 3s ago, never reached"
+                      " (10.0.0.7:5000: ", line)
+        self.assertIn("nobody", line)
+        self.assertIn(f"unnamed ({other[:12]}): not connected",
+                      [l.strip() for l in lines])
+
+    def test_send_error(self):
+        """
+        Announcements that cannot be sent: the report says so, with the
+        error.
+        """
+        reactor = MulticastClock()
+        a = make_node(self, "a", reactor=reactor)
+        reactor_listen = reactor.listenMulticast
+
+        def listen(*args, **kwargs):
+            listening = reactor_listen(*args, **kwargs)
+
+            def refuse(data, address):
+                raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+            listening.socket.sendto = refuse
+            return listening
+
+        reactor.listenMulticast = listen
+        discovery = self.start_discovery(a, reactor)
+        self.assertEqual(discovery.sent, 0)
+        lines = self.doctor(a)
+        self.assertIn("  our announcements do not go out: from 127.0.0.1: Network is"
+                      " unreachable", lines)
+        self.assertEqual(len([l for l in self.logs()
+                              if l.startswith("cannot send LAN announcements")]), 1)
+
+
+class ListenLineTests(DoctorTestCase):
+    def test_all_interfaces(self):
+        """
+        The first line names the listen port and where.
+        """
+        a = self.node("a", port=43210)
+        lines = self.doctor(a)
+        self.assertTrue(lines[0].startswith("listening on TCP port 43210 on all interfaces"),
+                        lines[0])
+        self.assertNotIn("only this machine", "\n".join(lines))
+
+    def test_loopback_only(self):
+        """
+        Listening on loopback: only this machine can reach it, and how to
+        fix that.
+        """
+        a = self.node("a", port=43210)
+        a.listen_host = "127.0.0.1"
+        lines = self.doctor(a)
+        self.assertEqual(lines[0], "listening on TCP port 43210 on 127.0.0.1")
+        self.assertIn("only this machine can reach it", lines[1])
+
+
+class SummaryTests(DoctorTestCase):
+    def test_logged_once_after_start(self):
+        """
+        DOCTOR_AFTER seconds after start-up the node logs the report once,
+        listen line included; not before, and not again.
+        """
+        a = self.node("a", port=43211)
+
+        def summaries():
+            return [l for l in self.logs() if l.startswith("reachability after")]
+
+        self.reactor.advance(DOCTOR_AFTER - 0.5)
+        self.assertEqual(summaries(), [])
+        self.reactor.advance(0.5)
+        [summary] = summaries()
+        self.assertTrue(summary.startswith(f"reachability after {DOCTOR_AFTER:.0f}s:\n"), summary)
+        self.assertIn("listening on TCP port 43211 on", summary)
+        self.assertIn("LAN discovery: off (--no-discover)", summary)
+        self.assertEqual(summary.split("\n", 1)[1], "\n".join(diagnose(a)))
+        self.reactor.advance(10 * DOCTOR_AFTER)
+        self.assertEqual(len(summaries()), 1)
+
+    def test_not_logged_after_stop(self):
+        """
+        A node stopped before DOCTOR_AFTER logs no summary.
+        """
+        a = self.node("a")
+        self.reactor.advance(1)
+        a.stopService()
+        self.reactor.advance(DOCTOR_AFTER)
+        self.assertFalse([l for l in self.logs() if l.startswith("reachability after")])
