@@ -148,6 +148,8 @@ def announce_addresses(listen_host: str, interfaces: List[Interface]) -> List[st
 
 
 class _Receiver(DatagramProtocol):
+    noisy = False
+
     def __init__(self, discovery: "Discovery"):
         self.discovery = discovery
 
