@@ -176,7 +176,7 @@ class Control:
             f"node {node.display_name} ({node.node_id})",
             f"  id {format_id(node.node_id)}; "
             + ("plaintext (--no-tls)" if not node.tls
-               else f"TLS, {len(node.allow)} allowed ids" if node.allow
+               else f"TLS, {len(node.allow)} allowed ids" if node.allow is not None
                else "TLS, open to any node"),
             f"  listening on port(s) {', '.join(map(str, node.listen_ports)) or 'none'};"
             f" share {node.share_dir}",

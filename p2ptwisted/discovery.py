@@ -18,6 +18,7 @@ with a node heard is the node's decision (L{p2ptwisted.node.Node.discovered}).
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import random
 import secrets
 import socket
@@ -109,10 +110,16 @@ class Interface:
     up: bool
     loopback: bool
     multicast: bool
+    netmask: str = "255.255.255.255"
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(f"{self.address}/{self.netmask}", strict=False)
 
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCGIFADDR = 0x8915
+_SIOCGIFNETMASK = 0x891B
 _IFF_UP, _IFF_LOOPBACK, _IFF_MULTICAST = 0x1, 0x8, 0x1000
 
 
@@ -129,22 +136,29 @@ def ipv4_interfaces() -> List[Interface]:
                 address = socket.inet_ntoa(fcntl.ioctl(s.fileno(), _SIOCGIFADDR, request)[20:24])
                 flags = struct.unpack_from(
                     "H", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, request), 16)[0]
+                netmask = socket.inet_ntoa(
+                    fcntl.ioctl(s.fileno(), _SIOCGIFNETMASK, request)[20:24])
             except OSError:
                 continue  # no IPv4 address
             found.append(Interface(name, address, bool(flags & _IFF_UP),
-                                   bool(flags & _IFF_LOOPBACK), bool(flags & _IFF_MULTICAST)))
+                                   bool(flags & _IFF_LOOPBACK), bool(flags & _IFF_MULTICAST),
+                                   netmask))
     return found
 
 
-def announce_addresses(listen_host: str, interfaces: List[Interface]) -> List[str]:
+def announce_interfaces(listen_host: str, interfaces: List[Interface]) -> List[Interface]:
     """
-    The interface addresses to announce on, for a node listening on
-    C{listen_host}: that address alone if it is bound to one, else every
-    interface that is up, not loopback, and can multicast.
+    The interfaces to announce on, for a node listening on C{listen_host}:
+    the one with that address if it is bound to one, else every interface
+    that is up, not loopback, and can multicast.
     """
     if listen_host not in ("", "0.0.0.0", "::"):
-        return [i.address for i in interfaces if i.address == listen_host and i.up]
-    return [i.address for i in interfaces if i.up and not i.loopback and i.multicast]
+        return [i for i in interfaces if i.address == listen_host and i.up]
+    return [i for i in interfaces if i.up and not i.loopback and i.multicast]
+
+
+def announce_addresses(listen_host: str, interfaces: List[Interface]) -> List[str]:
+    return [i.address for i in announce_interfaces(listen_host, interfaces)]
 
 
 class _Receiver(DatagramProtocol):
@@ -183,6 +197,9 @@ class Discovery(Service):
         self.instance = secrets.token_hex(8)
         self.state = "off: not started"
         self.addresses: List[str] = []
+        #: The subnets of the interfaces we joined on: the only sources we
+        #: react to, so a forged datagram cannot make us dial off the LAN.
+        self.networks: List[ipaddress.IPv4Network] = []
         self.sent = 0
         self.last_sent: Optional[float] = None
         self.send_error: Optional[str] = None
@@ -190,7 +207,7 @@ class Discovery(Service):
         self.heard_own = 0
         self.malformed = 0
         self._reactions: Dict[str, float] = {}
-        self._source_reactions: Dict[str, List[float]] = {}
+        self._source_ids: Dict[str, Dict[str, float]] = {}
         self._budget = LogBudget(clock=reactor)
         self._listening = None
         self._timer = None
@@ -200,17 +217,20 @@ class Discovery(Service):
     def startService(self) -> None:
         Service.startService(self)
         try:
-            self.addresses = announce_addresses(self.listen_host, self._interfaces())
+            chosen = announce_interfaces(self.listen_host, self._interfaces())
         except OSError as e:
             return self._off(f"cannot list network interfaces: {e}")
+        self.addresses = [i.address for i in chosen]
         if not self.addresses:
             where = self.listen_host or "all interfaces"
             return self._off(f"no IPv4 interface that can multicast to announce on ({where})")
         if not hasattr(self.reactor, "listenMulticast"):
             return self._off("this reactor has no UDP multicast")
         try:
+            # Bound to the group address, so the kernel hands us only
+            # datagrams sent to the group: no unicast from off the link.
             self._listening = self.reactor.listenMulticast(
-                self.udp_port, _Receiver(self), listenMultiple=True)
+                self.udp_port, _Receiver(self), interface=self.group, listenMultiple=True)
         except Exception as e:
             return self._off(f"cannot listen on UDP port {self.udp_port}: {e}")
         sock = self._listening.socket
@@ -228,6 +248,7 @@ class Discovery(Service):
             self._listening = None
             return self._off(f"cannot join multicast group {self.group} on any interface")
         self.addresses = joined
+        self.networks = [i.network for i in chosen if i.address in joined]
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
         # Only the groups this socket joined (Linux otherwise delivers any
@@ -296,8 +317,22 @@ class Discovery(Service):
 
     # -- receiving ------------------------------------------------------------
 
+    @staticmethod
+    def _heard_entry(host: str, announcement: Announcement, now: float) -> dict:
+        return {"host": host, "port": announcement.port, "at": now,
+                "instance": announcement.instance, "tls": announcement.tls}
+
+    def _on_link(self, host: str) -> bool:
+        try:
+            ip = ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
     def datagram_received(self, data: bytes, address) -> None:
         host, _ = address
+        if self.networks and not self._on_link(host):
+            return  # not from a neighbour: never dial off the LAN for a datagram
         try:
             announcement = decode(data)
         except MalformedAnnouncement as e:
@@ -315,29 +350,36 @@ class Discovery(Service):
                 self.heard_own += 1  # our own, looped back: they do go out
             return
         now = self.reactor.seconds()
+        if announcement.node_id in self.node.connections:
+            # A node we are connected to (its id is proven): note that it
+            # was heard, and spend none of the limits below on it.
+            self.heard[announcement.node_id] = self._heard_entry(host, announcement, now)
+            return
+        # At most REACT_PER_SOURCE different ids from one source per
+        # interval, counted before anything is remembered: forged ids must
+        # not turn us into a port scanner, nor push real nodes out of heard.
+        ids = {i: t for i, t in self._source_ids.get(host, {}).items()
+               if now - t < REACT_INTERVAL}
+        if announcement.node_id not in ids and len(ids) >= REACT_PER_SOURCE:
+            self._source_ids[host] = ids
+            return
+        ids[announcement.node_id] = now
+        self._source_ids[host] = ids
+        if len(self._source_ids) > 4096:
+            self._source_ids = {h: i for h, i in self._source_ids.items()
+                                if any(now - t < REACT_INTERVAL for t in i.values())}
         previous = self.heard.pop(announcement.node_id, None)
-        self.heard[announcement.node_id] = {
-            "host": host, "port": announcement.port, "at": now,
-            "instance": announcement.instance, "tls": announcement.tls,
-        }
+        self.heard[announcement.node_id] = self._heard_entry(host, announcement, now)
         while len(self.heard) > MAX_HEARD:
             del self.heard[next(iter(self.heard))]  # the longest unheard
-        if announcement.node_id in self.node.connections:
-            return  # nothing to do, and no reaction spent on it
         restarted = previous is not None and previous["instance"] != announcement.instance
         last = self._reactions.get(announcement.node_id)
         if last is not None and now - last < REACT_INTERVAL and not restarted:
             return
-        recent = [t for t in self._source_reactions.get(host, []) if now - t < REACT_INTERVAL]
-        if len(recent) >= REACT_PER_SOURCE:
-            self._source_reactions[host] = recent
-            return
         self._reactions[announcement.node_id] = now
-        self._source_reactions[host] = recent + [now]
         if len(self._reactions) > 4096:
             self._reactions = {k: t for k, t in self._reactions.items()
                                if now - t < REACT_INTERVAL}
-            self._source_reactions = {}
         if announcement.tls != self.node.tls:
             if previous is None or restarted:
                 self.log.warn(

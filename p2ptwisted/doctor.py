@@ -22,6 +22,10 @@ from p2ptwisted import wire
 #: is probably running --no-sync.
 NO_SYNC_HINT_AFTER = 30.0
 
+#: Peers described at most (the rest are counted): the report is read by a
+#: person, and nodes heard on the LAN can be made up by anyone there.
+MAX_PEERS_SHOWN = 50
+
 
 def _ago(now: float, then: Optional[float]) -> str:
     if then is None:
@@ -93,7 +97,8 @@ def peer_lines(node) -> List[str]:
     heard = discovery.heard if discovery is not None else {}
     ids = list(dict.fromkeys(list(node.connections) + list(node.reach) + list(heard)))
     lines = []
-    for node_id in ids:
+    ours = None
+    for node_id in ids[:MAX_PEERS_SHOWN]:
         proto = node.connections.get(node_id)
         reach = node.reach.get(node_id)
         entries = node.book.entries_for(node_id)
@@ -138,20 +143,25 @@ def peer_lines(node) -> List[str]:
             lines.append(f"  heard on the LAN at {h['host']}:{h['port']}"
                          f" {_ago(now, h['at'])}, never reached ({why})")
         if proto is not None:
-            lines.extend(_file_hints(node, node_id, proto, now))
-    for entry in node.book:
-        if entry.node_id is None and not entry.is_self and entry.failures:
-            lines.append(f"{entry.key}: never reached ({entry.failures} attempts;"
-                         f" last: {entry.last_error or 'no answer'})")
+            if ours is None:
+                ours = {(e.path, e.hash) for e in node.share.entries()}
+            lines.extend(_file_hints(node, node_id, proto, now, ours))
+    if len(ids) > MAX_PEERS_SHOWN:
+        lines.append(f"... and {len(ids) - MAX_PEERS_SHOWN} more nodes")
+    never = [e for e in node.book if e.node_id is None and not e.is_self and e.failures]
+    for entry in never[:MAX_PEERS_SHOWN]:
+        lines.append(f"{entry.key}: never reached ({entry.failures} attempts;"
+                     f" last: {entry.last_error or 'no answer'})")
+    if len(never) > MAX_PEERS_SHOWN:
+        lines.append(f"... and {len(never) - MAX_PEERS_SHOWN} more addresses never reached")
     return lines or ["no peers yet"]
 
 
-def _file_hints(node, node_id: str, proto, now: float) -> List[str]:
+def _file_hints(node, node_id: str, proto, now: float, ours: set) -> List[str]:
     remote = node.files.remote.get(node_id)
     if remote is None:
         return ["  its file list has not arrived yet"]
     theirs = {(e.path, e.hash) for e in remote.values()}
-    ours = {(e.path, e.hash) for e in node.share.entries()}
     they_lack = len(ours - theirs)
     we_lack = len(theirs - ours)
     hints = []

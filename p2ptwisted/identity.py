@@ -185,7 +185,7 @@ def load_or_create_identity(state_dir: str) -> Identity:
                 certificate = x509.load_pem_x509_certificate(f.read())
             if certificate.public_key().public_numbers() != key.public_key().public_numbers():
                 raise ValueError(f"{CERT_FILE} does not belong to {KEY_FILE}")
-    except (OSError, ValueError) as e:
+    except Exception as e:  # OSError, ValueError, TypeError (encrypted), UnsupportedAlgorithm
         raise StateError(
             f"cannot use the identity in {state_dir}: {e}; move {KEY_FILE} and"
             f" {CERT_FILE} away to start as a new node"

@@ -43,6 +43,10 @@ class KnownIds:
                         pass  # a torn last line after a crash
         except FileNotFoundError:
             pass
+        except (OSError, ValueError) as e:
+            # Only a record of who we met: start without it rather than not at all.
+            self.log.warn("cannot read known node ids from {path}: {error}",
+                          path=self.path, error=e)
 
     def add(self, node_id: str) -> bool:
         """

@@ -140,7 +140,8 @@ class Node(Service):
         self.node_id: Optional[str] = None
         self.identity: Optional[Identity] = None
         self.tls = tls
-        self.allow = frozenset(allow) if allow else None
+        # None: open to any node.  An empty set admits nobody (fail closed).
+        self.allow = frozenset(allow) if allow is not None else None
         self.known_ids = KnownIds(state_dir)
         # What we listen and dial with: the peer factory itself, or the
         # same factory behind TLS (set up once the identity is loaded).
@@ -229,7 +230,8 @@ class Node(Service):
             readable=format_id(self.node_id),
             security=(
                 "TLS off: --no-tls, for debugging only" if not self.tls
-                else f"TLS; only {len(self.allow)} allowed ids may connect" if self.allow
+                else f"TLS; only {len(self.allow)} allowed ids may connect"
+                if self.allow is not None
                 else "TLS; any node may connect"
             ),
         )
@@ -570,7 +572,9 @@ class Node(Service):
             entry.discovered = True
             self.log.info("heard node {id} on the LAN at {address}",
                           id=node_id[:12], address=str(address))
-        if restarted and not entry.dialing:
+        if restarted and not entry.dialing and entry.node_id == node_id:
+            # That very node answered here before and has restarted: dial
+            # now.  (A datagram alone never cuts an address's backoff.)
             entry.next_attempt = min(entry.next_attempt, now)
         self.dial_due()
 

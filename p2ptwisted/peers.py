@@ -201,7 +201,8 @@ def split_expected_id(text: str) -> Tuple[Optional[str], str]:
         try:
             return parse_id(prefix), rest
         except ValueError:
-            pass
+            if len(prefix) >= 16 and all(c in "0123456789abcdefABCDEF-: " for c in prefix):
+                raise  # meant as an id, mistyped: say so rather than dial "ID@host"
     return None, text
 
 

@@ -235,7 +235,11 @@ class PeerProtocol(Int32StringReceiver):
         """
         if self._closing:
             return
-        self.certificate_id = peer_id(self.transport)
+        try:
+            self.certificate_id = peer_id(self.transport)
+        except Exception as e:
+            self.drop(f"unreadable TLS certificate ({wire.safe_text(str(e), 80)})")
+            return
         if self.certificate_id is None:
             self.drop("no TLS certificate")
             return

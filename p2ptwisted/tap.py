@@ -56,7 +56,11 @@ def _server_description(option: str, value: str, interface: str = "") -> str:
 
 
 def _check_peer(value: str) -> str:
-    key, address, endpoint = parse_dial_target(split_expected_id(value)[1])
+    try:
+        target = split_expected_id(value)[1]
+    except ValueError as e:
+        raise usage.UsageError(f"--peer {value!r}: {e}") from None
+    key, address, endpoint = parse_dial_target(target)
     if endpoint is not None:
         try:
             endpoints.clientFromString(_ParseOnly(), endpoint)
@@ -203,10 +207,23 @@ class Options(usage.Options):
             self["limits"] = Limits.parse(self["limit"])
         except ValueError as e:
             raise usage.UsageError(f"--limit {e}") from None
-        if self["no-tls"] and (self["allow"] or self["trust"]):
+        pinned = [p for p in self["peers"] if split_expected_id(p)[0] is not None]
+        if self["no-tls"] and (self["allow"] or self["trust"] or pinned):
             raise usage.UsageError(
-                "--allow and --trust need TLS: without it a peer's id is not proven"
+                "--allow, --trust and --peer ID@ADDRESS need TLS: without it a peer's id"
+                " is not proven"
             )
+        self["allowed"] = None
+        if self["allow"] or self["trust"]:
+            try:
+                self["allowed"] = allowed_ids(self["allow"], self["trust"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--trust: {e}") from None
+            if not self["allowed"]:
+                raise usage.UsageError(
+                    "--trust: the files list no ids, so no node could connect; add ids"
+                    " (one per line) or leave out --trust"
+                )
         if self["manhole"] is not None:
             # A bare port binds the manhole to loopback only: it is a Python
             # prompt into the node, not something to offer the LAN by accident.
@@ -285,8 +302,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         max_per_address=options["max-per-address"],
         tls=not options["no-tls"],
         limits=options["limits"],
-        allow=allowed_ids(options["allow"], options["trust"])
-        if options["allow"] or options["trust"] else None,
+        allow=options["allowed"],
     )
     node.listen_host = _listen_host(options["listen"])
     node.setServiceParent(top)

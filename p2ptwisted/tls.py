@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from OpenSSL import SSL
+import hashlib
+
+from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
@@ -24,7 +26,7 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from p2ptwisted.identity import Identity, certificate_id
+from p2ptwisted.identity import Identity
 
 #: TLS 1.2 ciphers, if a peer's OpenSSL offers no 1.3: forward secrecy and
 #: AEAD only.  (TLS 1.3 suites are all of that kind already.)
@@ -82,11 +84,15 @@ def peer_id(transport) -> Optional[str]:
     """
     The node id proven by the certificate the peer presented on a TLS
     transport, or C{None} if it presented none.
+
+    The DER bytes are hashed as OpenSSL holds them, without parsing them
+    again: a peer may present any certificate OpenSSL accepts, and a
+    stricter parser's complaint must not become a traceback.
     """
     certificate = transport.getPeerCertificate()
     if certificate is None:
         return None
-    return certificate_id(certificate.to_cryptography())
+    return hashlib.sha256(crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)).hexdigest()
 
 
 def describe_tls_error(failure) -> str:

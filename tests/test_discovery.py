@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2ptwisted import peers as peers_module
+from p2ptwisted import wire
 from p2ptwisted.discovery import (
     ANNOUNCE_MAX,
     ANNOUNCE_MIN,
@@ -333,7 +334,7 @@ class ReceiveTests(SynchronousTestCase):
         unheard are forgotten first.
         """
         for n in range(MAX_HEARD + 50):
-            self.hear(datagram(self.node, 1000 + n))
+            self.hear(datagram(self.node, 1000 + n), (f"10.0.{n // 200}.{n % 200 + 1}", 12345))
         self.assertEqual(len(self.discovery.heard), MAX_HEARD)
         self.assertNotIn(node_id(1000), self.discovery.heard)
         self.assertIn(node_id(1000 + MAX_HEARD + 49), self.discovery.heard)
@@ -476,6 +477,32 @@ class ReceiveTests(SynchronousTestCase):
         self.assertTrue(self.node.running)
 
 
+class OnLinkTests(SynchronousTestCase):
+    """
+    Only neighbours count: a datagram whose source is outside the subnets
+    of the interfaces we joined on (a forged source, say) is ignored, so a
+    datagram can never make us dial off the LAN.
+    """
+
+    def test_off_link_source_ignored(self):
+        reactor = MulticastClock()
+        node = make_node(self, "a", reactor=reactor)
+        lan = Interface("eth0", "10.0.0.2", True, False, True, "255.255.255.0")
+        discovery = Discovery(node, reactor, listen_host="10.0.0.2", interfaces=lambda: [lan])
+        node.discovery = discovery
+        calls = []
+        node.discovered = lambda *args: calls.append(args)
+        discovery.startService()
+        self.addCleanup(discovery.stopService)
+        self.assertEqual([str(n) for n in discovery.networks], ["10.0.0.0/24"])
+        discovery.datagram_received(datagram(node, 5, port=4000), ("192.0.2.50", 12345))
+        discovery.datagram_received(datagram(node, 6, port=4000), ("10.0.1.9", 12345))
+        self.assertEqual(calls, [])
+        self.assertEqual(discovery.heard, {})
+        discovery.datagram_received(datagram(node, 7, port=4000), ("10.0.0.9", 12345))
+        self.assertEqual(calls, [("10.0.0.9", 4000, node_id(7), False)])
+
+
 class DiscoveredTests(SynchronousTestCase):
     """
     L{Node.discovered}: what hearing a node makes the node dial, through
@@ -559,9 +586,12 @@ class DiscoveredTests(SynchronousTestCase):
 
     def test_restart_makes_due_at_once(self):
         """
-        Deep in its backoff, a failing address is dialled at once when its
-        node announces a new instance id (it restarted).
+        Deep in its backoff, an address where that node answered before is
+        dialled at once when the node announces a new instance id (it
+        restarted).  (A datagram alone never cuts the backoff of an address
+        that never answered: see test_restart_of_unknown_address.)
         """
+        self.node.book.learn(wire.PeerAddress("10.0.0.7", 5000), 0.0, node_id=node_id(5))
         for second in range(200):
             if second % 5 == 0:
                 self.discovery.datagram_received(datagram(self.node, 5, port=5000),
@@ -580,6 +610,25 @@ class DiscoveredTests(SynchronousTestCase):
                                          ("10.0.0.7", 999))
         self.assertEqual(len(self.reactor.tcpClients), before + 1)
         self.assertEqual(self.reactor.tcpClients[-1][:2], ("10.0.0.7", 5000))
+
+    def test_restart_of_unknown_address(self):
+        """
+        A "restart" (new instance id) announced for an address that never
+        answered with that id leaves its backoff alone: forged datagrams
+        cannot make us hammer an address.
+        """
+        for second in range(200):
+            if second % 5 == 0:
+                self.discovery.datagram_received(datagram(self.node, 5, port=5000),
+                                                 ("10.0.0.7", 999))
+            self.fail_new_dials()
+            self.reactor.advance(1)
+        self.fail_new_dials()
+        before = len(self.reactor.tcpClients)
+        for inst in range(2, 12):
+            self.discovery.datagram_received(datagram(self.node, 5, port=5000, inst=inst),
+                                             ("10.0.0.7", 999))
+        self.assertEqual(len(self.reactor.tcpClients), before)
 
     def test_connected_node_not_dialled(self):
         """
@@ -841,6 +890,39 @@ class RealLoopbackTests(TestCase):
         node.discovery = discovery
         self.addCleanup(discovery.stopService)
         return node, discovery
+
+    @defer.inlineCallbacks
+    def test_unicast_is_not_heard(self):
+        """
+        The socket is bound to the group: a datagram sent straight to the
+        port (unicast, as anyone anywhere could) never reaches discovery,
+        while the same bytes to the group do.
+        """
+        from twisted.internet import reactor
+
+        node, discovery = self.start_node("a")
+        discovery.startService()
+        heard = defer.Deferred()
+        original = discovery.datagram_received
+        received_all = []
+
+        def received(data, address):
+            received_all.append(data)
+            original(data, address)
+            if not heard.called and "cd" * 32 in discovery.heard:
+                heard.callback(data)
+
+        discovery.datagram_received = received
+        other = encode(Announcement("cd" * 32, 4000, "01" * 8, node.tls))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"unicast " + other, ("127.0.0.1", self.udp_port))
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+            s.sendto(other, (self.group, self.udp_port))
+        data = yield heard.addTimeout(10, reactor)
+        self.assertEqual(data, other)
+        self.assertEqual(list(discovery.heard), ["cd" * 32])
+        self.assertEqual([d for d in received_all if d.startswith(b"unicast")], [])
+        self.assertEqual(discovery.malformed, 0)
 
     @defer.inlineCallbacks
     def test_three_nodes_find_each_other(self):

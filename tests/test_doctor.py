@@ -317,7 +317,9 @@ class DiscoveryLineTests(DoctorTestCase):
         """
         reactor = MulticastClock()
         a = make_node(self, "a", reactor=reactor)
-        discovery = self.start_discovery(a, reactor)
+        lan = Interface("eth0", "10.0.0.2", True, False, True, "255.255.255.0")
+        discovery = self.start_discovery(a, reactor, interfaces=lambda: [lan],
+                                         listen_host="10.0.0.2")
         reactor.advance(10)
         other = "ab" * 32
         discovery.datagram_received(
