@@ -66,6 +66,51 @@ class NoCertificate:
         return SSL.Connection(self._context, None)
 
 
+@implementer(IOpenSSLClientConnectionCreator)
+class OddCertificate:
+    """
+    A client that presents a certificate OpenSSL accepts but stricter
+    parsers (cryptography's) refuse: its notBefore time is not digits.
+    """
+
+    def __init__(self):
+        import datetime
+        import hashlib
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        from OpenSSL import crypto
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd")])
+        now = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+        der = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+               .public_key(key.public_key()).serial_number(7)
+               .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=9))
+               .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+        before = b"\x17\x0d" + now.strftime("%y%m%d%H%M%SZ").encode()
+        assert der.count(before) == 1
+        der = der.replace(before, b"\x17\x0d99XX01000000Z")
+        self.certificate = crypto.load_certificate(crypto.FILETYPE_ASN1, der)
+        try:
+            x509.load_der_x509_certificate(der).not_valid_before_utc
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("cryptography accepted the odd certificate")
+        self.node_id = hashlib.sha256(der).hexdigest()
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        context.use_certificate(self.certificate)
+        context.use_privatekey(key)
+        context.set_verify(SSL.VERIFY_NONE, lambda *args: True)
+        self._context = context
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        return SSL.Connection(self._context, None)
+
+
 async def connect(testcase, target: Target, creator=None) -> Attacker:
     """
     A raw connection to C{target}, behind TLS made by C{creator} if given;
@@ -193,6 +238,24 @@ class TLSFailureTests(TestCase):
         self.assertEqual(attacker.frames(), [])
         await target.check(self, before, attacker, lines=1,
                            pattern=r"TLS with 127\.0\.0\.1:\d+ failed: .*certificate")
+
+    async def test_certificate_strict_parsers_refuse(self):
+        """
+        A certificate OpenSSL accepts but a strict parser refuses (a
+        notBefore that is not digits) is just a certificate to us: its id
+        is the hash of its bytes, the peer may say HELLO with that id, and
+        nothing logs a traceback.
+        """
+        target = await Target.start(self)
+        before = target.baseline()
+        odd = OddCertificate()
+        attacker = await connect(self, target, odd)
+        await attacker.handshake.addTimeout(WAIT, reactor)
+        attacker.hello(node_id=odd.node_id)
+        await target.node.wait_for(lambda n: odd.node_id in n.connections).addTimeout(
+            WAIT, reactor)
+        attacker.transport.abortConnection()
+        await target.check(self, before, attacker, lines=None)
 
     async def test_certificate_not_allowed(self):
         """

@@ -101,10 +101,16 @@ class SecurityOptionsTests(SynchronousTestCase):
 
     def test_bad_values_are_usage_errors(self):
         missing = self.mktemp()
+        empty = self.mktemp()
+        with open(empty, "w") as f:
+            f.write("# nobody yet\n\n")
         for args, text in [
             (["--allow", "laptop"], "not a node id"),
             (["--trust", missing], "--trust"),
+            (["--trust", empty], "list no ids"),
             (["--no-tls", "--allow", self.node_id], "need TLS"),
+            (["--no-tls", "--peer", f"{self.node_id}@10.0.0.9:12345"], "need TLS"),
+            (["--peer", f"{self.node_id[:-1]}@10.0.0.9:12345"], "not a node id"),
         ]:
             e = self.assertRaises(usage.UsageError, parse, "--share", self.mktemp(), *args)
             self.assertIn(text, str(e))

@@ -117,6 +117,18 @@ class TLSTests(SynchronousTestCase):
         settle(pump, friend, b)
         self.assertIn(friend.node_id, b.connections)
 
+    def test_empty_allow_list_admits_nobody(self):
+        """
+        An empty allow list fails closed: nobody is admitted (it does not
+        mean "no list").
+        """
+        a = make_node(self, "a", tls=True)
+        b = make_node(self, "b", tls=True, allow=set())
+        client, server, pump = tls_link(a, b)
+        settle(pump, a, b)
+        self.assertEqual(b.connections, {})
+        self.assertEqual(a.connections, {})
+
     def test_dial_to_wrong_node_aborted(self):
         """
         A dial to an address where another node is expected is aborted once
