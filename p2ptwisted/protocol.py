@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Deque, Dict, Optional
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.internet.interfaces import IHandshakeListener
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
@@ -378,7 +378,7 @@ class PeerProtocol(Int32StringReceiver):
     def _hello_received(self, hello: wire.Hello) -> None:
         if self.tls and hello.node_id != self.certificate_id:
             self.drop(f"HELLO claims id {hello.node_id[:12]} but the TLS certificate"
-                      f" proves {self.certificate_id[:12]}")
+                      f" proves {(self.certificate_id or 'nothing')[:12]}")
             return
         self.hello = hello
         self.version = wire.negotiate_version(hello.versions)
