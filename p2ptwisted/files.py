@@ -24,8 +24,7 @@ from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 
-from p2ptwisted import limits, wire
-from p2ptwisted.limits import UPLOADS_PER_PEER
+from p2ptwisted import wire
 from p2ptwisted.share import Share, ShareError, conflict_name
 from p2ptwisted.transfer import Download, TransferFailed, Upload
 
@@ -36,9 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Downloads in flight from one peer, and in total.
 MAX_PER_PEER = 16
 MAX_TOTAL = 32
-
-#: Uploads one peer may have in flight from us; more are refused "busy".
-MAX_UPLOADS_PER_PEER = UPLOADS_PER_PEER
 
 #: Files one peer's catalog may hold for us to remember it.
 MAX_CATALOG_ENTRIES = 200_000
@@ -66,9 +62,9 @@ GONE_CODES = ("not_found", "changed", "not_regular")
 #: Seconds between two LISTs from one peer that we answer.
 LIST_SPACING = 5.0
 
-#: A download with no DATA for this many seconds is given up (and resumed
-#: later, from another peer if one has the file); checked every STALL_CHECK.
-STALL_TIMEOUT = limits.STALL_TIMEOUT
+#: How often downloads are checked for a stall (Limits.stall_timeout
+#: without DATA gives one up, to be resumed later, from another peer if one
+#: has the file).
 STALL_CHECK = 10.0
 
 #: Finished transfers remembered for operators.
@@ -847,7 +843,7 @@ class FileExchange:
     def _check_stalls(self) -> None:
         """
         Give up on downloads whose peer has sent nothing for them in
-        STALL_TIMEOUT seconds, although the connection lives (it answers
+        Limits.stall_timeout seconds, although the connection lives (it answers
         PING): their partial files stay, and another peer -- or the same one
         later -- resumes them.
         """

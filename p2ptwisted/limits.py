@@ -28,10 +28,10 @@ PING_INTERVAL = 30.0
 IDLE_TIMEOUT = 90.0
 
 #: PEERS frames from one peer closer together than this (seconds) are ignored.
-GOSSIP_SPACING = 1.0
+GOSSIP_MIN_SPACING = 1.0
 
 #: Uploads one peer may have in flight from us; more GETs are refused "busy".
-UPLOADS_PER_PEER = 64
+MAX_UPLOADS_PER_PEER = 64
 
 #: A download whose peer sends nothing for this long (seconds) is given up
 #: (the partial file is kept for resuming).
@@ -53,8 +53,8 @@ class Limits:
     ping_interval: float = attrs.field(default=PING_INTERVAL, validator=_positive)
     idle_timeout: float = attrs.field(default=IDLE_TIMEOUT, validator=_positive)
     gossip_entries: int = attrs.field(default=wire.MAX_PEERS_PER_FRAME, validator=_positive)
-    gossip_spacing: float = attrs.field(default=GOSSIP_SPACING, validator=_positive)
-    uploads_per_peer: int = attrs.field(default=UPLOADS_PER_PEER, validator=_positive)
+    gossip_spacing: float = attrs.field(default=GOSSIP_MIN_SPACING, validator=_positive)
+    uploads_per_peer: int = attrs.field(default=MAX_UPLOADS_PER_PEER, validator=_positive)
     stall_timeout: float = attrs.field(default=STALL_TIMEOUT, validator=_positive)
 
     def __attrs_post_init__(self):

@@ -32,16 +32,12 @@ from p2ptwisted.share import ScanStopped, Share
 from p2ptwisted.watch import ShareWatcher
 from p2ptwisted.identity import Identity, format_id, load_or_create_identity
 from p2ptwisted.knownids import KnownIds
-from p2ptwisted.limits import GOSSIP_SPACING, Limits
+from p2ptwisted.limits import Limits
 from p2ptwisted.state import StateLock
 from p2ptwisted.transfer import RateLimit
 
 #: Seconds between two PEERS frames to the same peer.
 GOSSIP_INTERVAL = 2.0
-
-#: A peer sending PEERS more often than this (seconds) has the extra
-#: frames ignored (the default of Limits.gossip_spacing).
-GOSSIP_MIN_SPACING = GOSSIP_SPACING
 
 #: How often the dialler looks for addresses that are due.
 DIAL_TICK = 1.0

@@ -32,12 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from p2ptwisted.peers import BookEntry
     from p2ptwisted.transfer import Download
 
-# The defaults of the timeouts a node's Limits set (see p2ptwisted.limits).
-from p2ptwisted.limits import HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, PING_INTERVAL  # noqa: E402
-
-__all__ = ["PeerProtocol", "PeerFactory", "HANDSHAKE_TIMEOUT", "PING_INTERVAL",
-           "IDLE_TIMEOUT", "CLOSE_TIMEOUT", "TRANSPORT_BUFFER"]
-
 #: How long a graceful close may take before we abort the connection.
 CLOSE_TIMEOUT = 10.0
 

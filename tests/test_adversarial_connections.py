@@ -22,7 +22,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2ptwisted import logbudget, protocol, wire
+from p2ptwisted import limits, logbudget, wire
 from p2ptwisted.identity import load_or_create_identity
 from p2ptwisted.tls import PeerTLS
 from p2ptwisted.transfer import UploadScheduler
@@ -94,7 +94,7 @@ class InMemoryTimeoutTests(SynchronousTestCase):
         self.flush(pump)
         where = f"10.0.0.5:{server.transport.getPeer().port}"
         self.assertEqual(node.pending, [server])
-        self.reactor.advance(protocol.HANDSHAKE_TIMEOUT - 0.5)
+        self.reactor.advance(limits.HANDSHAKE_TIMEOUT - 0.5)
         self.flush(pump)
         self.assertFalse(client.lost)
         self.reactor.advance(1)
@@ -124,7 +124,7 @@ class InMemoryTimeoutTests(SynchronousTestCase):
         self.flush(pump)
         inner = wrapper.wrappedProtocol
         self.assertEqual(node.pending, [inner])
-        self.reactor.advance(protocol.HANDSHAKE_TIMEOUT - 0.5)
+        self.reactor.advance(limits.HANDSHAKE_TIMEOUT - 0.5)
         self.flush(pump)
         self.assertFalse(client.lost)
         self.reactor.advance(1)
@@ -160,7 +160,7 @@ class InMemoryTimeoutTests(SynchronousTestCase):
         self.assertEqual(inner.certificate_id, identity.node_id)
         self.assertIsInstance(raw.frames()[0], wire.Hello)
         self.assertEqual(node.pending, [inner])
-        self.reactor.advance(protocol.HANDSHAKE_TIMEOUT - 0.5)
+        self.reactor.advance(limits.HANDSHAKE_TIMEOUT - 0.5)
         self.flush(pump)
         self.assertFalse(raw.lost)
         self.reactor.advance(1)
@@ -190,13 +190,13 @@ class InMemoryTimeoutTests(SynchronousTestCase):
         def pings():
             return [m for m in client.frames() if isinstance(m, wire.Ping)]
 
-        self.reactor.advance(protocol.PING_INTERVAL - 0.5)
+        self.reactor.advance(limits.PING_INTERVAL - 0.5)
         self.flush(pump)
         self.assertEqual(pings(), [])
         self.reactor.advance(1)
         self.flush(pump)
         self.assertEqual(len(pings()), 1)
-        self.reactor.advance(protocol.IDLE_TIMEOUT - protocol.PING_INTERVAL - 1)
+        self.reactor.advance(limits.IDLE_TIMEOUT - limits.PING_INTERVAL - 1)
         self.flush(pump)
         self.assertEqual(len(pings()), 1)
         self.assertFalse(client.lost)

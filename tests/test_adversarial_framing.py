@@ -24,7 +24,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2ptwisted import protocol, wire
+from p2ptwisted import limits, wire
 from p2ptwisted.logbudget import LogBudget
 
 from .adversary import SHARED_BYTES, SHARED_NAME, WAIT, Target
@@ -474,7 +474,7 @@ class InMemoryFramingTests(SynchronousTestCase):
         hello = message(wire.Hello(versions=(1,), node_id=self.other_id, listen_ports=(),
                                    name="half"))
         proto.dataReceived(hello[:20])
-        self.clock.advance(protocol.HANDSHAKE_TIMEOUT - 0.1)
+        self.clock.advance(limits.HANDSHAKE_TIMEOUT - 0.1)
         self.assertFalse(transport.disconnecting)
         self.clock.advance(0.2)
         self.assertTrue(transport.disconnecting)
@@ -495,14 +495,14 @@ class InMemoryFramingTests(SynchronousTestCase):
         proto, transport = self.connect()
         hello = message(wire.Hello(versions=(1,), node_id=self.other_id, listen_ports=(),
                                    name="slow"))
-        self.assertGreater(len(hello), protocol.HANDSHAKE_TIMEOUT + 5)
+        self.assertGreater(len(hello), limits.HANDSHAKE_TIMEOUT + 5)
         for i in range(len(hello)):
             if transport.disconnecting:
                 break
             proto.dataReceived(hello[i:i + 1])
             self.clock.advance(1.0)
         self.assertTrue(transport.disconnecting)
-        self.assertLessEqual(i, protocol.HANDSHAKE_TIMEOUT + 1)
+        self.assertLessEqual(i, limits.HANDSHAKE_TIMEOUT + 1)
         [line] = self.drops()
         self.assertIn("no HELLO within", line)
         self.assertNotIn(self.other_id, self.node.connections)

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from p2ptwisted import limits
 from p2ptwisted import node as node_module
 from p2ptwisted import peers as peers_module
 from p2ptwisted import wire
@@ -353,7 +354,7 @@ class GossipInMemoryTests(SynchronousTestCase):
         about = [line for line in visible(self.events, mark)
                  if server.describe() in line and "PEERS" in line]
         self.assertEqual(about, [])
-        self.reactor.advance(node_module.GOSSIP_MIN_SPACING)
+        self.reactor.advance(limits.GOSSIP_MIN_SPACING)
         client.send(peers_frame(["192.0.2.100:12345"]))
         pump.flush()
         self.assertIsNotNone(self.node.book.get("192.0.2.100:12345"))

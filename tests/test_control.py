@@ -24,7 +24,7 @@ from p2ptwisted import node as node_module
 from p2ptwisted import wire
 from p2ptwisted.control import Control, PeerInfo
 from p2ptwisted.identity import format_id
-from p2ptwisted.protocol import PING_INTERVAL
+from p2ptwisted.limits import PING_INTERVAL
 from p2ptwisted.transfer import CHUNK_SIZE, partial_name
 
 from .helpers import capture_logs

@@ -30,6 +30,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from p2ptwisted import limits
 from p2ptwisted import files as files_module
 from p2ptwisted import wire
 from p2ptwisted.share import PARTIAL_PREFIX, conflict_name, new_hasher
@@ -1056,8 +1057,8 @@ class StallTests(SynchronousTestCase):
         [upload] = list(scheduler.uploads)
         scheduler.uploads.clear()  # still in flight, never sent
         stalled_at = mesh.reactor.seconds()
-        mesh.run(lambda: cancels, timeout=files_module.STALL_TIMEOUT + 2 * files_module.STALL_CHECK)
-        self.assertGreaterEqual(mesh.reactor.seconds() - stalled_at, files_module.STALL_TIMEOUT)
+        mesh.run(lambda: cancels, timeout=limits.STALL_TIMEOUT + 2 * files_module.STALL_CHECK)
+        self.assertGreaterEqual(mesh.reactor.seconds() - stalled_at, limits.STALL_TIMEOUT)
         self.assertEqual(a.connections[b.node_id], client)  # the connection lives on
         [kept] = partials(a)
         self.assertGreaterEqual(os.path.getsize(os.path.join(a.share_dir, kept)), MiB)

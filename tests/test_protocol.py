@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2ptwisted import protocol, wire
+from p2ptwisted import limits, wire
 from p2ptwisted.logbudget import LogBudget
 from p2ptwisted.wire import Hello, Peers, Ping, Pong, decode_frame, encode_frame
 
@@ -128,7 +128,7 @@ class HandshakeTests(ProtocolTestMixin, SynchronousTestCase):
 
     def test_handshake_timeout(self):
         proto, transport = self.connect()
-        self.clock.advance(protocol.HANDSHAKE_TIMEOUT - 0.1)
+        self.clock.advance(limits.HANDSHAKE_TIMEOUT - 0.1)
         self.assertFalse(transport.disconnecting)
         self.clock.advance(0.2)
         self.assertTrue(transport.disconnecting)
@@ -218,10 +218,10 @@ class LivenessTests(ProtocolTestMixin, SynchronousTestCase):
     def test_ping_after_exactly_the_interval(self):
         proto, transport = self.connect()
         proto.dataReceived(framed(other_hello()))
-        self.clock.advance(protocol.PING_INTERVAL - 1)
+        self.clock.advance(limits.PING_INTERVAL - 1)
         proto.dataReceived(framed(Ping(1)))  # the peer is alive: restart the count
         transport.clear()
-        self.clock.advance(protocol.PING_INTERVAL - 0.5)
+        self.clock.advance(limits.PING_INTERVAL - 0.5)
         self.assertEqual([m for m in read_frames(transport.value()) if isinstance(m, Ping)], [])
         self.clock.advance(0.5)
         self.assertEqual(len([m for m in read_frames(transport.value()) if isinstance(m, Ping)]), 1)
@@ -231,11 +231,11 @@ class LivenessTests(ProtocolTestMixin, SynchronousTestCase):
         proto.dataReceived(framed(other_hello()))
         self.clock.advance(2.0)  # let the first gossip go out
         transport.clear()
-        self.clock.advance(protocol.PING_INTERVAL)
+        self.clock.advance(limits.PING_INTERVAL)
         pings = [m for m in read_frames(transport.value()) if isinstance(m, Ping)]
         self.assertEqual(len(pings), 1)
         self.assertFalse(transport.disconnecting)
-        self.clock.advance(protocol.IDLE_TIMEOUT)
+        self.clock.advance(limits.IDLE_TIMEOUT)
         self.assertTrue(transport.disconnecting)
         self.assertIn("silent for", self.drops()[0])
 
@@ -243,7 +243,7 @@ class LivenessTests(ProtocolTestMixin, SynchronousTestCase):
         proto, transport = self.connect()
         proto.dataReceived(framed(other_hello()))
         for i in range(10):
-            self.clock.advance(protocol.PING_INTERVAL)
+            self.clock.advance(limits.PING_INTERVAL)
             for message in read_frames(transport.value()):
                 if isinstance(message, Ping):
                     proto.dataReceived(framed(Pong(message.nonce)))
