@@ -16,7 +16,7 @@ import datetime
 import hashlib
 import os
 import secrets
-from typing import Iterable, List, Set
+from typing import List
 
 import attrs
 from cryptography import x509
@@ -100,16 +100,6 @@ def read_trust_file(path: str) -> List[str]:
                 ids.append(parse_id(first))
             except ValueError as e:
                 raise ValueError(f"{path}, line {number}: {e}") from None
-    return ids
-
-
-def allowed_ids(allow: Iterable[str], trust_files: Iterable[str]) -> Set[str]:
-    """
-    The set of ids an operator allows, from C{--allow} and C{--trust}.
-    """
-    ids = {parse_id(text) for text in allow}
-    for path in trust_files:
-        ids.update(read_trust_file(path))
     return ids
 
 

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from p2ptwisted import wire
-from p2ptwisted.identity import allowed_ids, parse_id, read_trust_file
+from p2ptwisted.identity import parse_id, read_trust_file
 from p2ptwisted.limits import Limits
 from p2ptwisted.peers import parse_dial_target, split_expected_id
 from p2ptwisted.state import StateError
@@ -135,7 +135,8 @@ class Options(usage.Options):
         super().__init__()
         self["peers"] = []
         self["allow"] = []
-        self["trust"] = []
+        self["trust"] = []  # the ids read from the --trust files
+        self["trust-files"] = []
         self["limit"] = []
 
     def opt_limit(self, value: str) -> None:
@@ -165,10 +166,10 @@ class Options(usage.Options):
         combines with --allow).
         """
         try:
-            read_trust_file(path)
+            self["trust"].extend(read_trust_file(path))
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--trust: {e}") from None
-        self["trust"].append(os.path.abspath(path))
+        self["trust-files"].append(os.path.abspath(path))
 
     def opt_peer(self, value: str) -> None:
         """
@@ -208,17 +209,14 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--limit {e}") from None
         pinned = [p for p in self["peers"] if split_expected_id(p)[0] is not None]
-        if self["no-tls"] and (self["allow"] or self["trust"] or pinned):
+        if self["no-tls"] and (self["allow"] or self["trust-files"] or pinned):
             raise usage.UsageError(
                 "--allow, --trust and --peer ID@ADDRESS need TLS: without it a peer's id"
                 " is not proven"
             )
         self["allowed"] = None
-        if self["allow"] or self["trust"]:
-            try:
-                self["allowed"] = allowed_ids(self["allow"], self["trust"])
-            except (OSError, ValueError) as e:
-                raise usage.UsageError(f"--trust: {e}") from None
+        if self["allow"] or self["trust-files"]:
+            self["allowed"] = set(self["allow"]) | set(self["trust"])
             if not self["allowed"]:
                 raise usage.UsageError(
                     "--trust: the files list no ids, so no node could connect; add ids"
