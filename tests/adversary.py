@@ -38,6 +38,8 @@ from p2ptwisted import wire
 from p2ptwisted.identity import load_or_create_identity
 from p2ptwisted.tls import PeerTLS
 
+from .helpers import first_scan
+
 #: Bound on every wait in the suite; things take milliseconds.
 WAIT = 20
 
@@ -195,15 +197,7 @@ class Target:
         testcase.addCleanup(globalLogPublisher.removeObserver, observe)
         service = makeService(options, reactor=reactor)
         node = service.getServiceNamed("node")
-        scanned = Deferred()
-        original = node.files.local_changed
-
-        def noticed(changed, gone):
-            original(changed, gone)
-            if not scanned.called and SHARED_NAME in node.share.files:
-                scanned.callback(None)
-
-        node.files.local_changed = noticed
+        scanned = first_scan(node, SHARED_NAME)
         service.startService()
         testcase.addCleanup(lambda: service.running and service.stopService())
         await scanned.addTimeout(WAIT, reactor)

@@ -122,3 +122,70 @@ class RealNodes:
         node = service.getServiceNamed("node")
         node.address = f"127.0.0.1:{node.listen_ports[0]}"
         return service, node
+
+
+def first_scan(node, path):
+    """
+    A Deferred that fires once the node's start-up scan has catalogued
+    C{path}.  (C{node.rescan()} asked during the start-up scan never fires:
+    see RescanTests; so watch what the scan reports instead.)
+    """
+    from twisted.internet.defer import Deferred
+
+    scanned = Deferred()
+    local_changed = node.files.local_changed
+
+    def noticed(changed, gone):
+        local_changed(changed, gone)
+        if not scanned.called and path in node.share.files:
+            scanned.callback(None)
+
+    node.files.local_changed = noticed
+    return scanned
+
+
+def first_pause(testcase):
+    """
+    A Deferred that fires with the first upload scheduler to be paused by
+    its transport (for the rest of C{testcase}).
+    """
+    from twisted.internet.defer import Deferred
+
+    from p2ptwisted.transfer import UploadScheduler
+
+    paused = Deferred()
+    pause = UploadScheduler.pauseProducing
+
+    def pause_and_tell(scheduler):
+        pause(scheduler)
+        if not paused.called:
+            paused.callback(scheduler)
+
+    testcase.patch(UploadScheduler, "pauseProducing", pause_and_tell)
+    return paused
+
+
+async def until_settled(scheduler, transport, quiet=50, turns=3000):
+    """
+    Let the reactor run until a paused scheduler has made no progress for
+    C{quiet} turns (the kernel's buffers are full), at most C{turns} turns.
+
+    @return: (the number of quiet turns reached, the most output the
+        socket C{transport} ever held buffered).
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    buffered_max = 0
+    last, still = -1, 0
+    for _ in range(turns):
+        await deferLater(reactor, 0, lambda: None)
+        buffered = len(transport.dataBuffer) + transport._tempDataLen
+        buffered_max = max(buffered_max, buffered)
+        if scheduler.bytes_sent == last and scheduler.paused:
+            still += 1
+            if still >= quiet:
+                break
+        else:
+            last, still = scheduler.bytes_sent, 0
+    return still, buffered_max

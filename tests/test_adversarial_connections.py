@@ -17,7 +17,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import Factory
-from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -25,10 +24,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from p2ptwisted import limits, logbudget, wire
 from p2ptwisted.identity import load_or_create_identity
 from p2ptwisted.tls import PeerTLS
-from p2ptwisted.transfer import UploadScheduler
 
 from .adversary import FORBIDDEN, REFUSAL, WAIT, Attacker, Target
-from .helpers import make_node
+from .helpers import first_pause, make_node, until_settled
 from .test_adversarial_gossip import (
     RawPeer,
     capture_events,
@@ -504,15 +502,7 @@ class TransferTests(TestCase):
         """
         target, entry = await self.start()
         before = target.baseline()
-        paused = Deferred()
-        pause = UploadScheduler.pauseProducing
-
-        def pause_and_tell(scheduler):
-            pause(scheduler)
-            if not paused.called:
-                paused.callback(scheduler)
-
-        self.patch(UploadScheduler, "pauseProducing", pause_and_tell)
+        paused = first_pause(self)
         attacker = await target.attack()
         attacker.transport.pauseProducing()  # stop reading from the socket
         attacker.hello()
@@ -522,17 +512,7 @@ class TransferTests(TestCase):
         self.assertIs(proto.scheduler, scheduler)
         socket_transport = proto.transport.transport
 
-        buffered_max, last, still = 0, -1, 0
-        for _ in range(3000):
-            await deferLater(reactor, 0, lambda: None)
-            buffered = len(socket_transport.dataBuffer) + socket_transport._tempDataLen
-            buffered_max = max(buffered_max, buffered)
-            if scheduler.bytes_sent == last and scheduler.paused:
-                still += 1
-                if still >= 50:
-                    break
-            else:
-                last, still = scheduler.bytes_sent, 0
+        still, buffered_max = await until_settled(scheduler, socket_transport)
         self.assertEqual(still, 50, "the scheduler never settled")
         self.assertTrue(scheduler.paused)
         self.assertLess(buffered_max, self.MAX_BUFFERED)

@@ -25,7 +25,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -35,9 +34,9 @@ from p2ptwisted import files as files_module
 from p2ptwisted import wire
 from p2ptwisted.share import PARTIAL_PREFIX, conflict_name, new_hasher
 from p2ptwisted.tap import Options, makeService
-from p2ptwisted.transfer import SMALL_FILE, UploadScheduler, partial_name
+from p2ptwisted.transfer import SMALL_FILE, partial_name
 
-from .helpers import capture_logs, link, make_node
+from .helpers import capture_logs, first_pause, first_scan, link, make_node, until_settled
 
 MiB = 1024 * 1024
 
@@ -550,30 +549,13 @@ class SlowReaderTests(TestCase):
             for i in range(64):
                 f.write(block[i:] + block[:i])
         options = Options()
-        options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "--share", share, "--no-tls", "--no-discover",
+        options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "--share", share,
+                              "--no-tls", "--no-discover",
                               "--state", os.path.join(base, "state"), "--name", "server"])
         service = makeService(options, reactor=reactor)
         node = service.getServiceNamed("node")
-        # node.rescan() called during the start-up scan never fires (see
-        # RescanTests), so wait for the start-up scan itself to report.
-        scanned = Deferred()
-        local_changed = node.files.local_changed
-
-        def noticed(changed, gone):
-            local_changed(changed, gone)
-            if not scanned.called and "big.bin" in node.share.files:
-                scanned.callback(None)
-
-        self.patch(node.files, "local_changed", noticed)
-        paused = Deferred()
-        pause = UploadScheduler.pauseProducing
-
-        def pause_and_tell(scheduler):
-            pause(scheduler)
-            if not paused.called:
-                paused.callback(scheduler)
-
-        self.patch(UploadScheduler, "pauseProducing", pause_and_tell)
+        scanned = first_scan(node, "big.bin")
+        paused = first_pause(self)
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         await scanned.addTimeout(20, reactor)
@@ -594,18 +576,7 @@ class SlowReaderTests(TestCase):
 
         # Let the reactor run until the kernel's buffers are full and the
         # scheduler has stopped making progress.
-        buffered_max = 0
-        last, still = -1, 0
-        for turn in range(3000):
-            await deferLater(reactor, 0, lambda: None)
-            buffered = len(transport.dataBuffer) + transport._tempDataLen
-            buffered_max = max(buffered_max, buffered)
-            if scheduler.bytes_sent == last and scheduler.paused:
-                still += 1
-                if still >= 50:
-                    break
-            else:
-                last, still = scheduler.bytes_sent, 0
+        still, buffered_max = await until_settled(scheduler, transport)
         self.assertEqual(still, 50, "the scheduler never settled")
         self.assertTrue(scheduler.paused)
         self.assertLess(buffered_max, self.MAX_BUFFERED)
