@@ -30,7 +30,6 @@ from twisted.application.service import Service
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from p2ptwisted.logbudget import LogBudget
 
 #: The multicast group (administratively scoped, RFC 2365) and UDP port.
 GROUP = "239.255.43.21"
@@ -208,7 +207,6 @@ class Discovery(Service):
         self.malformed = 0
         self._reactions: Dict[str, float] = {}
         self._source_ids: Dict[str, Dict[str, float]] = {}
-        self._budget = LogBudget(clock=reactor)
         self._listening = None
         self._timer = None
 
@@ -337,7 +335,9 @@ class Discovery(Service):
             announcement = decode(data)
         except MalformedAnnouncement as e:
             self.malformed += 1
-            suppressed = self._budget.spend(host)
+            # The node's per-host budget: one host gets one allowance,
+            # whether it misbehaves by TCP or by datagram.
+            suppressed = self.node.log_budget.spend(host)
             if suppressed is not None:
                 self.log.info(
                     "ignoring a malformed LAN announcement from {host}: {why}{more}",
