@@ -156,9 +156,6 @@ def announce_interfaces(listen_host: str, interfaces: List[Interface]) -> List[I
     return [i for i in interfaces if i.up and not i.loopback and i.multicast]
 
 
-def announce_addresses(listen_host: str, interfaces: List[Interface]) -> List[str]:
-    return [i.address for i in announce_interfaces(listen_host, interfaces)]
-
 
 class _Receiver(DatagramProtocol):
     noisy = False

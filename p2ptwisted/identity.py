@@ -43,10 +43,6 @@ class Identity:
     certificate: x509.Certificate
     node_id: str
 
-    @property
-    def readable(self) -> str:
-        return format_id(self.node_id)
-
 
 def certificate_id(certificate: x509.Certificate) -> str:
     """

@@ -35,7 +35,7 @@ from p2ptwisted.discovery import (
     Discovery,
     Interface,
     MalformedAnnouncement,
-    announce_addresses,
+    announce_interfaces,
     decode,
     encode,
 )
@@ -266,6 +266,10 @@ class DatagramTests(SynchronousTestCase):
         self.assertEqual(decode(encode(a) + b"\x00future fields" * 10), a)
 
 
+def announce_addresses_of(listen_host, interfaces):
+    return [i.address for i in announce_interfaces(listen_host, interfaces)]
+
+
 class AnnounceAddressesTests(SynchronousTestCase):
     interfaces = [
         Interface("lo", "127.0.0.1", True, True, False),
@@ -280,17 +284,17 @@ class AnnounceAddressesTests(SynchronousTestCase):
         A node bound to one address announces on that interface alone
         (whatever its multicast flag), if it is up.
         """
-        self.assertEqual(announce_addresses("192.0.2.2", self.interfaces), ["192.0.2.2"])
-        self.assertEqual(announce_addresses("127.0.0.1", self.interfaces), ["127.0.0.1"])
-        self.assertEqual(announce_addresses("10.8.0.1", self.interfaces), ["10.8.0.1"])
+        self.assertEqual(announce_addresses_of("192.0.2.2", self.interfaces), ["192.0.2.2"])
+        self.assertEqual(announce_addresses_of("127.0.0.1", self.interfaces), ["127.0.0.1"])
+        self.assertEqual(announce_addresses_of("10.8.0.1", self.interfaces), ["10.8.0.1"])
 
     def test_bound_address_down_or_unknown(self):
         """
         Bound to an interface that is down, or to an address no interface
         has: nothing to announce on.
         """
-        self.assertEqual(announce_addresses("198.51.100.7", self.interfaces), [])
-        self.assertEqual(announce_addresses("192.0.2.99", self.interfaces), [])
+        self.assertEqual(announce_addresses_of("198.51.100.7", self.interfaces), [])
+        self.assertEqual(announce_addresses_of("192.0.2.99", self.interfaces), [])
 
     def test_all_interfaces(self):
         """
@@ -298,7 +302,7 @@ class AnnounceAddressesTests(SynchronousTestCase):
         loopback and can multicast.
         """
         for host in ("", "0.0.0.0", "::"):
-            self.assertEqual(announce_addresses(host, self.interfaces),
+            self.assertEqual(announce_addresses_of(host, self.interfaces),
                              ["192.0.2.2", "203.0.113.9"])
 
 
