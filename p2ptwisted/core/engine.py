@@ -1,0 +1,301 @@
+# -*- test-case-name: tests.test_engine -*-
+"""
+The sync engine: the bookkeeping between the index, the peers' indexes
+and the planner, for one folder.  Pure, like the rest of L{p2ptwisted.core}:
+the shell (the node, or the simulator) feeds it events with the time, asks
+it what to send and what to do, and tells it how the doing went.
+
+Index exchange, as the engine sees it:
+
+  - On connect each side says which of the other's index it already has
+    (L{SyncEngine.hello}: the other's index id and the highest sequence
+    received).  The other then sends only entries above that sequence
+    (L{SyncEngine.outgoing}); a different index id means "start over".
+  - Entries from a peer (L{SyncEngine.entries_received}) are checked
+    (paths we never sync, vectors out of bounds, older than what that peer
+    already told us) and stored; each path they touch is planned again.
+  - Planning (L{SyncEngine.next_actions}) runs the planner over the paths
+    marked dirty, at most one action per path in flight; a failed action
+    is retried after a delay the shell chooses.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+
+import attrs
+
+from p2ptwisted.core.index import Entry, IndexStore, LocalIndex, Observed
+from p2ptwisted.core.planner import MOVE, SEND_RECEIVE, Action, pair_renames, plan, target
+from p2ptwisted.core.versions import VersionError, check_counters
+
+
+@attrs.define
+class PeerState:
+    """
+    How far the index exchange with one connected peer has got.
+
+    @ivar sent: our highest sequence this peer has from us.
+    @ivar ready: whether its hello arrived (until then we do not know what
+        it has, so we send nothing).
+    """
+
+    peer: str
+    sent: int = 0
+    ready: bool = False
+
+
+@attrs.frozen
+class Hello:
+    """
+    What we tell a peer on connecting: our index id, and the highest
+    sequence we hold of its index (under the index id it had then).
+    """
+
+    index_id: str
+    have_index_id: str
+    have_sequence: int
+
+
+@attrs.frozen
+class Received:
+    """
+    The outcome of a batch of a peer's entries.
+    """
+
+    stored: int
+    rejected: Tuple[str, ...] = ()
+    stale: int = 0
+
+
+class SyncEngine:
+    """
+    One folder's sync state on one node.
+
+    @ivar dirty: paths to plan again.
+    @ivar busy: actions handed to the shell and not yet reported, by path.
+    @ivar waiting: paths whose last action failed, with the time from which
+        they may be tried again.
+    """
+
+    def __init__(self, index: LocalIndex, store: IndexStore, *, mode: str = SEND_RECEIVE,
+                 ignored: Callable[[str], bool] = lambda path: False):
+        self.index = index
+        self.store = store
+        self.mode = mode
+        self.ignored = ignored
+        self.peers: Dict[str, PeerState] = {}
+        self.dirty: Set[str] = set()
+        self.busy: Dict[str, Action] = {}
+        self.waiting: Dict[str, float] = {}
+
+    def sweep(self) -> None:
+        """
+        Plan every path we know of (at start: what peers told us before we
+        stopped may still be waiting to be applied).
+        """
+        self.dirty.update(self.store.paths())
+
+    @property
+    def me(self) -> str:
+        return self.index.me
+
+    # -- peers and index exchange ------------------------------------------------
+
+    def peer_connected(self, peer: str) -> Hello:
+        self.peers[peer] = PeerState(peer)
+        their_id = self.store.meta(f"peer-index:{peer}") or ""
+        their_seq = int(self.store.meta(f"peer-sequence:{peer}") or 0)
+        return Hello(index_id=self.index.index_id, have_index_id=their_id,
+                     have_sequence=their_seq if their_id else 0)
+
+    def hello_received(self, peer: str, hello: Hello) -> None:
+        """
+        The peer said what it has of our index, and what its own index is.
+        """
+        state = self.peers.setdefault(peer, PeerState(peer))
+        known = self.store.meta(f"peer-index:{peer}")
+        if known != hello.index_id:
+            # Its sequences start over: forget what it told us before.
+            if known is not None:
+                for path in self._remote_paths(peer):
+                    self.dirty.add(path)
+            self.store.remote_drop(peer)
+            self.store.set_meta(f"peer-index:{peer}", hello.index_id)
+            self.store.set_meta(f"peer-sequence:{peer}", "0")
+        ok = hello.have_index_id == self.index.index_id
+        state.sent = min(hello.have_sequence, self.index.sequence) if ok else 0
+        state.ready = True
+
+    def _remote_paths(self, peer: str) -> List[str]:
+        return [p for p in self.store.paths() if peer in self.store.remote_for(p)]
+
+    def peer_lost(self, peer: str) -> None:
+        """
+        The peer went away.  What it told us stays (its versions still
+        count, and a reconnect picks up where it left off); it is no longer
+        a source.
+        """
+        self.peers.pop(peer, None)
+
+    def outgoing(self, peer: str, limit: int = 1000) -> List[Entry]:
+        """
+        The next entries this peer has not had from us, in sequence order;
+        calling it again gives the ones after.
+        """
+        state = self.peers.get(peer)
+        if state is None or not state.ready or state.sent >= self.index.sequence:
+            return []
+        entries = self.index.since(state.sent, limit)
+        if entries:
+            state.sent = entries[-1].sequence
+        else:
+            state.sent = self.index.sequence
+        return entries
+
+    def has_outgoing(self, peer: str) -> bool:
+        state = self.peers.get(peer)
+        return state is not None and state.ready and state.sent < self.index.sequence
+
+    def entries_received(self, peer: str, entries: Iterable[Entry], now: int) -> Received:
+        """
+        Store a peer's entries, refusing any that could harm us, and mark
+        their paths for planning.
+        """
+        rejected: List[str] = []
+        good: List[Entry] = []
+        stale = 0
+        top = int(self.store.meta(f"peer-sequence:{peer}") or 0)
+        for entry in entries:
+            if self.ignored(entry.path):
+                continue
+            try:
+                check_counters(entry.version, now)
+            except VersionError as e:
+                rejected.append(f"{entry.path}: {e}")
+                continue
+            old = self.store.remote_for(entry.path).get(peer)
+            if old is not None and (old.version.dominates(entry.version)
+                                    or old.version == entry.version):
+                stale += 1
+                continue
+            good.append(entry)
+            top = max(top, entry.sequence)
+        if good:
+            self.store.remote_put(peer, good)
+            self.dirty.update(e.path for e in good)
+        self.store.set_meta(f"peer-sequence:{peer}", str(top))
+        return Received(stored=len(good), rejected=tuple(rejected), stale=stale)
+
+    # -- local changes -----------------------------------------------------------
+
+    def local_changed(self, observed: Iterable[Observed], gone: Iterable[str],
+                      now: int) -> List[Entry]:
+        """
+        The scanner found these paths changed on disk, and these gone.
+        Returns the new entries (to announce).
+        """
+        made: List[Entry] = []
+        for item in observed:
+            entry = self.index.local_change(item, now)
+            if entry is not None:
+                made.append(entry)
+        for path in gone:
+            entry = self.index.local_delete(path, now)
+            if entry is not None:
+                made.append(entry)
+        self.dirty.update(e.path for e in made)
+        return made
+
+    # -- planning and applying -----------------------------------------------------
+
+    def next_actions(self, now: float, limit: int = 256) -> List[Action]:
+        """
+        Plan the dirty paths (at most C{limit} actions): what the shell
+        should do now.  Paths with an action in flight wait for it.
+        """
+        for path, when in list(self.waiting.items()):
+            if when <= now:
+                del self.waiting[path]
+                self.dirty.add(path)
+        actions: List[Action] = []
+        for path in sorted(self.dirty):
+            if len(actions) >= limit:
+                break
+            if path in self.busy:
+                continue
+            self.dirty.discard(path)
+            action = plan(path, self.index.get(path), self.store.remote_for(path),
+                          me=self.me, now=int(now), mode=self.mode)
+            if action is not None:
+                actions.append(action)
+        actions = pair_renames(actions)
+        for action in actions:
+            self.busy[action.path] = action
+            if action.kind == MOVE:
+                self.busy[action.source.path] = action
+        return actions
+
+    def sources_for(self, action: Action) -> Tuple[str, ...]:
+        """
+        The connected peers that can send an action's bytes.
+        """
+        return tuple(p for p in action.sources if p in self.peers)
+
+    def done(self, action: Action) -> List[Entry]:
+        """
+        The shell applied C{action} to the disk: adopt its versions.
+        """
+        self._release(action)
+        adopted = [self.index.adopt(action.entry)]
+        if action.kind == MOVE:
+            adopted.append(self.index.adopt(action.source.entry))
+        return adopted
+
+    def failed(self, action: Action, retry_at: Optional[float]) -> None:
+        """
+        The action could not be done (the disk changed under it, no source,
+        an error): plan its path again from C{retry_at}, or at once if
+        C{None} (say, once the shell has rescanned it).
+        """
+        self._release(action)
+        paths = [action.path] + ([action.source.path] if action.kind == MOVE else [])
+        for path in paths:
+            if retry_at is None:
+                self.dirty.add(path)
+            else:
+                self.waiting[path] = retry_at
+
+    def needed_under(self, path: str, now: int, limit: int = 10_000) -> bool:
+        """
+        Whether anything we hold under directory C{path} is still wanted
+        there (its version, all things known, is live): then the directory
+        must not be deleted or replaced by a file.
+        """
+        for child in self.store.live_under(path, limit):
+            candidates = [child] + list(self.store.remote_for(child.path).values())
+            if target(candidates, self.me, now).entry.live:
+                return True
+        return False
+
+    def revive(self, action: Action, now: int) -> Entry:
+        """
+        Keep the directory at C{action.path} instead of deleting or
+        replacing it, because it holds files still needed: a new version of
+        ours, concurrent with the one that would remove it, which wins the
+        conflict (a directory beats a file, a live version beats a
+        deletion), so every node keeps the directory and a file that lost
+        is kept as a conflict copy.
+        """
+        self._release(action)
+        entry = self.index.bump(action.path, now)
+        self.dirty.add(action.path)
+        return entry
+
+    def _release(self, action: Action) -> None:
+        self.busy.pop(action.path, None)
+        if action.kind == MOVE:
+            self.busy.pop(action.source.path, None)
+
+    def in_sync(self) -> bool:
+        return not (self.dirty or self.busy or self.waiting)

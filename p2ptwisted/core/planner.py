@@ -1,0 +1,235 @@
+# -*- test-case-name: tests.test_planner -*-
+"""
+The planner: given what we hold at a path and what our peers hold there,
+decide what to do.  Pure: no disk, no network, no clock (C{now} is passed
+in).
+
+The rules, which every node applies the same way, so all converge:
+
+  - Of all versions of a path we know (ours and each peer's), the ones no
+    other version dominates are the I{heads}.  One head: it is the path's
+    version.  Several heads with the same content (both deleted, both
+    directories, or files with the same bytes): no conflict, their merged
+    vector is the version.  Several heads with different content: a
+    conflict.
+  - The winner of a conflict (L{rank}): a live version beats a deletion
+    (an edit concurrent with a delete keeps the edit), a directory beats a
+    file (nothing under it is lost), then the newer mtime, then the larger
+    node id of the last modifier, then the larger hash.
+  - After a conflict the path's version is the merge of every head, bumped
+    by the node that resolves it, so that version dominates all of them and
+    the conflict cannot come back.
+  - A node whose own version is a losing head with a live file keeps those
+    bytes as a conflict copy named after that version
+    (L{conflict_name}: the loser's mtime and last modifier, so every node
+    holding the same loser picks the same name and the copies merge as one
+    file).  Nothing else makes a copy: exactly one conflict copy per losing
+    version.
+  - A version we hold that merely lost to a newer one goes to the trash can
+    when replaced (the applier's business, not the planner's).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import attrs
+
+from p2ptwisted.core.index import DIR, FILE, Entry
+from p2ptwisted.core.versions import Vector
+
+SEND_RECEIVE = "send-receive"
+SEND_ONLY = "send-only"
+RECEIVE_ONLY = "receive-only"
+MODES = (SEND_RECEIVE, SEND_ONLY, RECEIVE_ONLY)
+
+#: What an action asks the shell to do.  Every action ends, when the disk
+#: work succeeded, by adopting C{action.entry} into our index.
+ADOPT = "adopt"          # the disk already holds it: record the version
+SET_META = "set-meta"    # same content: set permission bits and mtime
+FETCH = "fetch"          # get the file's bytes (locally if any file has them)
+MOVE = "move"            # a rename: move C{source} (being deleted) here
+DELETE = "delete"        # trash the file, or remove the empty directory
+MKDIR = "mkdir"          # make the directory (trash a file in the way)
+
+
+@attrs.frozen
+class Action:
+    """
+    One decision about one path.
+
+    @ivar entry: what the path should hold afterwards, at the version to
+        adopt.
+    @ivar local: what our index says is there now: the applier checks that
+        the disk still matches it before touching anything.
+    @ivar sources: peers that hold C{entry}'s content, best first.
+    @ivar conflict_copy: if set, first move our local file to this name
+        (it lost a conflict).
+    @ivar source: for L{MOVE}, the L{DELETE} of the path whose file is
+        moved here; both are adopted once the move is done.
+    """
+
+    kind: str
+    path: str
+    entry: Entry
+    local: Optional[Entry] = None
+    sources: Tuple[str, ...] = ()
+    conflict_copy: Optional[str] = None
+    source: Optional["Action"] = None
+
+
+def rank(entry: Entry) -> tuple:
+    """
+    The conflict order: the largest rank wins.
+    """
+    return (entry.live, entry.kind == DIR, entry.mtime_ns, entry.modified_by, entry.hash,
+            entry.version.counters)
+
+
+def conflict_name(path: str, loser: Entry) -> str:
+    """
+    Where a losing version of C{path} is kept, Syncthing style:
+    C{NAME.sync-conflict-YYYYMMDD-HHMMSS-NODEID.EXT}, with the losing
+    version's mtime (UTC) and the first 7 digits of the node that made it.
+    Deterministic, so two nodes holding the same loser name its copy the
+    same.
+    """
+    head, sep, name = path.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not stem:  # no extension, or a dot file such as ".bashrc"
+        stem, dot, ext = name, "", ""
+    when = datetime.datetime.fromtimestamp(loser.mtime_ns // 10**9, datetime.timezone.utc)
+    suffix = f".sync-conflict-{when:%Y%m%d-%H%M%S}-{loser.modified_by[:7]}"
+    tail = suffix + dot + ext
+    room = 255 - len(tail.encode("utf-8"))
+    if room < 1:  # an absurdly long extension: drop it
+        tail, room = suffix, 255 - len(suffix)
+    stem = stem.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return f"{head}{sep}{stem}{tail}"
+
+
+def heads(candidates: Sequence[Entry]) -> List[Entry]:
+    """
+    The versions no other candidate dominates, one per distinct
+    (version, content).  Equal vectors with different content (which
+    honest nodes never make) are kept apart, so they count as a conflict.
+    """
+    found: List[Entry] = []
+    for c in candidates:
+        if any(o.version.dominates(c.version) for o in candidates):
+            continue
+        if any(h.version == c.version and h.same_content(c) for h in found):
+            continue
+        found.append(c)
+    return found
+
+
+@attrs.frozen
+class Target:
+    """
+    What a path should hold, everywhere: the winning entry at its final
+    version, and the losing heads (with content different from the winner).
+    """
+
+    entry: Entry
+    losers: Tuple[Entry, ...]
+
+
+def target(candidates: Sequence[Entry], me: str, now: int) -> Target:
+    """
+    The path's version once every known version is taken into account.
+    """
+    tops = heads(candidates)
+    winner = max(tops, key=rank)
+    if len(tops) == 1:
+        return Target(entry=winner, losers=())
+    merged = functools.reduce(Vector.merge, (t.version for t in tops))
+    losers = tuple(t for t in tops if not t.same_content(winner))
+    if losers:
+        merged = merged.bump(me, now)
+    return Target(entry=attrs.evolve(winner, version=merged), losers=losers)
+
+
+def plan(path: str, local: Optional[Entry], remotes: Mapping[str, Entry], *, me: str,
+         now: int, mode: str = SEND_RECEIVE) -> Optional[Action]:
+    """
+    Decide what to do about C{path}.
+
+    @param local: our index entry for the path, if any.
+    @param remotes: each connected peer's entry for the path, by node id.
+    @param me: our short id (it bumps the version of a resolved conflict).
+    @param now: whole seconds since the epoch.
+    @return: an L{Action}, or C{None} if we hold the path's version already
+        (or, in send-only mode, whatever the peers hold).
+    """
+    if mode == SEND_ONLY or not remotes:
+        return None
+    candidates = list(remotes.values()) + ([local] if local is not None else [])
+    goal = target(candidates, me, now)
+    want = goal.entry
+    if local is not None and local.version == want.version and local.same_content(want):
+        return None
+    if local is not None and local.version.dominates(want.version):
+        return None  # cannot happen with ours among the candidates; kept for safety
+    want = attrs.evolve(want, sequence=0)
+    if local is None or local.deleted:
+        if want.deleted:
+            return Action(ADOPT, path, want, local)
+        if want.kind == DIR:
+            return Action(MKDIR, path, want, local)
+        return Action(FETCH, path, want, local, sources=sources(want, remotes))
+    # We hold something live.
+    copy = None
+    if local in goal.losers and local.kind == FILE and local.live:
+        copy = conflict_name(path, local)
+    if want.deleted:
+        return Action(DELETE, path, want, local)
+    if local.same_content(want):
+        if local.same_meta(want):
+            return Action(ADOPT, path, want, local)
+        return Action(SET_META, path, want, local)
+    if want.kind == DIR:
+        return Action(MKDIR, path, want, local, conflict_copy=copy)
+    return Action(FETCH, path, want, local, sources=sources(want, remotes), conflict_copy=copy)
+
+
+def sources(want: Entry, remotes: Mapping[str, Entry]) -> Tuple[str, ...]:
+    """
+    Peers that hold the bytes of C{want}: those at exactly its version
+    first, then any other peer whose file there has the same hash.
+    """
+    exact = sorted(p for p, e in remotes.items() if e.version == want.version and e.live
+                   and e.kind == FILE and e.hash == want.hash)
+    other = sorted(p for p, e in remotes.items() if p not in exact and e.live
+                   and e.kind == FILE and e.hash == want.hash)
+    return tuple(exact + other)
+
+
+def pair_renames(actions: Sequence[Action]) -> List[Action]:
+    """
+    Turn a delete and a fetch of the same bytes, planned together, into a
+    local move: a rename elsewhere costs no network bytes here.
+
+    Only files deleted without a conflict copy pair up; each deleted file
+    serves one fetch (other fetches of the same bytes copy it locally).
+    """
+    deletes: Dict[str, List[Action]] = {}
+    for a in actions:
+        if a.kind == DELETE and a.local is not None and a.local.kind == FILE and a.local.live:
+            deletes.setdefault(a.local.hash, []).append(a)
+    if not deletes:
+        return list(actions)
+    used = set()
+    out: List[Action] = []
+    for a in actions:
+        if a.kind == FETCH and a.conflict_copy is None and (a.local is None or a.local.deleted):
+            pool = deletes.get(a.entry.hash)
+            if pool:
+                gone = pool.pop(0)
+                used.add(gone.path)
+                out.append(attrs.evolve(a, kind=MOVE, source=gone))
+                continue
+        out.append(a)
+    return [a for a in out if not (a.kind == DELETE and a.path in used)]

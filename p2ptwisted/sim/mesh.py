@@ -1,0 +1,268 @@
+# -*- test-case-name: tests.test_sim -*-
+"""
+The simulated mesh: nodes, links with delays, random user operations, and
+the convergence check.
+
+Everything random comes from one C{random.Random(seed)}, and time from one
+L{task.Clock}, so a seed replays exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Dict, List, Optional, Set, Tuple
+
+import attrs
+from twisted.internet import task
+
+from p2ptwisted.core.index import DIR, FILE
+from p2ptwisted.core.planner import plan
+from p2ptwisted.sim.fs import Item, parent
+from p2ptwisted.sim.node import SimNode
+
+#: Seconds of simulated time at the start (counters are wall-clock based).
+EPOCH = 1_800_000_000
+
+
+class Simulation:
+    """
+    @ivar published: every file content any node's index ever held.
+    @ivar excused: contents a user destroyed while no other node held them
+        (lost by the user's own hand, not by sync).
+    """
+
+    def __init__(self, nodes: int, seed: int, *, max_delay: float = 0.05):
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.clock = task.Clock()
+        self.clock.advance(EPOCH)
+        self.max_delay = max_delay
+        self.nodes: Dict[str, SimNode] = {}
+        self.queues: Dict[Tuple[str, str], deque] = {}
+        self.fetch_peer: Dict[Tuple[str, int], str] = {}
+        self.published: Set[str] = set()
+        self.excused: Set[str] = set()
+        self._ids = 0
+        self._names = 0
+        self.ops_done: Dict[str, int] = {}
+        for i in range(nodes):
+            name = f"n{i}"
+            self.nodes[name] = SimNode(self, name, self.random_hex(64))
+        for node in self.nodes.values():
+            node.start()
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def random_hex(self, digits: int) -> str:
+        return "".join(self.random.choice("0123456789abcdef") for _ in range(digits))
+
+    def now(self) -> int:
+        return int(self.clock.seconds())
+
+    def next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def connect(self, a: str, b: str) -> None:
+        na, nb = self.nodes[a], self.nodes[b]
+        if a == b or b in na.links or not (na.running and nb.running):
+            return
+        self.queues[(a, b)] = deque()
+        self.queues[(b, a)] = deque()
+        na.connected(b)
+        nb.connected(a)
+
+    def disconnect(self, a: str, b: str) -> None:
+        if b not in self.nodes[a].links:
+            return
+        self.queues.pop((a, b), None)
+        self.queues.pop((b, a), None)
+        self.nodes[a].lost(b)
+        self.nodes[b].lost(a)
+
+    def send(self, sender: str, to: str, message: tuple) -> None:
+        queue = self.queues.get((sender, to))
+        if queue is None:
+            return
+        queue.append(message)
+        delay = self.random.uniform(0, self.max_delay)
+        self.clock.callLater(delay, self._deliver, sender, to, queue)
+
+    def _deliver(self, sender: str, to: str, queue: deque) -> None:
+        # One delivery per call, in order; a queue of a cut link is dropped.
+        if self.queues.get((sender, to)) is queue and queue:
+            self.nodes[to].received(sender, queue.popleft())
+
+    def run_until_quiet(self, limit: float = 3600.0) -> bool:
+        """
+        Advance time until nothing is scheduled; False if still busy after
+        C{limit} simulated seconds.
+        """
+        end = self.clock.seconds() + limit
+        while self.clock.getDelayedCalls():
+            if self.clock.seconds() > end:
+                return False
+            soonest = min(c.getTime() for c in self.clock.getDelayedCalls())
+            self.clock.advance(max(0.0, soonest - self.clock.seconds()))
+        return True
+
+    # -- user operations -----------------------------------------------------------
+
+    def _new_name(self) -> str:
+        self._names += 1
+        return f"f{self._names}" + self.random.choice(["", ".txt", ".tar.gz"])
+
+    def _destroy(self, node: SimNode, path: str) -> None:
+        item = node.fs.items.get(path)
+        if item is None or item.kind != FILE:
+            return
+        held = any(item.content in other.holds_content()
+                   for other in self.nodes.values() if other is not node)
+        if not held and item.content not in [i.content for p, i in node.fs.items.items()
+                                             if p != path]:
+            self.excused.add(item.content)
+
+    def random_op(self) -> str:
+        node = self.random.choice(list(self.nodes.values()))
+        fs = node.fs
+        files = sorted(p for p, i in fs.items.items() if i.kind == FILE)
+        dirs = sorted(p for p, i in fs.items.items() if i.kind == DIR)
+        mtime = int(self.clock.seconds()) * 10**9  # whole seconds: ties happen
+        op = self.random.choice(
+            ["create", "create", "edit", "edit", "delete", "rename", "mkdir", "rmdir",
+             "chmod", "replace_by_dir", "link", "link", "restart", "wait"])
+        if not node.running and op != "restart":
+            op = "wait"
+        if op == "create":
+            where = self.random.choice([""] + dirs)
+            path = (where + "/" if where else "") + self._new_name()
+            if path in fs.items:
+                return "wait"
+            fs.items[path] = Item(FILE, f"c{self.next_id()}", mtime, 0o644)
+        elif op == "edit" and files:
+            path = self.random.choice(files)
+            self._destroy(node, path)
+            fs.items[path] = attrs.evolve(fs.items[path], content=f"c{self.next_id()}",
+                                          mtime_ns=mtime)
+        elif op == "delete" and files:
+            path = self.random.choice(files)
+            self._destroy(node, path)
+            del fs.items[path]
+        elif op == "rename" and files:
+            path = self.random.choice(files)
+            where = self.random.choice([""] + dirs)
+            new = (where + "/" if where else "") + self._new_name()
+            if new in fs.items:
+                return "wait"
+            fs.items[new] = fs.items.pop(path)
+        elif op == "mkdir":
+            where = self.random.choice([""] + dirs)
+            path = (where + "/" if where else "") + f"d{self.next_id()}"
+            fs.items[path] = Item(DIR, perms=0o755)
+        elif op == "rmdir" and dirs:
+            path = self.random.choice(dirs)
+            if fs.children(path):
+                return "wait"
+            del fs.items[path]
+        elif op == "chmod" and files:
+            path = self.random.choice(files)
+            fs.items[path] = attrs.evolve(fs.items[path],
+                                          perms=self.random.choice([0o600, 0o644, 0o755]))
+        elif op == "replace_by_dir" and files:
+            path = self.random.choice(files)
+            self._destroy(node, path)
+            fs.items[path] = Item(DIR, perms=0o755)
+        elif op == "link":
+            other = self.random.choice(list(self.nodes))
+            if other in node.links:
+                self.disconnect(node.name, other)
+            else:
+                self.connect(node.name, other)
+        elif op == "restart":
+            if node.running:
+                node.stop()
+            else:
+                node.start()
+        else:
+            op = "wait"
+        if op not in ("link", "restart", "wait"):
+            node.changed_on_disk(self.random.uniform(0.1, 2.0))
+        self.ops_done[op] = self.ops_done.get(op, 0) + 1
+        self.clock.advance(self.random.uniform(0, 0.5))
+        return op
+
+    def heal(self) -> None:
+        """
+        Every node running, every pair connected.
+        """
+        for node in self.nodes.values():
+            if not node.running:
+                node.start()
+        names = sorted(self.nodes)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                self.connect(a, b)
+
+    def run(self, ops: int) -> bool:
+        for name in sorted(self.nodes)[1:]:
+            self.connect("n0", name)
+        for _ in range(ops):
+            self.random_op()
+        self.heal()
+        if not self.run_until_quiet():
+            return False
+        for node in self.nodes.values():  # anything the watchers may have missed
+            node.scan()
+        return self.run_until_quiet()
+
+
+@attrs.define
+class Report:
+    problems: List[str]
+    paths: int
+    conflict_copies: int
+    trashed: int
+
+
+def check_converged(sim: Simulation) -> Report:
+    """
+    The property: every node holds the same tree, at the newest version of
+    every path, with no action left to take, and every published content
+    that a user did not destroy exists somewhere.
+    """
+    problems: List[str] = []
+    nodes = list(sim.nodes.values())
+    first = nodes[0]
+    reference = first.fs.tree()
+    for node in nodes[1:]:
+        tree = node.fs.tree()
+        if tree != reference:
+            diff = sorted(set(tree.items()) ^ set(reference.items()))[:5]
+            problems.append(f"{node.name} differs from {first.name}: {diff}")
+    every: Set[str] = set()
+    for node in nodes:
+        every.update(node.store.local_paths())
+    for node in nodes:
+        if not node.engine.in_sync():
+            problems.append(f"{node.name} not idle: dirty={sorted(node.engine.dirty)[:5]}"
+                            f" busy={sorted(node.engine.busy)[:5]}"
+                            f" waiting={sorted(node.engine.waiting)[:5]}")
+        for path in sorted(every):
+            local = node.store.get(path)
+            remotes = {o.name: o.store.get(path) for o in nodes
+                       if o is not node and o.store.get(path) is not None}
+            action = plan(path, local, remotes, me=node.engine.me, now=sim.now())
+            if action is not None:
+                problems.append(f"{node.name} would still {action.kind} {path}")
+                break
+    held: Set[str] = set()
+    for node in nodes:
+        held.update(node.holds_content())
+    lost = sorted(sim.published - sim.excused - held)
+    if lost:
+        problems.append(f"lost contents: {lost[:10]}")
+    copies = sum(1 for p in reference if ".sync-conflict-" in p)
+    trashed = sum(len(n.fs.trash) for n in nodes)
+    return Report(problems=problems, paths=len(reference), conflict_copies=copies,
+                  trashed=trashed)
