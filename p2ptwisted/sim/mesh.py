@@ -37,6 +37,7 @@ class Simulation:
         self.random = random.Random(seed)
         self.clock = task.Clock()
         self.clock.advance(EPOCH)
+        self.started = EPOCH
         self.max_delay = max_delay
         self.nodes: Dict[str, SimNode] = {}
         self.queues: Dict[Tuple[str, str], deque] = {}
@@ -82,17 +83,29 @@ class Simulation:
         self.nodes[b].lost(a)
 
     def send(self, sender: str, to: str, message: tuple) -> None:
+        """
+        Queue C{message} on the link; it arrives after a random delay, in
+        order.  One timer per link (not per message) keeps the clock fast.
+        """
         queue = self.queues.get((sender, to))
         if queue is None:
             return
-        queue.append(message)
-        delay = self.random.uniform(0, self.max_delay)
-        self.clock.callLater(delay, self._deliver, sender, to, queue)
+        self.nodes[sender].sent += 1
+        at = self.clock.seconds() + self.random.uniform(0, self.max_delay)
+        if queue:
+            at = max(at, queue[-1][0])
+        queue.append((at, message))
+        if len(queue) == 1:
+            self.clock.callLater(at - self.clock.seconds(), self._deliver, sender, to, queue)
 
     def _deliver(self, sender: str, to: str, queue: deque) -> None:
-        # One delivery per call, in order; a queue of a cut link is dropped.
-        if self.queues.get((sender, to)) is queue and queue:
-            self.nodes[to].received(sender, queue.popleft())
+        if self.queues.get((sender, to)) is not queue or not queue:
+            return  # the link was cut: what was in flight is lost
+        _, message = queue.popleft()
+        if queue:
+            self.clock.callLater(max(0.0, queue[0][0] - self.clock.seconds()),
+                                 self._deliver, sender, to, queue)
+        self.nodes[to].received(sender, message)
 
     def run_until_quiet(self, limit: float = 3600.0) -> bool:
         """
@@ -103,7 +116,7 @@ class Simulation:
         while self.clock.getDelayedCalls():
             if self.clock.seconds() > end:
                 return False
-            soonest = min(c.getTime() for c in self.clock.getDelayedCalls())
+            soonest = self.clock.calls[0].getTime()  # the clock keeps them sorted
             self.clock.advance(max(0.0, soonest - self.clock.seconds()))
         return True
 
@@ -132,7 +145,7 @@ class Simulation:
         op = self.random.choice(
             ["create", "create", "edit", "edit", "delete", "rename", "mkdir", "rmdir",
              "chmod", "replace_by_dir", "link", "link", "restart", "wait"])
-        if not node.running and op != "restart":
+        if not node.running:
             op = "wait"
         if op == "create":
             where = self.random.choice([""] + dirs)
@@ -180,10 +193,9 @@ class Simulation:
             else:
                 self.connect(node.name, other)
         elif op == "restart":
-            if node.running:
-                node.stop()
-            else:
-                node.start()
+            peers = list(node.links)
+            node.stop()
+            self.clock.callLater(self.random.uniform(1, 20), self._restart, node, peers)
         else:
             op = "wait"
         if op not in ("link", "restart", "wait"):
@@ -191,6 +203,12 @@ class Simulation:
         self.ops_done[op] = self.ops_done.get(op, 0) + 1
         self.clock.advance(self.random.uniform(0, 0.5))
         return op
+
+    def _restart(self, node: SimNode, peers: List[str]) -> None:
+        if not node.running:
+            node.start()
+            for peer in peers:
+                self.connect(node.name, peer)
 
     def heal(self) -> None:
         """

@@ -35,6 +35,7 @@ class SimNode:
         self.fs = SimFS()
         self.store = MemoryStore()
         self.running = False
+        self.sent = 0
         self.engine: Optional[SyncEngine] = None
         self.links: Dict[str, object] = {}
         self._fetches: Dict[int, Action] = {}
