@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_apply -*-
 """
-The trash can, and the link-proof directory operations it shares with
-L{p2ptwisted.apply}.
+The trash can (L{TrashCan}), and the link-proof directory operations it
+shares with L{p2ptwisted.apply}.
 
 Once peers can change and delete our files, every byte a sync decision
 removes or replaces is moved here first, so a bad or hostile peer can cost
@@ -25,6 +25,15 @@ file system keeps its tag and loses the end of its stem.
 
 Everything below walks directories from an open fd with C{O_NOFOLLOW}:
 no symlink anywhere on a path is followed, in the share or in the trash.
+
+Why the trash can is a class of its own, apart from L{apply.Disk}: it
+owns different things (the state directory and the trash fd in it, and
+the keep-days policy) and needs nothing of the share but one directory
+fd to take a file from or put one back into.  So everything that reads
+or changes the trash can's contents (storing, listing, cleaning,
+restoring) is here, and the disk only walks the share to the directory
+concerned; the trash can can be listed and cleaned without opening the
+share at all.
 """
 
 from __future__ import annotations
@@ -39,7 +48,9 @@ import secrets
 import stat
 import threading
 import time
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+import attrs
 
 from p2ptwisted import wire
 from p2ptwisted.share import PARTIAL_PREFIX
@@ -53,6 +64,14 @@ STAMP_FORMAT = "%Y%m%d-%H%M%S"
 #: Versions of one name within one second before we give up numbering.
 MAX_NUMBER = 1000
 
+#: Days a trashed version is kept by default (Syncthing's trash can keeps
+#: versions forever unless told; a month bounds the disk a flood of deletes
+#: can take while leaving time to notice it).
+DEFAULT_KEEP_DAYS = 30
+
+#: For the share's root and the state directory: paths the operator chose,
+#: so a link there is followed.
+ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -141,6 +160,20 @@ def stamp_seconds(stamp: str) -> Optional[int]:
         return None
 
 
+def split_path(path: str) -> List[str]:
+    """
+    The components of C{path}, if a peer may name it (L{wire.check_path}:
+    no C{..}, no C{.p2pshare*} names); trashed names pass the same check.
+
+    @raise ApplyError: C{bad_path}.
+    """
+    try:
+        wire.check_path(path)
+    except wire.ProtocolError as e:
+        raise ApplyError("bad_path", str(e)) from None
+    return path.split("/")
+
+
 # -- link-proof primitives ---------------------------------------------------------
 
 def open_dirs(start_fd: int, parts: Sequence[str], create: bool = False,
@@ -175,8 +208,7 @@ def open_dirs(start_fd: int, parts: Sequence[str], create: bool = False,
                 raise
             os.close(fd)
             fd = next_fd
-            if forbid is not None and identity(os.fstat(fd)) == forbid:
-                raise ApplyError("reserved", "the path names this node's state directory")
+            _refuse(os.fstat(fd), forbid)
         return fd
     except BaseException:
         os.close(fd)
@@ -195,11 +227,39 @@ def identity(st: os.stat_result) -> Tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def lstat_at(dir_fd: int, name: str) -> Optional[os.stat_result]:
+def _refuse(st: os.stat_result, forbid: Optional[Tuple[int, int]]) -> None:
+    if forbid is not None and identity(st) == forbid:
+        raise ApplyError("reserved", "the path names this node's state directory")
+
+
+def lstat_at(dir_fd: int, name: str,
+             forbid: Optional[Tuple[int, int]] = None) -> Optional[os.stat_result]:
+    """
+    C{name} in C{dir_fd} as it is (a link is not followed), or C{None}.
+
+    @param forbid: as for L{open_dirs}.
+    """
     try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+    _refuse(st, forbid)
+    return st
+
+
+def regular_at(dir_fd: int, name: str,
+               forbid: Optional[Tuple[int, int]] = None) -> os.stat_result:
+    """
+    L{lstat_at}, for a name that must be a regular file.
+
+    @raise ApplyError: C{not_found}, C{not_regular} or C{reserved}.
+    """
+    st = lstat_at(dir_fd, name, forbid)
+    if st is None:
+        raise ApplyError("not_found", "no such file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ApplyError("not_regular", "not a regular file")
+    return st
 
 
 def _load_renameat2():
@@ -323,30 +383,30 @@ def unlink_quietly(dir_fd: int, name: str) -> None:
         pass
 
 
-# -- the trash can itself --------------------------------------------------------
-
-def store(trash_fd: int, dir_fd: int, name: str, path: str, now_ns: int) -> str:
+def _move_numbered(src_fd: int, src: str, dst_fd: int,
+                   name: Callable[[int], str], what: str) -> str:
     """
-    Move the regular file C{name} in C{dir_fd}, known to peers as C{path},
-    into the trash can; return where it went, relative to the trash can.
+    L{move} C{src} to the first free name of C{name(0)}, C{name(1)}, ...,
+    sync the destination directory, and return the name used.
     """
-    parts = path.split("/")[:-1]
-    with closing(open_dirs(trash_fd, parts, create=True, mode=0o700)) as target_fd:
-        for n in range(MAX_NUMBER):
-            trashed = trash_name(path, now_ns, n)
-            try:
-                move(dir_fd, name, target_fd, trashed.rpartition("/")[2])
-            except FileExistsError:
-                continue
-            os.fsync(target_fd)
-            return trashed
-        raise ApplyError("exists", "too many trashed versions of this name in one second")
+    for n in range(MAX_NUMBER):
+        try:
+            move(src_fd, src, dst_fd, name(n))
+        except FileExistsError:
+            continue
+        os.fsync(dst_fd)
+        return name(n)
+    raise ApplyError("exists", f"too many {what}")
 
 
-def _files(dir_fd: int, prefix: str) -> Iterator[Tuple[str, os.stat_result]]:
+def _walk(dir_fd: int, prefix: str = "",
+          prune: bool = False) -> Iterator[Tuple[int, os.DirEntry, str]]:
     """
     The regular files under C{dir_fd}, depth first in name order, never
-    through a link.
+    through a link: each as the fd of its directory (open until the next
+    one is asked for), its entry there, and its path below C{dir_fd}.
+
+    @param prune: remove each directory that is empty once walked.
     """
     with os.scandir(dir_fd) as it:
         items = sorted(it, key=lambda item: item.name)
@@ -357,54 +417,137 @@ def _files(dir_fd: int, prefix: str) -> Iterator[Tuple[str, os.stat_result]]:
             except OSError:
                 continue
             with closing(sub):
-                yield from _files(sub, prefix + item.name + "/")
+                yield from _walk(sub, prefix + item.name + "/", prune)
+            if prune:
+                try:
+                    os.rmdir(item.name, dir_fd=dir_fd)
+                except OSError:
+                    pass  # not empty
         elif item.is_file(follow_symlinks=False):
-            yield prefix + item.name, item.stat(follow_symlinks=False)
+            yield dir_fd, item, prefix + item.name
 
 
-def versions(trash_fd: int, limit: int) -> List[TrashedVersion]:
-    """
-    The first C{limit} versions in the trash can, in path order; files that
-    are not versions (put there by hand) are left out.
-    """
-    found: List[TrashedVersion] = []
-    walk = _files(trash_fd, "")
-    try:
-        for trashed, st in walk:
-            if len(found) >= limit:
-                break
-            parsed = parse_trash_name(trashed)
-            if parsed is not None:
-                found.append(TrashedVersion(parsed[0], parsed[1], trashed, st.st_size))
-    finally:
-        walk.close()
-    return found
+# -- the trash can itself --------------------------------------------------------
 
+@attrs.define
+class TrashCan:
+    """
+    The trash can in a node's state directory, opened (and made, with the
+    state directory, mode 0o700) on first use.
 
-def clean(dir_fd: int, cutoff: Optional[int]) -> int:
+    @ivar keep_days: how long versions are kept; 0 turns the trash can
+        off, and then L{store} deletes.
     """
-    Remove the versions under C{dir_fd} stamped at or before C{cutoff}
-    (seconds; C{None}: all of them), then the directories left empty.
-    Return how many versions were removed.
-    """
-    removed = 0
-    with os.scandir(dir_fd) as it:
-        items = list(it)
-    for item in items:
-        if item.is_dir(follow_symlinks=False):
-            try:
-                sub = os.open(item.name, DIR_FLAGS, dir_fd=dir_fd)
-            except OSError:
-                continue
-            with closing(sub):
-                removed += clean(sub, cutoff)
-            try:
-                os.rmdir(item.name, dir_fd=dir_fd)
-            except OSError:
-                pass  # not empty
-        elif item.is_file(follow_symlinks=False):
+
+    state_dir: str
+    keep_days: int = DEFAULT_KEEP_DAYS
+    _fd: Optional[int] = None
+    _state_id: Optional[Tuple[int, int]] = None
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def open(self) -> Tuple[int, int]:
+        """
+        Open the trash can if it is not yet, and return the state
+        directory's C{(st_dev, st_ino)}, for a share that holds the state
+        directory to refuse it.
+        """
+        self._open()
+        return self._state_id
+
+    def _open(self) -> int:
+        with self._lock:
+            if self._fd is None:
+                os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+                with closing(os.open(self.state_dir, ROOT_FLAGS)) as state_fd:
+                    self._state_id = identity(os.fstat(state_fd))
+                    self._fd = open_dirs(state_fd, [TRASH_DIR], create=True, mode=0o700)
+            return self._fd
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def store(self, dir_fd: int, name: str, path: str, now_ns: int) -> Optional[str]:
+        """
+        Move the regular file C{name} in C{dir_fd}, known to peers as
+        C{path}, into the trash can and return where it went, relative to
+        the trash can (what L{restore} takes); with C{keep_days} 0 delete
+        it instead and return C{None}.  Either way C{dir_fd} is synced.
+        """
+        if self.keep_days == 0:
+            os.unlink(name, dir_fd=dir_fd)
+            trashed = None
+        else:
+            parts = path.split("/")
+            with closing(open_dirs(self._open(), parts[:-1], create=True, mode=0o700)) as into:
+                trashed = "/".join(parts[:-1] + [_move_numbered(
+                    dir_fd, name, into, lambda n: trash_name(parts[-1], now_ns, n),
+                    "trashed versions of this name in one second")])
+        os.fsync(dir_fd)
+        return trashed
+
+    def versions(self, limit: int = 1000) -> List[TrashedVersion]:
+        """
+        The first C{limit} versions in the trash can, in path order; files
+        that are not versions (put there by hand) are left out.
+        """
+        found: List[TrashedVersion] = []
+        walk = _walk(self._open())
+        try:
+            for _, item, trashed in walk:
+                if len(found) >= limit:
+                    break
+                parsed = parse_trash_name(trashed)
+                if parsed is not None:
+                    size = item.stat(follow_symlinks=False).st_size
+                    found.append(TrashedVersion(parsed[0], parsed[1], trashed, size))
+        finally:
+            walk.close()
+        return found
+
+    def clean(self, now_ns: int, keep_days: Optional[int] = None) -> int:
+        """
+        Remove the versions at least C{keep_days} (default: L{keep_days})
+        old, judged by the stamp in their names, not their mtime (which is
+        the file's own); 0 removes them all.  Directories left empty go too.
+
+        @return: how many versions were removed.
+        """
+        days = self.keep_days if keep_days is None else keep_days
+        if days < 0:
+            raise ValueError("keep_days must not be negative")
+        cutoff = None if days == 0 else now_ns // 1_000_000_000 - days * 86400
+        removed = 0
+        for dir_fd, item, _ in _walk(self._open(), prune=True):
             parsed = parse_trash_name(item.name)
             if parsed is not None and (cutoff is None or stamp_seconds(parsed[1]) <= cutoff):
                 unlink_quietly(dir_fd, item.name)
                 removed += 1
-    return removed
+        return removed
+
+    def restore(self, trashed: str, open_dir: Callable[[List[str]], int]) -> str:
+        """
+        Move the version C{trashed} (as L{store} and L{versions} name it)
+        back to its original path; if a file is there now, beside it as
+        C{name.restored-N.ext}.
+
+        @param open_dir: opens a directory of the share, given its path
+            components, making missing ones, never through a link.
+        @return: the path it landed at.
+        """
+        parts = split_path(trashed)
+        parsed = parse_trash_name(trashed)
+        if parsed is None:
+            raise ApplyError("bad_path", "not a trashed version's name")
+        original = split_path(parsed[0])
+        stem, ext = split_ext(original[-1])
+        with closing(open_dirs(self._open(), parts[:-1])) as src_dir:
+            regular_at(src_dir, parts[-1])
+            with closing(open_dir(original[:-1])) as dir_fd:
+                landed = _move_numbered(
+                    src_dir, parts[-1], dir_fd,
+                    lambda n: f"{stem}.restored-{n}{ext}" if n else original[-1],
+                    "restored copies of this name")
+        return "/".join(original[:-1] + [landed])

@@ -145,8 +145,17 @@ class Simulation:
         op = self.random.choice(
             ["create", "create", "edit", "edit", "delete", "rename", "mkdir", "rmdir",
              "chmod", "replace_by_dir", "link", "link", "restart", "wait"])
-        if not node.running:
+        if op == "restart" and self.random.random() < 0.5:
             op = "wait"
+        if not node.running:
+            running = [n for n in self.nodes.values() if n.running]
+            if not running:
+                op = "wait"
+            else:
+                node = self.random.choice(running)
+                fs = node.fs
+                files = sorted(p for p, i in fs.items.items() if i.kind == FILE)
+                dirs = sorted(p for p, i in fs.items.items() if i.kind == DIR)
         if op == "create":
             where = self.random.choice([""] + dirs)
             path = (where + "/" if where else "") + self._new_name()
@@ -195,7 +204,7 @@ class Simulation:
         elif op == "restart":
             peers = list(node.links)
             node.stop()
-            self.clock.callLater(self.random.uniform(1, 20), self._restart, node, peers)
+            self.clock.callLater(self.random.uniform(1, 10), self._restart, node, peers)
         else:
             op = "wait"
         if op not in ("link", "restart", "wait"):

@@ -36,6 +36,8 @@ class SimNode:
         self.store = MemoryStore()
         self.running = False
         self.sent = 0
+        #: Content requests sent to peers (a rename must cost none).
+        self.gets = 0
         self.engine: Optional[SyncEngine] = None
         self.links: Dict[str, object] = {}
         self._fetches: Dict[int, Action] = {}
@@ -218,6 +220,7 @@ class SimNode:
             rid = self.sim.next_id()
             self._fetches[rid] = action
             self.sim.fetch_peer[(self.name, rid)] = peer
+            self.gets += 1
             self.sim.send(self.name, peer, ("get", rid, action.entry.hash))
 
     def _make_room(self, action: Action) -> bool:
