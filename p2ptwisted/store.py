@@ -228,6 +228,12 @@ class SqliteStore:
                                " AND deleted = 0 LIMIT 1", (path + "/", path + "0"))
         return row.fetchone() is not None
 
+    def live_under(self, path: str, limit: int) -> List[Entry]:
+        rows = self._db.execute(f"SELECT {_FIELDS} FROM local WHERE path >= ? AND path < ?"
+                                " AND deleted = 0 ORDER BY path LIMIT ?",
+                                (path + "/", path + "0", limit))
+        return [_entry(row) for row in rows]
+
     def meta(self, key: str) -> Optional[str]:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]

@@ -129,6 +129,13 @@ class StoreBehaviour:
         self.assertFalse(self.store.has_live_under("b"))
         self.assertFalse(self.store.has_live_under("ab/c"))
 
+    def test_live_under_lists_live_entries_in_order_up_to_limit(self):
+        self.store.put([entry("a", 1, kind=DIR), entry("a/z", 2), entry("a/b/c", 3),
+                        entry("a/gone", 4, deleted=True), entry("ab", 5), entry("a0", 6)])
+        self.assertEqual([e.path for e in self.store.live_under("a", 10)], ["a/b/c", "a/z"])
+        self.assertEqual([e.path for e in self.store.live_under("a", 1)], ["a/b/c"])
+        self.assertEqual(self.store.live_under("a/z", 10), [])
+
     def test_has_live_under_non_ascii(self):
         """
         Names beyond ASCII (several UTF-8 bytes) are still under their

@@ -196,14 +196,17 @@ class SyncEngine:
         Returns the new entries (to announce).
         """
         made: List[Entry] = []
-        for item in observed:
-            entry = self.index.local_change(item, now)
-            if entry is not None:
-                made.append(entry)
-        for path in gone:
-            entry = self.index.local_delete(path, now)
-            if entry is not None:
-                made.append(entry)
+        with self.index.batch():
+            for item in observed:
+                entry = self.index.local_change(item, now)
+                if entry is not None:
+                    made.append(entry)
+            # Deepest first, so peers learn a directory's contents are gone
+            # before the directory itself.
+            for path in sorted(gone, reverse=True):
+                entry = self.index.local_delete(path, now)
+                if entry is not None:
+                    made.append(entry)
         self.dirty.update(e.path for e in made)
         return made
 
