@@ -11,7 +11,7 @@ setup(
     # find_packages cannot see it: list it by hand.
     packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
     package_data={"p2ptwisted": ["newsfragments/*"]},
-    install_requires=["twisted[conch,tls]>=24.7", "attrs>=22.2", "blake3>=0.4"],
+    install_requires=["twisted[conch,tls]>=24.7", "attrs>=22.2", "blake3>=0.4", "pathspec>=0.12"],
     extras_require={
         "test": ["hypothesis>=6.0"],
         "dev": ["hypothesis>=6.0", "towncrier>=23.6"],
