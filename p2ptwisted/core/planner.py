@@ -116,14 +116,12 @@ def heads(candidates: Sequence[Entry]) -> List[Entry]:
     (version, content).  Equal vectors with different content (which
     honest nodes never make) are kept apart, so they count as a conflict.
     """
-    found: List[Entry] = []
+    # Usually most peers hold the same version: compare distinct ones only.
+    distinct: List[Entry] = []
     for c in candidates:
-        if any(o.version.dominates(c.version) for o in candidates):
-            continue
-        if any(h.version == c.version and h.same_content(c) for h in found):
-            continue
-        found.append(c)
-    return found
+        if not any(d.version == c.version and d.same_content(c) for d in distinct):
+            distinct.append(c)
+    return [c for c in distinct if not any(o.version.dominates(c.version) for o in distinct)]
 
 
 @attrs.frozen

@@ -103,14 +103,28 @@ class Vector:
         return Vector(counters)
 
     def compare(self, other: "Vector") -> Order:
-        mine, theirs = self.as_dict(), other.as_dict()
+        # A merge walk over the two sorted tuples: no dictionaries, since
+        # the planner compares vectors for every path it plans.
+        a, b = self.counters, other.counters
+        if a == b:
+            return Order.EQUAL
         greater = lesser = False
-        for key in mine.keys() | theirs.keys():
-            a, b = mine.get(key, 0), theirs.get(key, 0)
-            if a > b:
-                greater = True
-            elif a < b:
+        i = j = 0
+        while i < len(a) and j < len(b):
+            (ka, va), (kb, vb) = a[i], b[j]
+            if ka == kb:
+                greater |= va > vb
+                lesser |= va < vb
+                i += 1
+                j += 1
+            elif ka < kb:
+                greater = True  # only we have this counter (never zero)
+                i += 1
+            else:
                 lesser = True
+                j += 1
+        greater |= i < len(a)
+        lesser |= j < len(b)
         if greater and lesser:
             return Order.CONCURRENT
         if greater:
