@@ -255,8 +255,9 @@ class Report:
 def check_converged(sim: Simulation) -> Report:
     """
     The property: every node holds the same tree, at the newest version of
-    every path, with no action left to take, and every published content
-    that a user did not destroy exists somewhere.
+    every path, with no action left to take; every published content that
+    a user did not destroy exists somewhere; and no losing version is kept
+    as more than one conflict copy.
     """
     problems: List[str] = []
     nodes = list(sim.nodes.values())
@@ -289,7 +290,11 @@ def check_converged(sim: Simulation) -> Report:
     lost = sorted(sim.published - sim.excused - held)
     if lost:
         problems.append(f"lost contents: {lost[:10]}")
-    copies = sum(1 for p in reference if ".sync-conflict-" in p)
+    copies = [v[1] for p, v in reference.items()
+              if ".sync-conflict-" in p.rsplit("/", 1)[-1] and v[0] == FILE]
+    twice = sorted({c for c in copies if copies.count(c) > 1})
+    if twice:
+        problems.append(f"contents kept as more than one conflict copy: {twice[:10]}")
     trashed = sum(len(n.fs.trash) for n in nodes)
-    return Report(problems=problems, paths=len(reference), conflict_copies=copies,
+    return Report(problems=problems, paths=len(reference), conflict_copies=len(copies),
                   trashed=trashed)
