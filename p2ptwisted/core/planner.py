@@ -169,8 +169,6 @@ def plan(path: str, local: Optional[Entry], remotes: Mapping[str, Entry], *, me:
     want = goal.entry
     if local is not None and local.version == want.version and local.same_content(want):
         return None
-    if local is not None and local.version.dominates(want.version):
-        return None  # cannot happen with ours among the candidates; kept for safety
     want = attrs.evolve(want, sequence=0)
     if local is None or local.deleted:
         if want.deleted:

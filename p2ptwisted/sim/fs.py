@@ -37,10 +37,6 @@ class Item:
         return self.observed(entry.path).matches(entry)
 
 
-def parent(path: str) -> str:
-    return path.rpartition("/")[0]
-
-
 @attrs.define
 class SimFS:
     """

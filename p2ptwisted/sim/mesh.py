@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Set, Tuple
 
 import attrs
 from twisted.internet import task
 
 from p2ptwisted.core.index import DIR, FILE
 from p2ptwisted.core.planner import plan
-from p2ptwisted.sim.fs import Item, parent
+from p2ptwisted.sim.fs import Item
 from p2ptwisted.sim.node import SimNode
 
 #: Seconds of simulated time at the start (counters are wall-clock based).
