@@ -742,11 +742,10 @@ class PairRenamesEdgeTests(SynchronousTestCase):
         self.assertEqual([(a.kind, a.path) for a in out], [(MOVE, "new.txt")])
 
 
-class KnownBugTests(SynchronousTestCase):
+class ReviewFoundTests(SynchronousTestCase):
     """
-    Behaviour the planner's rules promise but the code does not give yet;
-    marked C{todo} (an expected failure) until it is fixed, then the marker
-    must go (trial reports an unexpected success).
+    Behaviour the planner's rules promise that an early version of the code
+    did not give (found by review).
     """
 
     def test_conflict_copy_when_a_peer_holds_the_same_losing_version(self):
@@ -766,5 +765,4 @@ class KnownBugTests(SynchronousTestCase):
         self.assertEqual((action.kind, action.conflict_copy),
                          (FETCH, conflict_name("f.txt", mine)))
 
-    test_conflict_copy_when_a_peer_holds_the_same_losing_version.todo = (
-        "planner: a losing local version also held by a peer gets no conflict copy")
+

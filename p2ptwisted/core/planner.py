@@ -178,7 +178,10 @@ def plan(path: str, local: Optional[Entry], remotes: Mapping[str, Entry], *, me:
         return Action(FETCH, path, want, local, sources=sources(want, remotes))
     # We hold something live.
     copy = None
-    if local in goal.losers and local.kind == FILE and local.live:
+    # A loser is a version, not an entry: a peer holding the same version
+    # (at another sequence) may be the one L{heads} kept.
+    lost = any(l.version == local.version and l.same_content(local) for l in goal.losers)
+    if lost and local.kind == FILE and local.live:
         copy = conflict_name(path, local)
     if want.deleted:
         return Action(DELETE, path, want, local)
