@@ -10,7 +10,7 @@ replace, trash before delete, conflict copies by rename.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import attrs
 
@@ -20,15 +20,17 @@ from p2ptwisted.core.planner import (ADOPT, DELETE, FETCH, MKDIR, MOVE, SET_META
 from p2ptwisted.core.versions import short_id
 from p2ptwisted.sim.fs import Item, SimFS
 
-if TYPE_CHECKING:  # pragma: no cover
-    from p2ptwisted.sim.mesh import Simulation
-
 #: Seconds before a failed action is planned again.
 RETRY = 2.0
 
 
 class SimNode:
-    def __init__(self, sim: "Simulation", name: str, node_id: str):
+    """
+    @ivar sim: the L{p2ptwisted.sim.mesh.Simulation} it runs in (not
+        imported here: the mesh imports this module).
+    """
+
+    def __init__(self, sim, name: str, node_id: str):
         self.sim = sim
         self.name = name
         self.node_id = node_id
