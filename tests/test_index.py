@@ -431,10 +431,9 @@ class BatchTests(SynchronousTestCase):
         Sequences handed out inside a block that fails are saved, so they
         are never handed out again.
         """
-        with self.assertRaises(ZeroDivisionError):
-            with self.index.batch():
-                a = self.index.local_change(seen("a"), NOW)
-                1 / 0
+        with self.assertRaises(ZeroDivisionError), self.index.batch():
+            a = self.index.local_change(seen("a"), NOW)
+            raise ZeroDivisionError()
         self.assertEqual(self.store.puts, [[a]])
         self.assertEqual(self.store.meta("sequence"), "2")
         self.assertEqual(self.index.local_change(seen("b"), NOW).sequence, 3)
@@ -577,10 +576,33 @@ class VectorEdgeTests(SynchronousTestCase):
         self.assertEqual(Vector({"a": 1}).merge(Vector({"b": 1})).as_dict(), {"a": 1, "b": 1})
 
     def test_compare_by_value(self):
+        """
+        Counters and node ids compare by value (ids decoded from the wire
+        are equal strings, not the same objects).
+        """
         x = Vector({"a": fresh(NOW), "b": fresh(NOW + 1)})
         y = Vector({"a": fresh(NOW), "b": fresh(NOW + 1)})
         self.assertIs(x.compare(y), Order.EQUAL)
         self.assertFalse(x.dominates(y))
+        older = Vector({fresh("node-a"): 1, "node-b": 2})
+        newer = Vector({"node-a": 1, "node-b": 3})
+        self.assertIs(older.compare(newer), Order.LESSER)
+        self.assertIs(newer.compare(older), Order.GREATER)
+
+    def test_compare_long_vectors(self):
+        """
+        Vectors longer than any a peer may send still compare right (the
+        bound is for what we accept, not what compare handles).
+        """
+        base = {f"{i:016x}": 5 for i in range(300)}
+        v = Vector(base)
+        more = Vector(dict(base, zzzz=1))
+        bumped = Vector(dict(base, **{f"{299:016x}": 6}))
+        self.assertIs(v.compare(more), Order.LESSER)
+        self.assertIs(more.compare(v), Order.GREATER)
+        self.assertIs(v.compare(bumped), Order.LESSER)
+        self.assertIs(bumped.compare(v), Order.GREATER)
+        self.assertIs(more.compare(bumped), Order.CONCURRENT)
 
 
 class BoundsEdgeTests(SynchronousTestCase):
@@ -675,6 +697,22 @@ class PlannerEdgeTests(SynchronousTestCase):
         action = plan("f.txt", f, {"p": d}, me=ME, now=NOW)
         self.assertEqual((action.kind, action.conflict_copy), (MKDIR, conflict_name("f.txt", f)))
 
+    def test_no_copy_of_a_version_that_is_not_a_head(self):
+        """
+        Our version is dominated by a losing head with the same bytes (a
+        peer changed only the permission bits): that head's holder keeps
+        the copy, we keep none (only a losing version gets a copy).
+        """
+        ours = pentry(version={ME: 1}, hash="m", mtime=10)
+        chmod = pentry(version={ME: 1, "c" * 16: 1}, hash="m", mtime=10, perms=0o600,
+                       by="c" * 16)
+        winner = pentry(version={ME: 1, PEER: 1}, hash="w", mtime=20, by=PEER)
+        action = plan("f.txt", ours, {"c": chmod, "b": winner}, me=ME, now=NOW)
+        self.assertEqual((action.kind, action.entry.hash, action.conflict_copy),
+                         (FETCH, "w", None))
+        on_c = plan("f.txt", chmod, {"a": ours, "b": winner}, me="c" * 16, now=NOW)
+        self.assertEqual(on_c.conflict_copy, conflict_name("f.txt", chmod))
+
     def test_heads_one_per_version_and_content(self):
         x = attrs.evolve(pentry(version={ME: 2}), sequence=5)
         same = attrs.evolve(pentry(version={ME: 2}), sequence=9)
@@ -692,12 +730,26 @@ class SourcesEdgeTests(SynchronousTestCase):
             "a": pentry(version={PEER: 1}, hash="a", by=PEER),  # other bytes
             "b": pentry(version={PEER: 1}, hash="z", by=PEER),
             "e": pentry(version=v, hash="a", by=PEER),           # same version, other bytes
+            "g": pentry(version=v, hash="q", by=PEER),
             "d": attrs.evolve(pentry(version=v, kind=DIR, by=PEER), hash="m"),
             "t": attrs.evolve(pentry(version=v, deleted=True, by=PEER), hash="m"),
         }
         self.assertEqual(sources(want, remotes), ("z", "y"))
         self.assertEqual(sources(attrs.evolve(want, version=Vector({ME: 1, PEER: 1})), remotes),
                          ("z", "y"))
+
+    def test_by_value(self):
+        """
+        Kinds and hashes decoded from the wire are equal strings, not the
+        same objects.
+        """
+        v = {ME: 1, PEER: 1}
+        want = pentry(version=v, hash="hash-m", by=PEER)
+        remotes = {
+            "z": pentry(version=v, kind=fresh(FILE), hash=fresh("hash-m"), by=PEER),
+            "y": pentry(version={PEER: 1}, kind=fresh(FILE), hash=fresh("hash-m"), by=PEER),
+        }
+        self.assertEqual(sources(want, remotes), ("z", "y"))
 
 
 class PairRenamesEdgeTests(SynchronousTestCase):
@@ -721,6 +773,9 @@ class PairRenamesEdgeTests(SynchronousTestCase):
             Action(SET_META, "s.txt", pentry("s.txt", {ME: 1, PEER: 1}, hash="h", perms=0o600),
                    pentry("s.txt", hash="h")),
             self.fetch("r.txt", hash="h2", local=pentry("r.txt", hash="h")),
+            # A directory whose entry (as a peer sent it) carries a hash.
+            Action(DELETE, "d", pentry("d", {ME: 1, PEER: 1}, deleted=True, by=PEER),
+                   attrs.evolve(pentry("d", kind=DIR), hash="h")),
             self.fetch("n.txt"),
         ]
         self.assertEqual(pair_renames(actions), actions)
@@ -752,12 +807,12 @@ class ReviewFoundTests(SynchronousTestCase):
         """
         Our version lost a conflict; a peer (C) had already adopted that same
         version, so its entry differs from ours only in its sequence number.
-        We must still keep our bytes as the conflict copy: L{heads} keeps
-        C's entry and drops ours as a duplicate, and C{local in
-        goal.losers} then compares whole entries, sequence included.
+        We must still keep our bytes as the conflict copy, although L{heads}
+        keeps C's entry and drops ours as a duplicate (the early code looked
+        for our whole entry, sequence included, among the losers).
         """
         mine = attrs.evolve(pentry(version={ME: 2}, hash="from-a", mtime=10), sequence=5)
-        same_on_c = attrs.evolve(mine, sequence=9)
+        same_on_c = attrs.evolve(mine, sequence=9, version=Vector({ME: 2}))  # equal, not same
         winner = pentry(version={ME: 1, PEER: 1}, hash="from-b", mtime=20, by=PEER)
         alone = plan("f.txt", mine, {"b": winner}, me=ME, now=NOW)
         self.assertEqual(alone.conflict_copy, conflict_name("f.txt", mine))
