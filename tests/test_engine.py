@@ -257,3 +257,60 @@ class SqliteReceivingTests(SqliteMixin, ReceivingTests):
 
 class SqliteActionTests(SqliteMixin, ActionTests):
     pass
+
+
+class IndexWentBackTests(SynchronousTestCase):
+    """
+    A node whose index lost its end (a crash with synchronous=NORMAL, a
+    restored backup) must not hand out the same sequence numbers again.
+    """
+
+    def test_peer_ahead_of_us_makes_a_new_index(self):
+        store_a = MemoryStore()
+        a, b = engine(A, store_a), engine(B)
+        for i in range(3):
+            add(a, f"f{i}", f"c{i}")
+        connect(a, "A", b, "B")
+        pump(a, "A", b, "B")
+        a.peer_lost("B")
+        b.peer_lost("A")
+        # A comes back with only its first entry.
+        lost = MemoryStore()
+        lost.set_meta("index_id", store_a.meta("index_id"))
+        lost.set_meta("sequence", "1")
+        lost.put([store_a.get("f0")])
+        back = engine(A, lost)
+        old_id = back.index.index_id
+        add(back, "new", "made after the loss")  # sequence 2 again
+        hb = b.peer_connected("A")
+        back.peer_connected("B")
+        self.assertTrue(back.hello_received("B", hb))
+        self.assertNotEqual(back.index.index_id, old_id)
+        b.hello_received("A", back.hello_for("B"))
+        self.assertEqual(pump(back, "A", b, "B"), 2)
+        self.assertEqual(b.store.remote_for("new")["A"].hash, "made after the loss")
+        self.assertEqual(b.store.remote_for("f1"), {})  # forgotten with the old index
+
+    def test_peer_behind_us_is_ordinary(self):
+        a, b = engine(A), engine(B)
+        add(a, "f", "x")
+        hb = b.peer_connected("A")
+        a.peer_connected("B")
+        self.assertFalse(a.hello_received("B", hb))
+
+
+class EntryCheckTests(SynchronousTestCase):
+    def setUp(self):
+        self.a, self.b = engine(A), engine(B)
+        connect(self.a, "A", self.b, "B")
+        self.good = add(self.a, "f", "x")[0]
+
+    def test_malformed_entries_refused_and_not_asked_for_again(self):
+        bad = [attrs.evolve(self.good, path="k", kind="symlink"),
+               attrs.evolve(self.good, path="d", kind=DIR),  # a directory with a hash
+               attrs.evolve(self.good, path="p", perms=0o4755),
+               attrs.evolve(self.good, path="v", version=Vector(), sequence=7)]
+        got = self.b.entries_received("A", bad, NOW)
+        self.assertEqual(got.stored, 0)
+        self.assertEqual([r.split(":")[0] for r in got.rejected], ["k", "d", "p", "v"])
+        self.assertEqual(self.b.store.meta("peer-sequence:A"), "7")

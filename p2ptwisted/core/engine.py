@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import attrs
 
-from p2ptwisted.core.index import Entry, IndexStore, LocalIndex, Observed
+from p2ptwisted.core.index import Entry, IndexStore, LocalIndex, Observed, entry_problem
 from p2ptwisted.core.planner import MOVE, SEND_RECEIVE, Action, pair_renames, plan, target
 from p2ptwisted.core.versions import VersionError, check_counters
 
@@ -104,14 +104,22 @@ class SyncEngine:
 
     def peer_connected(self, peer: str) -> Hello:
         self.peers[peer] = PeerState(peer)
+        return self.hello_for(peer)
+
+    def hello_for(self, peer: str) -> Hello:
         their_id = self.store.meta(f"peer-index:{peer}") or ""
         their_seq = int(self.store.meta(f"peer-sequence:{peer}") or 0)
         return Hello(index_id=self.index.index_id, have_index_id=their_id,
                      have_sequence=their_seq if their_id else 0)
 
-    def hello_received(self, peer: str, hello: Hello) -> None:
+    def hello_received(self, peer: str, hello: Hello) -> bool:
         """
         The peer said what it has of our index, and what its own index is.
+
+        @return: C{True} if the peer holds more of our index than we do:
+            our index went back (a crash lost its end, or a backup was
+            restored), so we start a new index id, and the shell must send
+            every connected peer a fresh L{hello_for}.
         """
         state = self.peers.setdefault(peer, PeerState(peer))
         known = self.store.meta(f"peer-index:{peer}")
@@ -124,8 +132,15 @@ class SyncEngine:
             self.store.set_meta(f"peer-index:{peer}", hello.index_id)
             self.store.set_meta(f"peer-sequence:{peer}", "0")
         ok = hello.have_index_id == self.index.index_id
-        state.sent = min(hello.have_sequence, self.index.sequence) if ok else 0
+        if ok and hello.have_sequence > self.index.sequence:
+            self.index.new_index_id()
+            for other in self.peers.values():
+                other.sent = 0
+            state.ready = True
+            return True
+        state.sent = hello.have_sequence if ok else 0
         state.ready = True
+        return False
 
     def _remote_paths(self, peer: str) -> List[str]:
         return [p for p in self.store.paths() if peer in self.store.remote_for(p)]
@@ -167,12 +182,18 @@ class SyncEngine:
         stale = 0
         top = int(self.store.meta(f"peer-sequence:{peer}") or 0)
         for entry in entries:
+            # Whatever we make of it, the peer need not send it again.
+            top = max(top, entry.sequence)
             if self.ignored(entry.path):
                 continue
-            try:
-                check_counters(entry.version, now)
-            except VersionError as e:
-                rejected.append(f"{entry.path}: {e}")
+            problem = entry_problem(entry)
+            if problem is None:
+                try:
+                    check_counters(entry.version, now)
+                except VersionError as e:
+                    problem = str(e)
+            if problem is not None:
+                rejected.append(f"{entry.path}: {problem}")
                 continue
             old = self.store.remote_for(entry.path).get(peer)
             if old is not None and (old.version.dominates(entry.version)
@@ -180,7 +201,6 @@ class SyncEngine:
                 stale += 1
                 continue
             good.append(entry)
-            top = max(top, entry.sequence)
         if good:
             self.store.remote_put(peer, good)
             self.dirty.update(e.path for e in good)

@@ -78,6 +78,26 @@ class Entry:
         return self.perms == other.perms and self.mtime_ns == other.mtime_ns
 
 
+def entry_problem(entry: Entry) -> Optional[str]:
+    """
+    What makes a peer's entry unusable, or C{None}.  (Paths and hashes are
+    checked at the wire's edge; these are the rules between the fields.)
+    """
+    if entry.kind not in KINDS:
+        return f"unknown kind {entry.kind!r}"
+    if not 0 <= entry.perms <= PERM_MASK:
+        return f"permission bits {entry.perms:o} out of range"
+    if entry.size < 0 or entry.sequence < 1:
+        return "negative size or sequence"
+    if (entry.deleted or entry.kind == DIR) and (entry.hash or entry.size):
+        return "a directory or a deletion with content"
+    if entry.kind == FILE and not entry.deleted and not entry.hash:
+        return "a file without a hash"
+    if not entry.version.counters:
+        return "no version"
+    return None
+
+
 @attrs.frozen
 class Observed:
     """
@@ -225,6 +245,17 @@ class LocalIndex:
     def get(self, path: str) -> Optional[Entry]:
         return self.store.get(path)
 
+    def new_index_id(self) -> str:
+        """
+        Start a new index: peers forget what they had from us and take all
+        of it again.  Needed when our index went back in time (the end of
+        the database lost in a crash, a backup restored): its sequence
+        numbers would otherwise be handed out twice.
+        """
+        self.index_id = new_index_id()
+        self.store.set_meta("index_id", self.index_id)
+        return self.index_id
+
     def _next(self) -> int:
         self.sequence += 1
         return self.sequence
@@ -296,6 +327,8 @@ class LocalIndex:
         still holds files someone needs (see L{SyncEngine.revive}).
         """
         old = self.store.get(path)
+        if old is None:
+            raise KeyError(f"nothing at {path!r} to bump")
         entry = attrs.evolve(old, version=old.version.bump(self.me, now), modified_by=self.me,
                              sequence=self._next())
         self._save([entry])

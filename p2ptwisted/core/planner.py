@@ -182,7 +182,10 @@ def plan(path: str, local: Optional[Entry], remotes: Mapping[str, Entry], *, me:
     # (at another sequence) may be the one L{heads} kept.
     lost = any(l.version == local.version and l.same_content(local) for l in goal.losers)
     if lost and local.kind == FILE and local.live:
-        copy = conflict_name(path, local)
+        # Losers with the same bytes (say, one also chmodded elsewhere) are
+        # kept as one copy, named after the highest ranked of them.
+        alike = [l for l in goal.losers if l.same_content(local)]
+        copy = conflict_name(path, max(alike, key=rank))
     if want.deleted:
         return Action(DELETE, path, want, local)
     if local.same_content(want):

@@ -290,9 +290,11 @@ def check_converged(sim: Simulation) -> Report:
     lost = sorted(sim.published - sim.excused - held)
     if lost:
         problems.append(f"lost contents: {lost[:10]}")
-    copies = [v[1] for p, v in reference.items()
+    # A version is its bytes and metadata: the same bytes chmodded
+    # differently on two nodes are two versions, and each may lose.
+    copies = [v[1:] for p, v in reference.items()
               if ".sync-conflict-" in p.rsplit("/", 1)[-1] and v[0] == FILE]
-    twice = sorted({c for c in copies if copies.count(c) > 1})
+    twice = sorted({c[0] for c in copies if copies.count(c) > 1})
     if twice:
         problems.append(f"contents kept as more than one conflict copy: {twice[:10]}")
     trashed = sum(len(n.fs.trash) for n in nodes)

@@ -112,7 +112,9 @@ class SimNode:
             return
         kind = message[0]
         if kind == "hello":
-            self.engine.hello_received(peer, message[1])
+            if self.engine.hello_received(peer, message[1]):
+                for other in list(self.links):
+                    self.sim.send(self.name, other, ("hello", self.engine.hello_for(other)))
             self.announce()
         elif kind == "entries":
             self.engine.entries_received(peer, message[1], self.sim.now())
