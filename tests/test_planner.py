@@ -129,6 +129,21 @@ class ConflictTests(SynchronousTestCase):
         self.assertEqual((action.kind, action.entry.hash), (FETCH, "y"))
         self.assertIs(action.entry.version.compare(x.version), Order.GREATER)
 
+    def test_equal_vectors_different_permission_bits_agree_on_one(self):
+        """
+        Two nodes can reach the same merged vector with different winners'
+        metadata; both must then settle on the same permission bits.
+        """
+        x = E(version={A: 1, B: 1}, hash="same", perms=0o600)
+        y = E(version={A: 1, B: 1}, hash="same", perms=0o644)
+        on_x = plan("f.txt", x, {"p": y}, me=A, now=NOW)
+        on_y = plan("f.txt", y, {"p": x}, me=B, now=NOW)
+        goals = [a.entry.perms for a in (on_x, on_y) if a is not None]
+        self.assertEqual(len(goals), 1)  # exactly one side changes
+        self.assertIn(goals[0], (0o600, 0o644))
+        changed = on_x if on_x is not None else on_y
+        self.assertEqual((changed.kind, changed.conflict_copy), (SET_META, None))
+
     def test_loser_dominated_by_a_losing_head_goes_to_trash_not_a_copy(self):
         base = E(version={A: 1}, hash="base")
         m = E(version={A: 2}, hash="m", mtime=10)

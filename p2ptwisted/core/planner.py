@@ -85,7 +85,7 @@ def rank(entry: Entry) -> tuple:
     The conflict order: the largest rank wins.
     """
     return (entry.live, entry.kind == DIR, entry.mtime_ns, entry.modified_by, entry.hash,
-            entry.version.counters)
+            entry.version.counters, entry.perms)
 
 
 def conflict_name(path: str, loser: Entry) -> str:
@@ -113,13 +113,16 @@ def conflict_name(path: str, loser: Entry) -> str:
 def heads(candidates: Sequence[Entry]) -> List[Entry]:
     """
     The versions no other candidate dominates, one per distinct
-    (version, content).  Equal vectors with different content (which
-    honest nodes never make) are kept apart, so they count as a conflict.
+    (version, content, metadata).  Equal vectors with different content or
+    metadata are kept apart, so they are resolved like concurrent ones:
+    merging the heads of two overlapping sets of versions can give the
+    same vector on two nodes that picked different winners.
     """
     # Usually most peers hold the same version: compare distinct ones only.
     distinct: List[Entry] = []
     for c in candidates:
-        if not any(d.version == c.version and d.same_content(c) for d in distinct):
+        if not any(d.version == c.version and d.same_content(c) and d.same_meta(c)
+                   for d in distinct):
             distinct.append(c)
     return [c for c in distinct if not any(o.version.dominates(c.version) for o in distinct)]
 
@@ -167,7 +170,8 @@ def plan(path: str, local: Optional[Entry], remotes: Mapping[str, Entry], *, me:
     candidates = list(remotes.values()) + ([local] if local is not None else [])
     goal = target(candidates, me, now)
     want = goal.entry
-    if local is not None and local.version == want.version and local.same_content(want):
+    if (local is not None and local.version == want.version and local.same_content(want)
+            and local.same_meta(want)):
         return None
     want = attrs.evolve(want, sequence=0)
     if local is None or local.deleted:
