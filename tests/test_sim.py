@@ -5,7 +5,7 @@ each on a few nodes, and the convergence property over many random seeds.
 A failing property example prints the command that replays it.
 """
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,6 +13,7 @@ from p2ptwisted.core.index import DIR, FILE
 from p2ptwisted.sim import Simulation, check_converged
 from p2ptwisted.sim.__main__ import main
 from p2ptwisted.sim.fs import Item
+from p2ptwisted.store import SqliteStore
 
 
 def chain(seed=1):
@@ -200,6 +201,8 @@ class PropertyTests(SynchronousTestCase):
     @settings(max_examples=40, deadline=None)
     @given(seed=st.integers(0, 2**32 - 1), nodes=st.integers(2, 5),
            ops=st.integers(0, 200))
+    @example(seed=642, nodes=4, ops=600)  # equal vectors, different modes
+    @example(seed=4, nodes=4, ops=83)  # two losers with the same bytes
     def test_random_operations_converge_and_lose_nothing(self, seed, nodes, ops):
         sim = Simulation(nodes, seed)
         quiet = sim.run(ops)
@@ -207,6 +210,26 @@ class PropertyTests(SynchronousTestCase):
         replay = f"replay: python -m p2ptwisted.sim --nodes {nodes} --ops {ops} --seed {seed}"
         self.assertTrue(quiet, f"still busy at the time limit; {replay}")
         self.assertEqual(report.problems, [], replay)
+
+    @settings(max_examples=10, deadline=None)
+    @given(seed=st.integers(0, 2**32 - 1), nodes=st.integers(2, 4),
+           ops=st.integers(0, 150))
+    def test_on_the_real_sqlite_store(self, seed, nodes, ops):
+        """
+        The node's real index storage under the same property, and to the
+        same result as the in-memory store.
+        """
+        sim = Simulation(nodes, seed, store_factory=lambda: SqliteStore(":memory:"))
+        quiet = sim.run(ops)
+        report = check_converged(sim)
+        replay = (f"replay: python -m p2ptwisted.sim --sqlite --nodes {nodes} --ops {ops}"
+                  f" --seed {seed}")
+        self.assertTrue(quiet, replay)
+        self.assertEqual(report.problems, [], replay)
+        memory = Simulation(nodes, seed)
+        memory.run(ops)
+        self.assertEqual([n.fs.tree() for n in sim.nodes.values()],
+                         [n.fs.tree() for n in memory.nodes.values()])
 
     def test_same_seed_replays_exactly(self):
         first, second = Simulation(4, 99), Simulation(4, 99)

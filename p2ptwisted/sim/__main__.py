@@ -24,13 +24,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=1,
                         help="run this many seeds, from --seed on")
+    parser.add_argument("--sqlite", action="store_true",
+                        help="keep each node's index in sqlite (in memory), as a real node does")
     args = parser.parse_args(argv)
     if args.nodes < 2 or args.ops < 0 or args.seeds < 1:
         parser.error("need --nodes >= 2, --ops >= 0, --seeds >= 1")
     failed = 0
     for seed in range(args.seed, args.seed + args.seeds):
         started = time.perf_counter()
-        sim = Simulation(args.nodes, seed)
+        if args.sqlite:
+            from p2ptwisted.store import SqliteStore
+            sim = Simulation(args.nodes, seed, store_factory=lambda: SqliteStore(":memory:"))
+        else:
+            sim = Simulation(args.nodes, seed)
         quiet = sim.run(args.ops)
         report = check_converged(sim)
         elapsed = time.perf_counter() - started

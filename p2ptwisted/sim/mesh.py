@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Dict, List, Set, Tuple
+from typing import Callable, Dict, List, Set, Tuple
 
 import attrs
 from twisted.internet import task
 
-from p2ptwisted.core.index import DIR, FILE
+from p2ptwisted.core.index import DIR, FILE, IndexStore, MemoryStore
 from p2ptwisted.core.planner import plan
 from p2ptwisted.sim.fs import Item
 from p2ptwisted.sim.node import SimNode
@@ -32,13 +32,17 @@ class Simulation:
         (lost by the user's own hand, not by sync).
     """
 
-    def __init__(self, nodes: int, seed: int, *, max_delay: float = 0.05):
+    def __init__(self, nodes: int, seed: int, *, max_delay: float = 0.05,
+                 store_factory: Callable[[], IndexStore] = MemoryStore):
         self.seed = seed
         self.random = random.Random(seed)
         self.clock = task.Clock()
         self.clock.advance(EPOCH)
         self.started = EPOCH
         self.max_delay = max_delay
+        #: Each node's index storage: in memory, or the node's real sqlite
+        #: store (C{--sqlite}), which then runs under the same property.
+        self.store_factory = store_factory
         self.nodes: Dict[str, SimNode] = {}
         self.queues: Dict[Tuple[str, str], deque] = {}
         self.fetch_peer: Dict[Tuple[str, int], str] = {}

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import attrs
 
 from p2ptwisted.core.engine import SyncEngine
-from p2ptwisted.core.index import DIR, FILE, LocalIndex, MemoryStore
+from p2ptwisted.core.index import DIR, FILE, LocalIndex
 from p2ptwisted.core.planner import (ADOPT, DELETE, FETCH, MKDIR, MOVE, SET_META, Action)
 from p2ptwisted.core.versions import short_id
 from p2ptwisted.sim.fs import Item, SimFS
@@ -35,7 +35,7 @@ class SimNode:
         self.name = name
         self.node_id = node_id
         self.fs = SimFS()
-        self.store = MemoryStore()
+        self.store = sim.store_factory()
         self.running = False
         self.sent = 0
         #: Content requests sent to peers (a rename must cost none).
