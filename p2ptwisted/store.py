@@ -248,6 +248,10 @@ class SqliteStore:
                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            ((peer,) + _row(entry) for entry in entries))
 
+    def remote_paths(self, peer: str) -> List[str]:
+        rows = self._db.execute("SELECT path FROM remote WHERE peer = ? ORDER BY path", (peer,))
+        return [row[0] for row in rows]
+
     def remote_for(self, path: str) -> Dict[str, Entry]:
         rows = self._db.execute(f"SELECT peer, {_FIELDS} FROM remote WHERE path = ?",
                                 (path,))

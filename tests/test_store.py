@@ -155,6 +155,12 @@ class StoreBehaviour:
         self.assertEqual(self.store.meta("index_id"), "def")
         self.assertEqual(self.store.meta("sequence"), "1")
 
+    def test_remote_paths(self):
+        self.store.remote_put("P1", [entry("b", 1), entry("a", 2)])
+        self.store.remote_put("P2", [entry("c", 3)])
+        self.assertEqual(self.store.remote_paths("P1"), ["a", "b"])
+        self.assertEqual(self.store.remote_paths("P3"), [])
+
     def test_remote(self):
         a1, b1, a2 = entry("a", 10), entry("b", 11), entry("a", 3, content_hash="h2")
         self.assertEqual(self.store.remote_for("a"), {})

@@ -126,8 +126,7 @@ class SyncEngine:
         if known != hello.index_id:
             # Its sequences start over: forget what it told us before.
             if known is not None:
-                for path in self._remote_paths(peer):
-                    self.dirty.add(path)
+                self.dirty.update(self.store.remote_paths(peer))
             self.store.remote_drop(peer)
             self.store.set_meta(f"peer-index:{peer}", hello.index_id)
             self.store.set_meta(f"peer-sequence:{peer}", "0")
@@ -141,9 +140,6 @@ class SyncEngine:
         state.sent = hello.have_sequence if ok else 0
         state.ready = True
         return False
-
-    def _remote_paths(self, peer: str) -> List[str]:
-        return [p for p in self.store.paths() if peer in self.store.remote_for(p)]
 
     def peer_lost(self, peer: str) -> None:
         """
