@@ -717,7 +717,7 @@ class PlannerEdgeTests(SynchronousTestCase):
         x = attrs.evolve(pentry(version={ME: 2}), sequence=5)
         same = attrs.evolve(pentry(version={ME: 2}), sequence=9)
         self.assertEqual(heads([x, same]), [x])
-        self.assertEqual(target([x, same], ME, NOW), target([x], ME, NOW))
+        self.assertEqual(target([x, same]), target([x]))
 
 
 class SourcesEdgeTests(SynchronousTestCase):

@@ -87,11 +87,25 @@ class ConflictTests(SynchronousTestCase):
         # The resolved version dominates both and is ours.
         self.assertIs(action.entry.version.compare(mine.version), Order.GREATER)
         self.assertIs(action.entry.version.compare(theirs.version), Order.GREATER)
-        # The winner's side keeps its file, adopting a dominating version.
-        other = plan("f.txt", theirs, {"q": mine}, me=B, now=NOW)
-        self.assertEqual((other.kind, other.entry.hash, other.conflict_copy),
-                         (ADOPT, "theirs", None))
-        self.assertIs(other.entry.version.compare(theirs.version), Order.GREATER)
+        # The winner's side does nothing: the loser's side resolves it, and
+        # its version then dominates ours (same bytes: adopted).
+        self.assertIsNone(plan("f.txt", theirs, {"q": mine}, me=B, now=NOW))
+        after = plan("f.txt", theirs, {"q": action.entry}, me=B, now=NOW)
+        self.assertEqual((after.kind, after.entry.version), (ADOPT, action.entry.version))
+
+    def test_a_third_node_takes_the_winner_at_its_own_version(self):
+        """
+        A node that never held the loser must not make a version that
+        dominates it: the loser's holder would then replace its bytes
+        without seeing a conflict (into the trash, not a conflict copy).
+        """
+        base = E(version={A: 1}, hash="base")
+        mine = E(version={A: 2}, hash="mine", mtime=10, by=A)
+        theirs = E(version={A: 1, B: 1}, hash="theirs", mtime=20, by=B)
+        action = plan("f.txt", base, {"a": mine, "b": theirs}, me=C, now=NOW)
+        self.assertEqual((action.kind, action.entry.version), (FETCH, theirs.version))
+        again = plan("f.txt", mine, {"c": action.entry, "b": theirs}, me=A, now=NOW)
+        self.assertEqual(again.conflict_copy, conflict_name("f.txt", mine))
 
     def test_equal_mtime_both_sides_pick_the_same_winner(self):
         x = E(version={A: 2}, hash="x", mtime=10, by=A)
@@ -99,14 +113,14 @@ class ConflictTests(SynchronousTestCase):
         on_a = plan("f.txt", x, {"b": y}, me=A, now=NOW)
         on_b = plan("f.txt", y, {"a": x}, me=B, now=NOW)
         self.assertEqual(on_a.entry.hash, "y")  # B's id is larger
-        self.assertEqual(on_b.entry.hash, "y")
-        self.assertEqual((on_a.kind, on_b.kind), (FETCH, ADOPT))
+        self.assertEqual(on_a.kind, FETCH)
+        self.assertIsNone(on_b)
 
     def test_edit_beats_concurrent_delete_even_if_older(self):
         edit = E(version={A: 2}, hash="edit", mtime=5, by=A)
         gone = E(version={A: 1, B: 1}, deleted=True, mtime=50, by=B)
         self.assertEqual(plan("f.txt", gone, {"a": edit}, me=B, now=NOW).kind, FETCH)
-        self.assertEqual(plan("f.txt", edit, {"b": gone}, me=A, now=NOW).kind, ADOPT)
+        self.assertIsNone(plan("f.txt", edit, {"b": gone}, me=A, now=NOW))
 
     def test_directory_beats_concurrent_file(self):
         f = E(version={A: 2}, hash="f", mtime=99, by=A)
@@ -161,7 +175,7 @@ class ConflictTests(SynchronousTestCase):
         """
         x = E(version={A: 2}, hash="h1", mtime=m1, deleted=d1, by=A)
         y = E(version={A: 1, B: 1}, hash=h, mtime=m2, deleted=d2, by=B)
-        goals = [target([x, y], me, NOW).entry for me in (A, B, C)]
+        goals = [target([x, y]).entry for me in (A, B, C)]
         contents = {(g.deleted, g.kind, g.hash, g.mtime_ns) for g in goals}
         self.assertEqual(len(contents), 1)
 

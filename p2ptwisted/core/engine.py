@@ -293,7 +293,7 @@ class SyncEngine:
         """
         for child in self.store.live_under(path, limit):
             candidates = [child] + list(self.store.remote_for(child.path).values())
-            if target(candidates, self.me, now).entry.live:
+            if target(candidates).entry.live:
                 return True
         return False
 

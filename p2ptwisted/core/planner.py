@@ -16,9 +16,12 @@ The rules, which every node applies the same way, so all converge:
     (an edit concurrent with a delete keeps the edit), a directory beats a
     file (nothing under it is lost), then the newer mtime, then the larger
     node id of the last modifier, then the larger hash.
-  - After a conflict the path's version is the merge of every head, bumped
-    by the node that resolves it, so that version dominates all of them and
-    the conflict cannot come back.
+  - A node holding a losing head resolves the conflict for it: it takes
+    the winner at a version merged from both and bumped by itself, which
+    dominates the two, so that conflict cannot come back.  Every other
+    node takes the winner at the winner's own version: a version that
+    dominated a loser it never held would let that loser's holder replace
+    its bytes without seeing the conflict (into the trash, not a copy).
   - A node whose own version is a losing head with a live file keeps those
     bytes as a conflict copy named after that version
     (L{conflict_name}: the loser's mtime and last modifier, so every node
@@ -138,18 +141,20 @@ class Target:
     losers: Tuple[Entry, ...]
 
 
-def target(candidates: Sequence[Entry], me: str, now: int) -> Target:
+def target(candidates: Sequence[Entry]) -> Target:
     """
-    The path's version once every known version is taken into account.
+    What the path must hold once every known version is taken into
+    account: the winning head, at the merge of every head with the same
+    content (which dominates none of the losers: the nodes holding a loser
+    must still see the conflict, to keep their bytes).
     """
     tops = heads(candidates)
     winner = max(tops, key=rank)
     if len(tops) == 1:
         return Target(entry=winner, losers=())
-    merged = functools.reduce(Vector.merge, (t.version for t in tops))
+    same = [t for t in tops if t.same_content(winner)]
+    merged = functools.reduce(Vector.merge, (t.version for t in same))
     losers = tuple(t for t in tops if not t.same_content(winner))
-    if losers:
-        merged = merged.bump(me, now)
     return Target(entry=attrs.evolve(winner, version=merged), losers=losers)
 
 
@@ -168,8 +173,15 @@ def plan(path: str, local: Optional[Entry], remotes: Mapping[str, Entry], *, me:
     if mode == SEND_ONLY or not remotes:
         return None
     candidates = list(remotes.values()) + ([local] if local is not None else [])
-    goal = target(candidates, me, now)
+    goal = target(candidates)
     want = goal.entry
+    lost = local is not None and any(
+        l.version == local.version and l.same_content(local) for l in goal.losers)
+    if lost:
+        # We hold a losing head: we resolve the conflict for our version,
+        # with one that has seen both it and the winner, so it cannot come
+        # back (and nobody else's loser is overruled by it).
+        want = attrs.evolve(want, version=want.version.merge(local.version).bump(me, now))
     if (local is not None and local.version == want.version and local.same_content(want)
             and local.same_meta(want)):
         return None
@@ -182,9 +194,6 @@ def plan(path: str, local: Optional[Entry], remotes: Mapping[str, Entry], *, me:
         return Action(FETCH, path, want, local, sources=sources(want, remotes))
     # We hold something live.
     copy = None
-    # A loser is a version, not an entry: a peer holding the same version
-    # (at another sequence) may be the one L{heads} kept.
-    lost = any(l.version == local.version and l.same_content(local) for l in goal.losers)
     if lost and local.kind == FILE and local.live:
         # Losers with the same bytes (say, one also chmodded elsewhere) are
         # kept as one copy, named after the highest ranked of them.

@@ -1,0 +1,255 @@
+# -*- test-case-name: tests.test_sync -*-
+"""
+One shared folder kept in step: the Twisted shell around the sync core.
+
+It wires the pure L{SyncEngine} to the disk: the L{Scanner} finds local
+changes, L{Disk} applies the engine's decisions, both in a thread (they
+block), and everything the engine is told happens on the reactor thread
+(the index's sqlite connection lives there).  The network is not here:
+the node gives it a C{fetch} function that brings a file's verified bytes
+into a temporary file beside its destination, and an C{announce} function
+called whenever our index has entries peers have not had.
+
+How one action is applied (L{FolderSync._apply_blocking}):
+
+  1. Check before replace: if the disk no longer holds what our index says
+     (the user is editing it), rescan and plan again; nothing is touched.
+  2. Keep what is replaced: a conflict copy by rename if our version lost
+     a conflict, else the trash can.
+  3. Bytes come from the disk when any file of ours has them (a rename or a
+     copy elsewhere moves no bytes), else from a peer.
+  4. A directory that would be deleted or replaced while it holds files
+     still needed is kept (L{SyncEngine.revive}).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+
+from p2ptwisted import wire
+from p2ptwisted.apply import Disk
+from p2ptwisted.core.engine import SyncEngine
+from p2ptwisted.core.index import DIR, Entry
+from p2ptwisted.core.planner import ADOPT, DELETE, FETCH, MKDIR, MOVE, SET_META, Action
+from p2ptwisted.core.versions import Vector
+from p2ptwisted.scanner import Scanner
+
+#: Seconds before an action that failed (no source, a disk error, a
+#: directory still being emptied) is planned again.
+RETRY_DELAY = 5.0
+
+DONE = "done"
+RESCAN = "rescan"
+BLOCKED = "blocked"      # a directory in the way still holds something
+NEED_BYTES = "need-bytes"
+FAILED = "failed"
+
+
+class FolderSync:
+    """
+    @param fetch: C{(action, sources) -> Deferred} firing with the name of
+        a complete, verified temporary file in the destination's directory.
+    @param announce: called with no arguments when peers have new entries
+        to get from us.
+    @param run_blocking: runs a function in a thread, returning a
+        Deferred (C{deferToThreadPool}); C{maybeDeferred} in tests.
+    """
+
+    log = Logger()
+
+    def __init__(self, engine: SyncEngine, scanner: Scanner, disk: Disk, clock,
+                 fetch: Callable[[Action, tuple], Deferred],
+                 announce: Callable[[], None] = lambda: None,
+                 run_blocking=maybeDeferred):
+        self.engine = engine
+        self.scanner = scanner
+        self.disk = disk
+        self.clock = clock
+        self.fetch = fetch
+        self.announce = announce
+        self.run_blocking = run_blocking
+        self._pump_call = None
+        self._scanning: Optional[Deferred] = None
+        self._rescan_again = False
+        self.stopped = False
+
+    def now_ns(self) -> int:
+        return int(self.clock.seconds() * 1e9)
+
+    # -- scanning ----------------------------------------------------------------
+
+    def rescan(self) -> Deferred:
+        """
+        Scan the share (in a thread) and record what changed.  A rescan
+        asked for while one runs happens once that one ends.
+        """
+        if self._scanning is not None:
+            self._rescan_again = True
+            return self._scanning
+        self._scanning = d = self.run_blocking(self.scanner.scan, self.now_ns())
+        d.addCallback(self._scanned)
+        d.addBoth(self._scan_ended)
+        return d
+
+    def _scanned(self, report) -> int:
+        made = self.engine.local_changed(report.changed, report.gone,
+                                         int(self.clock.seconds()))
+        if report.recheck_at is not None:
+            delay = max(0.0, report.recheck_at / 1e9 - self.clock.seconds())
+            self.clock.callLater(delay, self.rescan)
+        if made:
+            self.announce()
+        self.kick()
+        return len(made)
+
+    def _scan_ended(self, result):
+        self._scanning = None
+        if self._rescan_again and not self.stopped:
+            self._rescan_again = False
+            self.rescan()
+        return result
+
+    # -- applying ------------------------------------------------------------------
+
+    def kick(self) -> None:
+        if not self.stopped and (self._pump_call is None or not self._pump_call.active()):
+            self._pump_call = self.clock.callLater(0, self.pump)
+
+    def pump(self) -> None:
+        self._pump_call = None
+        if self.stopped:
+            return
+        now = self.clock.seconds()
+        actions = self.engine.next_actions(now)
+        # Parents before children; deletions last, deepest first.
+        rest = sorted((a for a in actions if a.kind != DELETE), key=lambda a: a.path)
+        deletes = sorted((a for a in actions if a.kind == DELETE), key=lambda a: a.path,
+                         reverse=True)
+        for action in rest + deletes:
+            self._apply(action)
+        if self.engine.waiting:
+            soonest = min(self.engine.waiting.values())
+            self._pump_call = self.clock.callLater(max(0.0, soonest - now), self.pump)
+
+    def _apply(self, action: Action) -> Deferred:
+        local_copies = []
+        if action.kind == FETCH:
+            local_copies = [e.path for e in self.engine.store.with_hash(action.entry.hash)
+                            if e.path != action.path]
+        d = self.run_blocking(self._apply_blocking, action, local_copies, self.now_ns())
+        d.addCallback(self._outcome, action)
+        d.addErrback(self._error, action)
+        return d
+
+    def _apply_blocking(self, action: Action, local_copies: List[str], now_ns: int) -> str:
+        disk = self.disk
+        if action.local is not None and not disk.check(action.local):
+            return RESCAN
+        if action.local is None and not disk.check(_nothing(action.path)):
+            return RESCAN  # something appeared there that we never scanned
+        if action.kind == MOVE and not disk.check(action.source.local):
+            return RESCAN
+        kind, entry = action.kind, action.entry
+        if kind == ADOPT:
+            return DONE
+        if kind == SET_META:
+            disk.set_meta(entry)
+            return DONE
+        if kind == DELETE:
+            if action.local.kind == DIR:
+                return DONE if disk.rmdir(action.path) else BLOCKED
+            disk.trash(action.path, now_ns)
+            return DONE
+        if action.local is not None and action.local.live and action.local.kind == DIR \
+                and kind != MKDIR and not disk.rmdir(action.path):
+            return BLOCKED
+        if kind == FETCH and not local_copies:
+            return NEED_BYTES  # the conflict copy, if any, is made on arrival
+        if action.conflict_copy and not disk.conflict_copy(action.path, action.conflict_copy):
+            return FAILED
+        if kind == MKDIR:
+            disk.mkdir(entry, now_ns)
+            return DONE
+        if kind == MOVE:
+            return DONE if disk.move_local(action.source.local, entry, now_ns) else FAILED
+        for path in local_copies:
+            if disk.copy_local(path, entry, now_ns):
+                return DONE
+        return NEED_BYTES
+
+    def _outcome(self, outcome: str, action: Action) -> None:
+        if self.stopped:
+            return
+        if outcome == DONE:
+            self.engine.done(action)
+            if action.conflict_copy:
+                self.rescan()  # the copy is a new file of ours
+            self.announce()
+        elif outcome == RESCAN:
+            d = self.rescan()
+            d.addBoth(lambda _: self._replan(action))
+        elif outcome == BLOCKED:
+            now = int(self.clock.seconds())
+            if self.engine.needed_under(action.path, now):
+                self.log.info("keeping directory {path}: it holds files still needed",
+                              path=wire.safe_text(action.path))
+                self.engine.revive(action, now)
+                self.announce()
+            else:
+                self.engine.failed(action, self.clock.seconds() + RETRY_DELAY)
+        elif outcome == NEED_BYTES:
+            self._fetch(action)
+            return
+        else:
+            self.engine.failed(action, self.clock.seconds() + RETRY_DELAY)
+        self.kick()
+
+    def _replan(self, action: Action) -> None:
+        self.engine.failed(action, None)
+        self.kick()
+
+    def _fetch(self, action: Action) -> None:
+        sources = self.engine.sources_for(action)
+        if not sources:
+            self.engine.failed(action, self.clock.seconds() + RETRY_DELAY)
+            return
+        d = self.fetch(action, sources)
+        d.addCallback(lambda tmp: self.run_blocking(self._place, action, tmp, self.now_ns()))
+        d.addCallback(self._outcome, action)
+        d.addErrback(self._error, action)
+
+    def _place(self, action: Action, tmp: str, now_ns: int) -> str:
+        disk = self.disk
+        if action.local is not None and not disk.check(action.local):
+            return RESCAN  # edited while we fetched: keep the user's bytes
+        if action.conflict_copy and not disk.conflict_copy(action.path, action.conflict_copy):
+            return FAILED
+        disk.place(tmp, action.entry, now_ns)
+        return DONE
+
+    def _error(self, failure, action: Action) -> None:
+        why = failure.value
+        code = getattr(why, "code", type(why).__name__)
+        self.log.warn("cannot apply {kind} to {path}: {code}: {why}", kind=action.kind,
+                      path=wire.safe_text(action.path), code=code, why=str(why))
+        if not self.stopped:
+            self.engine.failed(action, self.clock.seconds() + RETRY_DELAY)
+            self.kick()
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        self.scanner.stopped = lambda: True
+
+
+def _nothing(path: str) -> Entry:
+    """
+    A tombstone for C{path}: L{Disk.check} of it asks "is nothing there?".
+    """
+    return Entry(path=path, kind="file", size=0, mtime_ns=0, perms=0, hash="", deleted=True,
+                 version=Vector(), modified_by="")
+

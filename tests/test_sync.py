@@ -1,0 +1,195 @@
+"""
+FolderSync on real directories: two folders joined in memory (entries
+handed across, bytes copied by a stand-in for the network), so the core,
+the scanner and the disk work together as on a node.
+"""
+
+import os
+
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2ptwisted.apply import Disk
+from p2ptwisted.core.engine import SyncEngine
+from p2ptwisted.core.index import LocalIndex, MemoryStore
+from p2ptwisted.scanner import Scanner
+from p2ptwisted.share import hash_fd
+from p2ptwisted.sync import FolderSync
+
+S = 10**9
+START = 1_800_000_000
+
+
+class Folder:
+    def __init__(self, testcase, name, clock, me):
+        self.root = os.path.abspath(testcase.mktemp())
+        self.state = os.path.join(self.root, ".p2pshare")
+        os.makedirs(self.state)
+        self.store = MemoryStore()
+        self.engine = SyncEngine(LocalIndex(self.store, me), self.store)
+        self.disk = Disk(self.root, self.state)
+        testcase.addCleanup(self.disk.close)
+        self.fetches = []
+        self.sync = FolderSync(self.engine, Scanner(self.root, self.state, self.store),
+                               self.disk, clock, fetch=self._fetch)
+        self.name = name
+        self.other = None
+
+    def _fetch(self, action, sources):
+        """
+        The network's part, by hand: find the bytes in the other folder,
+        copy them beside the destination, verify them.
+        """
+        self.fetches.append(action.path)
+        src = self.other.find(action.entry.hash)
+        directory = os.path.join(self.root, os.path.dirname(action.path))
+        os.makedirs(directory, exist_ok=True)
+        tmp = ".p2pshare-tmp-" + str(len(self.fetches))
+        with open(src, "rb") as f, open(os.path.join(directory, tmp), "wb") as out:
+            out.write(f.read())
+        with open(os.path.join(directory, tmp), "rb") as f:
+            assert hash_fd(f.fileno()) == action.entry.hash
+        return succeed(tmp)
+
+    def find(self, content_hash):
+        for entry in self.store.with_hash(content_hash):
+            return os.path.join(self.root, entry.path)
+        raise LookupError(content_hash)
+
+    def path(self, relative):
+        return os.path.join(self.root, relative)
+
+    def write(self, relative, data, mode=0o644, mtime=None):
+        full = self.path(relative)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+        os.chmod(full, mode)
+        if mtime is not None:
+            os.utime(full, ns=(mtime, mtime))
+
+    def read(self, relative):
+        with open(self.path(relative), "rb") as f:
+            return f.read()
+
+    def files(self):
+        found = {}
+        for top, dirs, names in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".p2pshare")]
+            for n in names:
+                rel = os.path.relpath(os.path.join(top, n), self.root)
+                found[rel] = self.read(rel)
+        return found
+
+
+class FolderSyncTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.a = Folder(self, "a", self.clock, "a" * 16)
+        self.b = Folder(self, "b", self.clock, "b" * 16)
+        self.a.other, self.b.other = self.b, self.a
+        self.a.sync.announce = lambda: self.flow(self.a, self.b)
+        self.b.sync.announce = lambda: self.flow(self.b, self.a)
+        hello_a = self.a.engine.peer_connected("b")
+        hello_b = self.b.engine.peer_connected("a")
+        self.a.engine.hello_received("b", hello_b)
+        self.b.engine.hello_received("a", hello_a)
+
+    def flow(self, sender, receiver):
+        while True:
+            entries = sender.engine.outgoing(receiver.name, limit=100)
+            if not entries:
+                return
+            receiver.engine.entries_received(sender.name, entries, int(self.clock.seconds()))
+            receiver.sync.kick()
+
+    def settle(self):
+        """
+        Let files age past the quiet period, scan both sides, run until
+        nothing is scheduled.
+        """
+        for _ in range(20):
+            self.clock.advance(2)
+            self.a.sync.rescan()
+            self.b.sync.rescan()
+            while self.clock.getDelayedCalls():
+                self.clock.advance(min(c.getTime() for c in self.clock.getDelayedCalls())
+                                   - self.clock.seconds())
+            if self.a.engine.in_sync() and self.b.engine.in_sync():
+                return
+        self.fail("did not settle")
+
+    def test_new_file_arrives_with_mode_and_mtime(self):
+        self.a.write("docs/secret.txt", b"hush", mode=0o600, mtime=(START - 60) * S)
+        self.settle()
+        self.assertEqual(self.b.read("docs/secret.txt"), b"hush")
+        st = os.stat(self.b.path("docs/secret.txt"))
+        self.assertEqual((st.st_mode & 0o777, st.st_mtime_ns), (0o600, (START - 60) * S))
+
+    def test_edit_replaces_and_trashes_the_old_version(self):
+        self.a.write("f.txt", b"one")
+        self.settle()
+        self.a.write("f.txt", b"two", mtime=(START + 100) * S)
+        self.settle()
+        self.assertEqual(self.b.files(), {"f.txt": b"two"})
+        trashed = self.b.disk.trash_list()
+        self.assertEqual([v.original for v in trashed], ["f.txt"])
+
+    def test_delete_propagates_to_the_trash(self):
+        self.a.write("f.txt", b"one")
+        self.settle()
+        os.unlink(self.a.path("f.txt"))
+        self.settle()
+        self.assertEqual(self.b.files(), {})
+        self.assertEqual([v.original for v in self.b.disk.trash_list()], ["f.txt"])
+
+    def test_rename_moves_without_fetching(self):
+        self.a.write("old.bin", b"x" * 1000)
+        self.settle()
+        fetched = list(self.b.fetches)
+        os.rename(self.a.path("old.bin"), self.a.path("new.bin"))
+        self.settle()
+        self.assertEqual(self.b.files(), {"new.bin": b"x" * 1000})
+        self.assertEqual(self.b.fetches, fetched)
+
+    def test_empty_directory_and_executable_bit(self):
+        os.makedirs(self.a.path("empty"))
+        self.a.write("run.sh", b"#!/bin/sh\n", mode=0o755)
+        self.settle()
+        self.assertTrue(os.path.isdir(self.b.path("empty")))
+        self.assertEqual(os.stat(self.b.path("run.sh")).st_mode & 0o777, 0o755)
+
+    def test_concurrent_edit_leaves_one_conflict_copy_on_both(self):
+        self.a.write("f.txt", b"base")
+        self.settle()
+        self.a.write("f.txt", b"from a", mtime=(START + 200) * S)
+        self.b.write("f.txt", b"from b", mtime=(START + 300) * S)
+        self.settle()
+        for side in (self.a, self.b):
+            files = side.files()
+            self.assertEqual(files["f.txt"], b"from b")
+            copies = [p for p in files if ".sync-conflict-" in p]
+            self.assertEqual([files[p] for p in copies], [b"from a"])
+
+    def test_user_edit_during_sync_is_not_overwritten(self):
+        self.a.write("f.txt", b"one")
+        self.settle()
+        # A's new version arrives while B's user is editing (not yet scanned).
+        self.a.write("f.txt", b"two", mtime=(START + 100) * S)
+        self.b.write("f.txt", b"user's work", mtime=(START + 50) * S)
+        self.settle()
+        kept = set(self.b.files().values()) | {
+            open(os.path.join(self.b.state, "trash", v.trashed), "rb").read()
+            for v in self.b.disk.trash_list()}
+        self.assertIn(b"user's work", kept)
+        self.assertEqual(self.a.files(), self.b.files())
+
+    def test_file_replaced_by_directory(self):
+        self.a.write("x", b"file")
+        self.settle()
+        os.unlink(self.a.path("x"))
+        self.a.write("x/inner", b"in")
+        self.settle()
+        self.assertEqual(self.b.files(), {"x/inner": b"in"})
