@@ -26,6 +26,7 @@ from typing import Callable, List, Optional, Set, Tuple
 import attrs
 
 from p2ptwisted import wire
+from p2ptwisted.core.ignore import IGNORE_FILE, MAX_IGNORE_BYTES, IgnoreError, IgnoreRules
 from p2ptwisted.core.index import DIR, FILE, IndexStore, Observed
 from p2ptwisted.core.scan import HASH, META, WAIT, Stat, classify, look_again_at
 from p2ptwisted.share import ScanStopped, ShareError, hash_fd, open_regular
@@ -42,6 +43,8 @@ class ScanReport:
         (ns since the epoch), or C{None}.
     @ivar skipped: names that cannot be synced, for one log line.
     @ivar hashed: files read in full (0 when nothing changed).
+    @ivar ignore_error: why C{.p2pignore} could not be used, if it could
+        not (the rules before it stay in force).
     """
 
     changed: List[Observed] = attrs.field(factory=list)
@@ -49,6 +52,7 @@ class ScanReport:
     recheck_at: Optional[int] = None
     skipped: List[str] = attrs.field(factory=list)
     hashed: int = 0
+    ignore_error: Optional[str] = None
 
 
 class Scanner:
@@ -62,16 +66,57 @@ class Scanner:
     """
 
     def __init__(self, root: str, state_dir: str, store: IndexStore,
-                 ignored: Callable[[str, bool], bool] = lambda path, is_dir: False,
+                 ignored: Optional[Callable[[str, bool], bool]] = None,
                  stopped: Callable[[], bool] = lambda: False):
         self.root = root
         self.state_dir = state_dir
         self.store = store
-        self.ignored = ignored
+        self.rules = IgnoreRules.parse("")
+        self._fixed = ignored
         self.stopped = stopped
+
+    def ignored(self, path: str, is_dir: bool = False) -> bool:
+        """
+        Whether C{path} is out of sync's reach: C{.p2pignore} as last read
+        (or the rule given to the constructor).
+        """
+        if self._fixed is not None:
+            return self._fixed(path, is_dir)
+        return self.rules.ignored(path, is_dir)
+
+    def load_ignores(self) -> Optional[str]:
+        """
+        Read C{.p2pignore} (without following a link).  On a bad file the
+        rules in force stay, and the reason is returned for one log line.
+        """
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd, _ = open_regular(root_fd, IGNORE_FILE)
+            finally:
+                os.close(root_fd)
+        except ShareError as e:
+            if e.code == "not_found":
+                self.rules = IgnoreRules.parse("")
+                return None
+            return f"{IGNORE_FILE} is not a regular file"
+        except OSError as e:
+            return f"cannot read {IGNORE_FILE}: {e.strerror}"
+        try:
+            data = os.read(fd, MAX_IGNORE_BYTES + 1)
+        finally:
+            os.close(fd)
+        try:
+            self.rules = IgnoreRules.parse(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            return f"{IGNORE_FILE} is not UTF-8 text"
+        except IgnoreError as e:
+            return str(e)
+        return None
 
     def scan(self, now_ns: int) -> ScanReport:
         report = ScanReport()
+        report.ignore_error = self.load_ignores()
         seen: Set[str] = set()
         excluded = self._excluded()
         root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -24,7 +24,7 @@ How one action is applied (L{FolderSync._apply_blocking}):
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Set
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -33,7 +33,8 @@ from p2ptwisted import wire
 from p2ptwisted.apply import Disk
 from p2ptwisted.core.engine import SyncEngine
 from p2ptwisted.core.index import DIR, Entry
-from p2ptwisted.core.planner import ADOPT, DELETE, FETCH, MKDIR, MOVE, SET_META, Action
+from p2ptwisted.core.planner import (ADOPT, DELETE, FETCH, MKDIR, MOVE, RECEIVE_ONLY, SEND_RECEIVE,
+                                     SET_META, Action)
 from p2ptwisted.core.versions import Vector
 from p2ptwisted.scanner import Scanner
 
@@ -63,7 +64,13 @@ class FolderSync:
     def __init__(self, engine: SyncEngine, scanner: Scanner, disk: Disk, clock,
                  fetch: Callable[[Action, tuple], Deferred],
                  announce: Callable[[], None] = lambda: None,
-                 run_blocking=maybeDeferred):
+                 run_blocking=maybeDeferred, mode: str = SEND_RECEIVE):
+        self.mode = engine.mode = mode
+        #: Receive-only: what differs here from the folder's versions
+        #: (local changes are not published; a newer remote version
+        #: replaces them, keeping them in the trash can).
+        self.local_changes: Set[str] = set()
+        self._ignore_error: Optional[str] = None
         self.engine = engine
         self.scanner = scanner
         self.disk = disk
@@ -95,8 +102,16 @@ class FolderSync:
         return d
 
     def _scanned(self, report) -> int:
-        made = self.engine.local_changed(report.changed, report.gone,
-                                         int(self.clock.seconds()))
+        if report.ignore_error != self._ignore_error and report.ignore_error:
+            self.log.warn("{why}; the ignore patterns before it stay in force",
+                          why=report.ignore_error)
+        self._ignore_error = report.ignore_error
+        if self.mode == RECEIVE_ONLY:
+            self.local_changes = {o.path for o in report.changed} | set(report.gone)
+            made = []
+        else:
+            made = self.engine.local_changed(report.changed, report.gone,
+                                             int(self.clock.seconds()))
         if report.recheck_at is not None:
             delay = max(0.0, report.recheck_at / 1e9 - self.clock.seconds())
             self.clock.callLater(delay, self.rescan)
@@ -146,10 +161,11 @@ class FolderSync:
 
     def _apply_blocking(self, action: Action, local_copies: List[str], now_ns: int) -> str:
         disk = self.disk
-        if action.local is not None and not disk.check(action.local):
-            return RESCAN
-        if action.local is None and not disk.check(_nothing(action.path)):
-            return RESCAN  # something appeared there that we never scanned
+        # Check before replace; a receive-only folder replaces local
+        # changes anyway (the trash can keeps them).
+        checked = self.mode != RECEIVE_ONLY
+        if checked and not disk.check(action.local or _nothing(action.path)):
+            return RESCAN  # changed, or appeared, since we last scanned it
         if action.kind == MOVE and not disk.check(action.source.local):
             return RESCAN
         kind, entry = action.kind, action.entry
@@ -223,7 +239,8 @@ class FolderSync:
 
     def _place(self, action: Action, tmp: str, now_ns: int) -> str:
         disk = self.disk
-        if action.local is not None and not disk.check(action.local):
+        if (self.mode != RECEIVE_ONLY and action.local is not None
+                and not disk.check(action.local)):
             return RESCAN  # edited while we fetched: keep the user's bytes
         if action.conflict_copy and not disk.conflict_copy(action.path, action.conflict_copy):
             return FAILED

@@ -124,7 +124,7 @@ class ExchangeTests(SynchronousTestCase):
 class ReceivingTests(SynchronousTestCase):
     def setUp(self):
         self.a = engine(A)
-        self.b = engine(B, ignored=lambda path: path.startswith("private"))
+        self.b = engine(B, ignored=lambda path, is_dir: path.startswith("private"))
         connect(self.a, "A", self.b, "B")
 
     def test_counter_far_ahead_refused_and_not_stored(self):

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2ptwisted.apply import Disk
 from p2ptwisted.core.engine import SyncEngine
 from p2ptwisted.core.index import LocalIndex, MemoryStore
+from p2ptwisted.core.planner import RECEIVE_ONLY, SEND_ONLY, SEND_RECEIVE
 from p2ptwisted.scanner import Scanner
 from p2ptwisted.share import hash_fd
 from p2ptwisted.sync import FolderSync
@@ -22,17 +23,19 @@ START = 1_800_000_000
 
 
 class Folder:
-    def __init__(self, testcase, name, clock, me):
+    def __init__(self, testcase, name, clock, me, mode=SEND_RECEIVE):
         self.root = os.path.abspath(testcase.mktemp())
         self.state = os.path.join(self.root, ".p2pshare")
         os.makedirs(self.state)
         self.store = MemoryStore()
-        self.engine = SyncEngine(LocalIndex(self.store, me), self.store)
+        scanner = Scanner(self.root, self.state, self.store)
+        self.engine = SyncEngine(LocalIndex(self.store, me), self.store,
+                                 ignored=scanner.ignored)
         self.disk = Disk(self.root, self.state)
         testcase.addCleanup(self.disk.close)
         self.fetches = []
-        self.sync = FolderSync(self.engine, Scanner(self.root, self.state, self.store),
-                               self.disk, clock, fetch=self._fetch)
+        self.sync = FolderSync(self.engine, scanner, self.disk, clock, fetch=self._fetch,
+                               mode=mode)
         self.name = name
         self.other = None
 
@@ -84,11 +87,13 @@ class Folder:
 
 
 class FolderSyncTests(SynchronousTestCase):
+    mode_b = SEND_RECEIVE
+
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(START)
         self.a = Folder(self, "a", self.clock, "a" * 16)
-        self.b = Folder(self, "b", self.clock, "b" * 16)
+        self.b = Folder(self, "b", self.clock, "b" * 16, mode=self.mode_b)
         self.a.other, self.b.other = self.b, self.a
         self.a.sync.announce = lambda: self.flow(self.a, self.b)
         self.b.sync.announce = lambda: self.flow(self.b, self.a)
@@ -193,3 +198,66 @@ class FolderSyncTests(SynchronousTestCase):
         self.a.write("x/inner", b"in")
         self.settle()
         self.assertEqual(self.b.files(), {"x/inner": b"in"})
+
+    def test_ignored_paths_stay_local_both_ways(self):
+        self.a.write(".p2pignore", b"*.log\nbuild/\n")
+        self.b.write(".p2pignore", b"*.log\n")
+        self.a.write("app.log", b"a's log")
+        self.a.write("build/out.o", b"obj")
+        self.a.write("src.c", b"int main;")
+        self.b.write("app.log", b"b's own log")
+        self.settle()
+        self.assertEqual(self.b.files(), {".p2pignore": b"*.log\n", "app.log": b"b's own log",
+                                          "src.c": b"int main;"})
+        self.assertEqual(self.a.read("app.log"), b"a's log")
+        self.assertEqual(self.a.read(".p2pignore"), b"*.log\nbuild/\n")
+
+    def test_bad_ignore_file_keeps_the_rules_in_force(self):
+        self.a.write(".p2pignore", b"*.log\n")
+        self.a.write("x.log", b"private")
+        self.settle()
+        self.a.write(".p2pignore", b"*.log\n!\n")
+        self.settle()
+        self.assertNotIn("x.log", self.b.files())
+        self.assertTrue(self.a.sync._ignore_error.startswith(".p2pignore line 2: "))
+
+
+class SendOnlyTests(SynchronousTestCase):
+    def setUp(self):
+        FolderSyncTests.setUp(self)
+
+    flow = FolderSyncTests.flow
+    settle = FolderSyncTests.settle
+    mode_b = SEND_ONLY
+
+    def test_remote_changes_not_applied_local_ones_sent(self):
+        self.a.write("from-a", b"a")
+        self.b.write("from-b", b"b")
+        self.settle()
+        self.assertEqual(self.b.files(), {"from-b": b"b"})
+        self.assertEqual(self.a.files(), {"from-a": b"a", "from-b": b"b"})
+
+
+class ReceiveOnlyTests(SynchronousTestCase):
+    def setUp(self):
+        FolderSyncTests.setUp(self)
+
+    flow = FolderSyncTests.flow
+    settle = FolderSyncTests.settle
+    mode_b = RECEIVE_ONLY
+
+    def test_local_changes_not_sent_and_replaced_by_newer_versions(self):
+        self.a.write("f.txt", b"one")
+        self.settle()
+        self.b.write("f.txt", b"local edit", mtime=(START + 10) * S)
+        self.b.write("mine.txt", b"only here")
+        self.settle()
+        self.assertEqual(self.a.files(), {"f.txt": b"one"})
+        self.assertEqual(self.b.sync.local_changes, {"f.txt", "mine.txt"})
+        self.a.write("f.txt", b"two", mtime=(START + 100) * S)
+        self.settle()
+        self.assertEqual(self.b.read("f.txt"), b"two")
+        self.assertEqual(self.b.read("mine.txt"), b"only here")
+        trashed = [open(os.path.join(self.b.state, "trash", v.trashed), "rb").read()
+                   for v in self.b.disk.trash_list()]
+        self.assertEqual(trashed, [b"local edit"])

@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import attrs
 
-from p2ptwisted.core.index import Entry, IndexStore, LocalIndex, Observed, entry_problem
+from p2ptwisted.core.index import DIR, Entry, IndexStore, LocalIndex, Observed, entry_problem
 from p2ptwisted.core.planner import MOVE, SEND_RECEIVE, Action, pair_renames, plan, target
 from p2ptwisted.core.versions import VersionError, check_counters
 
@@ -79,7 +79,7 @@ class SyncEngine:
     """
 
     def __init__(self, index: LocalIndex, store: IndexStore, *, mode: str = SEND_RECEIVE,
-                 ignored: Callable[[str], bool] = lambda path: False):
+                 ignored: Callable[[str, bool], bool] = lambda path, is_dir: False):
         self.index = index
         self.store = store
         self.mode = mode
@@ -180,7 +180,7 @@ class SyncEngine:
         for entry in entries:
             # Whatever we make of it, the peer need not send it again.
             top = max(top, entry.sequence)
-            if self.ignored(entry.path):
+            if self.ignored(entry.path, entry.kind == DIR):
                 continue
             problem = entry_problem(entry)
             if problem is None:
