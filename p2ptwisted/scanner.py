@@ -71,6 +71,7 @@ class Scanner:
         self.root = root
         self.state_dir = state_dir
         self.store = store
+        self.index: IndexStore = store
         self.rules = IgnoreRules.parse("")
         self._fixed = ignored
         self.stopped = stopped
@@ -115,6 +116,20 @@ class Scanner:
         return None
 
     def scan(self, now_ns: int) -> ScanReport:
+        """
+        Walk the share.  Runs in a thread: the index is read through a
+        connection of its own (L{p2ptwisted.store.SqliteStore.reader}).
+        """
+        opened = getattr(self.store, "reader", None)
+        reading = opened() if opened is not None else self.store
+        try:
+            return self._scan(now_ns, reading)
+        finally:
+            if reading is not self.store:
+                reading.close()
+
+    def _scan(self, now_ns: int, index: IndexStore) -> ScanReport:
+        self.index = index
         report = ScanReport()
         report.ignore_error = self.load_ignores()
         seen: Set[str] = set()
@@ -124,9 +139,9 @@ class Scanner:
             self._walk(root_fd, "", now_ns, report, seen, excluded)
         finally:
             os.close(root_fd)
-        for path in self.store.local_paths():
+        for path in self.index.local_paths():
             if path not in seen:
-                entry = self.store.get(path)
+                entry = self.index.get(path)
                 if entry is not None and entry.live and not self.ignored(path, entry.kind == DIR):
                     report.gone.append(path)
         return report
@@ -178,7 +193,7 @@ class Scanner:
                 self._file(dir_fd, name, path, found, now_ns, report, seen)
 
     def _directory(self, dir_fd, name, path, found, now_ns, report, seen, excluded) -> None:
-        if classify(found, self.store.get(path), now_ns) != "unchanged":
+        if classify(found, self.index.get(path), now_ns) != "unchanged":
             report.changed.append(Observed(path, DIR, 0, found.mtime_ns, found.mode & 0o777))
         try:
             sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
@@ -191,7 +206,7 @@ class Scanner:
             os.close(sub)
 
     def _file(self, dir_fd, name, path, found, now_ns, report, seen) -> None:
-        entry = self.store.get(path)
+        entry = self.index.get(path)
         verdict = classify(found, entry, now_ns)
         perms = found.mode & 0o777
         if verdict == META:
@@ -244,4 +259,4 @@ class Scanner:
         gone, only out of sight.
         """
         if path:
-            seen.update(e.path for e in self.store.live_under(path, 1_000_000))
+            seen.update(e.path for e in self.index.live_under(path, 1_000_000))

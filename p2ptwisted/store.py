@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import urllib.parse
 from typing import Dict, Iterable, Iterator, List, Optional
 
 from p2ptwisted.core.index import FILE, Entry
@@ -193,6 +194,26 @@ class SqliteStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+
+    def reader(self) -> "SqliteStore":
+        """
+        A second, read-only connection, for reading from another thread
+        (the scanner's, while the reactor thread writes): WAL lets it read
+        a consistent snapshot meanwhile.  Close it when done.  For an
+        in-memory database (tests), which no other connection can see,
+        this store itself.
+        """
+        if self.path == ":memory:":
+            return self
+        other = SqliteStore.__new__(SqliteStore)
+        other.path = self.path
+        try:
+            other._db = sqlite3.connect(f"file:{urllib.parse.quote(self.path)}?mode=ro", uri=True,
+                                        isolation_level=None, check_same_thread=False)
+            other._db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open index {self.path} for reading: {e}") from None
+        return other
 
     def close(self) -> None:
         self._db.close()

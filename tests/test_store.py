@@ -423,3 +423,38 @@ class AgreementTests(SynchronousTestCase):
                 memory.remote_drop(peer)
                 sqlite.remote_drop(peer)
             self.assertAgree(memory, sqlite, sequence)
+
+
+class ReaderTests(SynchronousTestCase):
+    """
+    The scanner reads the index from a thread through a second connection.
+    """
+
+    def test_reader_in_another_thread_sees_commits_and_cannot_write(self):
+        import threading
+
+        store = SqliteStore(os.path.join(self.mktemp() + "-index.sqlite3"))
+        self.addCleanup(store.close)
+        store.put([entry("a", 1)])
+        reader = store.reader()
+        self.addCleanup(reader.close)
+        seen = []
+
+        def read():
+            seen.append(reader.get("a"))
+            seen.append(list(reader.local_paths()))
+            try:
+                reader.put([entry("b", 2)])
+            except Exception as e:
+                seen.append(type(e).__name__)
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+        self.assertEqual(seen[:2], [entry("a", 1), ["a"]])
+        self.assertIn(seen[2], ("StoreError", "OperationalError"))
+        store.put([entry("c", 3)])
+        self.assertEqual(list(reader.local_paths()), ["a", "c"])
+
+    def test_memory_store_reads_itself(self):
+        store = SqliteStore(":memory:")
+        self.assertIs(store.reader(), store)

@@ -21,6 +21,7 @@ Index exchange, as the engine sees it:
 
 from __future__ import annotations
 
+import heapq
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import attrs
@@ -238,11 +239,14 @@ class SyncEngine:
                 del self.waiting[path]
                 self.dirty.add(path)
         actions: List[Action] = []
-        for path in sorted(self.dirty):
+        # The first paths in order (parents before children), without
+        # sorting every dirty path each time: a sync of 100,000 files
+        # plans them a few hundred at a time.
+        ready = heapq.nsmallest(limit,
+                                (p for p in self.dirty if p not in self.busy))
+        for path in ready:
             if len(actions) >= limit:
                 break
-            if path in self.busy:
-                continue
             self.dirty.discard(path)
             action = plan(path, self.index.get(path), self.store.remote_for(path),
                           me=self.me, now=int(now), mode=self.mode)
