@@ -269,6 +269,17 @@ class SqliteStore:
                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            ((peer,) + _row(entry) for entry in entries))
 
+    def tombstones(self, after: str, limit: int) -> List[Entry]:
+        rows = self._db.execute(f"SELECT {_FIELDS} FROM local WHERE path > ? AND deleted = 1"
+                                " ORDER BY path LIMIT ?", (after, limit))
+        return [_entry(row) for row in rows]
+
+    def forget(self, paths: Iterable[str]) -> None:
+        paths = [(p,) for p in paths]
+        with _Write(self) as db:
+            db.executemany("DELETE FROM local WHERE path = ?", paths)
+            db.executemany("DELETE FROM remote WHERE path = ? AND deleted = 1", paths)
+
     def remote_paths(self, peer: str) -> List[str]:
         rows = self._db.execute("SELECT path FROM remote WHERE peer = ? ORDER BY path", (peer,))
         return [row[0] for row in rows]

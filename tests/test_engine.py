@@ -314,3 +314,41 @@ class EntryCheckTests(SynchronousTestCase):
         self.assertEqual(got.stored, 0)
         self.assertEqual([r.split(":")[0] for r in got.rejected], ["k", "d", "p", "v"])
         self.assertEqual(self.b.store.meta("peer-sequence:A"), "7")
+
+
+class TombstoneLifetimeTests(SynchronousTestCase):
+    DAY = 24 * 3600
+
+    def setUp(self):
+        self.a, self.b = engine(A), engine(B)
+        connect(self.a, "A", self.b, "B")
+        add(self.a, "old", "x")
+        add(self.a, "recent", "y")
+        add(self.a, "kept-by-peer", "z")
+        self.a.local_changed([], ["old"], NOW)
+        self.a.local_changed([], ["recent"], NOW + 100 * self.DAY)
+        self.a.local_changed([], ["kept-by-peer"], NOW)
+        # The peer still has "kept-by-peer" live (it has not heard yet).
+        live = attrs.evolve(add(self.b, "kept-by-peer", "z")[0])
+        self.a.entries_received("B", [live], NOW)
+
+    def test_old_deletions_forgotten_recent_and_contested_kept(self):
+        n = self.a.expire_tombstones(NOW + 181 * self.DAY, 180 * self.DAY, batch=1)
+        self.assertEqual(n, 1)
+        self.assertIsNone(self.a.index.get("old"))
+        self.assertTrue(self.a.index.get("recent").deleted)
+        self.assertTrue(self.a.index.get("kept-by-peer").deleted)
+
+    def test_a_forgotten_path_is_not_adopted_again_from_peers_tombstones(self):
+        gone = self.a.index.get("old")
+        self.b.entries_received("A", [gone], NOW)
+        self.b.expire_tombstones(NOW + 181 * self.DAY, 180 * self.DAY)
+        self.a.entries_received("B", [attrs.evolve(gone, sequence=99)], NOW)
+        self.a.expire_tombstones(NOW + 181 * self.DAY, 180 * self.DAY)
+        self.assertEqual(self.a.store.remote_for("old"), {})
+        self.assertEqual([a.path for a in self.a.next_actions(NOW + 181 * self.DAY)
+                          if a.path == "old"], [])
+
+
+class SqliteTombstoneLifetimeTests(SqliteMixin, TombstoneLifetimeTests):
+    pass

@@ -315,6 +315,34 @@ class SyncEngine:
         self.dirty.add(action.path)
         return entry
 
+    def expire_tombstones(self, now: int, lifetime: int, batch: int = 1000) -> int:
+        """
+        Forget deletions older than C{lifetime} seconds (their deleting
+        node's counter, which a bump sets to at least the time of the
+        change, tells when), once no peer we know of holds that path live.
+
+        A node that was off longer than C{lifetime} and still has such a
+        file brings it back: the documented price of a bounded index.
+        """
+        forgotten = 0
+        after = ""
+        while True:
+            page = self.store.tombstones(after, batch)
+            if not page:
+                return forgotten
+            after = page[-1].path
+            old = []
+            for entry in page:
+                if entry.version.counter(entry.modified_by) + lifetime >= now:
+                    continue
+                if entry.path in self.busy or any(
+                        e.live for e in self.store.remote_for(entry.path).values()):
+                    continue
+                old.append(entry.path)
+            if old:
+                self.store.forget(old)
+                forgotten += len(old)
+
     def _release(self, action: Action) -> None:
         self.busy.pop(action.path, None)
         if action.kind == MOVE:

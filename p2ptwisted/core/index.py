@@ -140,6 +140,8 @@ class IndexStore(Protocol):
     def remote_for(self, path: str) -> Dict[str, Entry]: ...
     def remote_drop(self, peer: str) -> None: ...
     def remote_paths(self, peer: str) -> List[str]: ...
+    def tombstones(self, after: str, limit: int) -> List[Entry]: ...
+    def forget(self, paths: Iterable[str]) -> None: ...
     def paths(self) -> Iterator[str]: ...
     def local_paths(self) -> Iterator[str]: ...
 
@@ -199,6 +201,18 @@ class MemoryStore:
 
     def remote_paths(self, peer: str) -> List[str]:
         return sorted(self.remote.get(peer, {}))
+
+    def tombstones(self, after: str, limit: int) -> List[Entry]:
+        found = sorted((e for p, e in self.local.items() if e.deleted and p > after),
+                       key=lambda e: e.path)
+        return found[:limit]
+
+    def forget(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            self.local.pop(path, None)
+            for known in self.remote.values():
+                if path in known and known[path].deleted:
+                    del known[path]
 
     def paths(self) -> Iterator[str]:
         seen = set(self.local)
