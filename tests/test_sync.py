@@ -86,7 +86,11 @@ class Folder:
         return found
 
 
-class FolderSyncTests(SynchronousTestCase):
+class TwoFolders(SynchronousTestCase):
+    """
+    Folders a and b, joined; b runs in C{mode_b}.
+    """
+
     mode_b = SEND_RECEIVE
 
     def setUp(self):
@@ -126,6 +130,9 @@ class FolderSyncTests(SynchronousTestCase):
                 return
         self.fail("did not settle")
 
+
+
+class FolderSyncTests(TwoFolders):
     def test_new_file_arrives_with_mode_and_mtime(self):
         self.a.write("docs/secret.txt", b"hush", mode=0o600, mtime=(START - 60) * S)
         self.settle()
@@ -222,12 +229,7 @@ class FolderSyncTests(SynchronousTestCase):
         self.assertTrue(self.a.sync._ignore_error.startswith(".p2pignore line 2: "))
 
 
-class SendOnlyTests(SynchronousTestCase):
-    def setUp(self):
-        FolderSyncTests.setUp(self)
-
-    flow = FolderSyncTests.flow
-    settle = FolderSyncTests.settle
+class SendOnlyTests(TwoFolders):
     mode_b = SEND_ONLY
 
     def test_remote_changes_not_applied_local_ones_sent(self):
@@ -238,12 +240,7 @@ class SendOnlyTests(SynchronousTestCase):
         self.assertEqual(self.a.files(), {"from-a": b"a", "from-b": b"b"})
 
 
-class ReceiveOnlyTests(SynchronousTestCase):
-    def setUp(self):
-        FolderSyncTests.setUp(self)
-
-    flow = FolderSyncTests.flow
-    settle = FolderSyncTests.settle
+class ReceiveOnlyTests(TwoFolders):
     mode_b = RECEIVE_ONLY
 
     def test_local_changes_not_sent_and_replaced_by_newer_versions(self):
