@@ -34,8 +34,12 @@ The work is split three ways, by what each part owns:
     from the disk's steps (walking, publishing a checked file, trashing
     what is in the way), so it stays in this module, beside them;
     L{Disk} keeps its methods as one-line delegates.
-  - L{trash.TrashCan} owns the state directory's trash fd and the
+  - L{TrashCan} owns the state directory's trash fd and the
     keep-days policy; L{Disk} holds one as C{trash_can}.
+
+The link-proof steps themselves (walking, renaming without replacing,
+moving across file systems) are in L{p2ptwisted.fsops}, shared with the
+trash can.
 """
 
 from __future__ import annotations
@@ -46,42 +50,21 @@ import stat
 import threading
 from typing import List, Optional, Sequence, Tuple
 
-from p2ptwisted import trash, wire
+from p2ptwisted import fsops, wire
 from p2ptwisted.core.index import DIR, FILE, PERM_MASK, Entry
-from p2ptwisted.share import hash_fd
-from p2ptwisted.trash import (
-    DEFAULT_KEEP_DAYS, READ_FLAGS, ROOT_FLAGS, TEMP_FLAGS, ApplyError, TrashCan, TrashedVersion,
-    closing, lstat_at, open_dirs, regular_at, rename_noreplace, split_path, unlink_quietly,
+from p2ptwisted.fsops import (
+    META_FLAGS, READ_FLAGS, ROOT_FLAGS, TEMP_FLAGS, ApplyError, closing, lstat_at, open_dirs,
+    regular_at, rename_into, rename_noreplace, set_meta_fd, split_path, unlink_quietly,
 )
+from p2ptwisted.share import hash_fd
+from p2ptwisted.trash import DEFAULT_KEEP_DAYS, TrashCan, TrashedVersion
 
 __all__ = ["ApplyError", "Disk", "LocalCopies", "TrashCan", "TrashedVersion",
            "DEFAULT_KEEP_DAYS"]
 
-# Metadata of a file we may not be able to open for reading (mode 0o000):
-# an O_PATH fd pins the inode without following a link, and its /proc
-# name lets chmod and utime reach exactly that inode (what glibc does for
-# fchmodat(AT_SYMLINK_NOFOLLOW)).
-_PROC_FD = hasattr(os, "O_PATH") and os.path.isdir("/proc/self/fd")
-_META_FLAGS = ((os.O_PATH if _PROC_FD else os.O_RDONLY | os.O_NONBLOCK)
-               | os.O_NOFOLLOW | os.O_CLOEXEC)
-
-
-def _set_meta_fd(fd: int, perms: int, mtime_ns: int) -> None:
-    target = f"/proc/self/fd/{fd}" if _PROC_FD else fd
-    os.chmod(target, perms & PERM_MASK)
-    os.utime(target, ns=(os.fstat(fd).st_atime_ns, mtime_ns))
-
-
 def _file_entry(entry: Entry) -> None:
     if entry.deleted or entry.kind != FILE:
         raise ApplyError("bad_entry", "not a live file entry")
-
-
-def _rename_into(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
-    try:
-        rename_noreplace(src_fd, src, dst_fd, dst)
-    except FileExistsError:
-        raise ApplyError("changed", "a file appeared at the destination meanwhile") from None
 
 
 class Disk:
@@ -282,7 +265,7 @@ class Disk:
         os.utime(fd, ns=(st.st_atime_ns, entry.mtime_ns))
         os.fsync(fd)
         self._clear_way(dir_fd, name, entry.path, now_ns)
-        _rename_into(dir_fd, tmp_name, dir_fd, name)
+        rename_into(dir_fd, tmp_name, dir_fd, name)
         os.fsync(dir_fd)
 
     def set_meta(self, entry: Entry) -> None:
@@ -298,7 +281,7 @@ class Disk:
         else:
             with closing(self._dirs(parts[:-1])) as dir_fd:
                 try:
-                    fd = os.open(parts[-1], _META_FLAGS, dir_fd=dir_fd)
+                    fd = os.open(parts[-1], META_FLAGS, dir_fd=dir_fd)
                 except FileNotFoundError:
                     raise ApplyError("not_found", "no such file") from None
                 except OSError as e:
@@ -308,7 +291,7 @@ class Disk:
         with closing(fd):
             if entry.kind == FILE and not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise ApplyError("not_regular", "not a regular file")
-            _set_meta_fd(fd, entry.perms, entry.mtime_ns)
+            set_meta_fd(fd, entry.perms, entry.mtime_ns)
 
     def mkdir(self, entry: Entry, now_ns: int) -> None:
         """
@@ -420,13 +403,13 @@ class LocalCopies:
                 return self._copy_into(src, dir_fd, name, entry, now_ns)
 
     def _copy_into(self, src, dir_fd, name, entry, now_ns) -> bool:
-        tmp = trash.temp_name()
+        tmp = fsops.temp_name()
         out = os.open(tmp, TEMP_FLAGS, 0o600, dir_fd=dir_fd)
         placed = False
         try:
             # One byte more than expected tells a grown file without
             # copying all of it.
-            copied = trash.copy_fd(src, out, entry.size + 1)
+            copied = fsops.copy_fd(src, out, entry.size + 1)
             os.lseek(out, 0, os.SEEK_SET)
             if copied == entry.size and hash_fd(out) == entry.hash:
                 self._disk._publish(dir_fd, tmp, out, name, entry, now_ns)
@@ -460,16 +443,16 @@ class LocalCopies:
             with closing(dir_fd):
                 disk._clear_way(dir_fd, name, dst.path, now_ns)
                 try:
-                    _rename_into(src_dir, src_name, dir_fd, name)
+                    rename_into(src_dir, src_name, dir_fd, name)
                 except OSError as e:
                     if e.errno == errno.EXDEV:
                         return False
                     raise
-                with closing(os.open(name, _META_FLAGS, dir_fd=dir_fd)) as fd:
+                with closing(os.open(name, META_FLAGS, dir_fd=dir_fd)) as fd:
                     st = os.fstat(fd)
                     if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
                         raise ApplyError("changed", "the file changed while it was being moved")
-                    _set_meta_fd(fd, dst.perms, dst.mtime_ns)
+                    set_meta_fd(fd, dst.perms, dst.mtime_ns)
                 os.fsync(dir_fd)
                 os.fsync(src_dir)
                 return True

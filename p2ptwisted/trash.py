@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_apply -*-
 """
-The trash can (L{TrashCan}), and the link-proof directory operations it
-shares with L{p2ptwisted.apply}.
+The trash can (L{TrashCan}).  The link-proof directory operations it
+shares with L{p2ptwisted.apply} are in L{p2ptwisted.fsops}.
 
 Once peers can change and delete our files, every byte a sync decision
 removes or replaces is moved here first, so a bad or hostile peer can cost
@@ -23,8 +23,9 @@ last C{~} of a trashed name is always the one added here, and the
 original name can be read back unambiguously.  A name too long for the
 file system keeps its tag and loses the end of its stem.
 
-Everything below walks directories from an open fd with C{O_NOFOLLOW}:
-no symlink anywhere on a path is followed, in the share or in the trash.
+Everything below walks directories from an open fd with C{O_NOFOLLOW}
+(L{p2ptwisted.fsops}): no symlink anywhere on a path is followed, in the
+share or in the trash.
 
 Why the trash can is a class of its own, apart from L{apply.Disk}: it
 owns different things (the state directory and the trash fd in it, and
@@ -39,21 +40,19 @@ share at all.
 from __future__ import annotations
 
 import calendar
-import contextlib
-import ctypes
-import errno
 import os
 import re
-import secrets
-import stat
 import threading
 import time
-from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, NamedTuple, Optional, Tuple
 
 import attrs
 
 from p2ptwisted import wire
-from p2ptwisted.share import PARTIAL_PREFIX
+from p2ptwisted.fsops import (
+    DIR_FLAGS, ROOT_FLAGS, ApplyError, closing, identity, move, open_dirs, regular_at,
+    split_path, unlink_quietly,
+)
 
 #: The trash can's directory, inside the state directory.
 TRASH_DIR = "trash"
@@ -69,30 +68,8 @@ MAX_NUMBER = 1000
 #: can take while leaving time to notice it).
 DEFAULT_KEEP_DAYS = 30
 
-#: For the share's root and the state directory: paths the operator chose,
-#: so a link there is followed.
-ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
 _VERSION = re.compile(
     r"(?P<stem>.+)~(?P<stamp>\d{8}-\d{6})(?:-(?P<n>[1-9]\d*))?(?P<ext>(?:\.[^.~]*)?)", re.S)
-
-
-class ApplyError(Exception):
-    """
-    A path cannot be used as a sync decision asks.  The message is one
-    line, safe to log: it names no path, except C{bad_path} messages, which
-    carry the path escaped (L{wire.safe_text}).
-
-    @ivar code: C{bad_path}, C{reserved}, C{not_dir}, C{not_regular},
-        C{not_found}, C{changed}, C{exists} or C{bad_entry}.
-    """
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 class TrashedVersion(NamedTuple):
@@ -158,229 +135,6 @@ def stamp_seconds(stamp: str) -> Optional[int]:
         return calendar.timegm(time.strptime(stamp, STAMP_FORMAT))
     except ValueError:
         return None
-
-
-def split_path(path: str) -> List[str]:
-    """
-    The components of C{path}, if a peer may name it (L{wire.check_path}:
-    no C{..}, no C{.p2pshare*} names); trashed names pass the same check.
-
-    @raise ApplyError: C{bad_path}.
-    """
-    try:
-        wire.check_path(path)
-    except wire.ProtocolError as e:
-        raise ApplyError("bad_path", str(e)) from None
-    return path.split("/")
-
-
-# -- link-proof primitives ---------------------------------------------------------
-
-def open_dirs(start_fd: int, parts: Sequence[str], create: bool = False,
-              forbid: Optional[Tuple[int, int]] = None, mode: int = 0o755) -> int:
-    """
-    Open the directory C{start/parts...} without following any link.
-
-    @param create: make missing directories on the way, with C{mode}.
-    @param forbid: C{(st_dev, st_ino)} of a directory that must not be
-        entered (the state directory, when it sits inside the share).
-    @raise ApplyError: C{not_found}, C{not_dir} (a link or file is in the
-        way) or C{reserved}.
-    """
-    fd = os.dup(start_fd)
-    try:
-        for part in parts:
-            try:
-                try:
-                    next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise ApplyError("not_found", "no such directory") from None
-                    try:
-                        os.mkdir(part, mode, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                    next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise ApplyError("not_dir",
-                                     "a link or file is in the way of a directory") from None
-                raise
-            os.close(fd)
-            fd = next_fd
-            _refuse(os.fstat(fd), forbid)
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-@contextlib.contextmanager
-def closing(fd: int) -> Iterator[int]:
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def identity(st: os.stat_result) -> Tuple[int, int]:
-    return st.st_dev, st.st_ino
-
-
-def _refuse(st: os.stat_result, forbid: Optional[Tuple[int, int]]) -> None:
-    if forbid is not None and identity(st) == forbid:
-        raise ApplyError("reserved", "the path names this node's state directory")
-
-
-def lstat_at(dir_fd: int, name: str,
-             forbid: Optional[Tuple[int, int]] = None) -> Optional[os.stat_result]:
-    """
-    C{name} in C{dir_fd} as it is (a link is not followed), or C{None}.
-
-    @param forbid: as for L{open_dirs}.
-    """
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    _refuse(st, forbid)
-    return st
-
-
-def regular_at(dir_fd: int, name: str,
-               forbid: Optional[Tuple[int, int]] = None) -> os.stat_result:
-    """
-    L{lstat_at}, for a name that must be a regular file.
-
-    @raise ApplyError: C{not_found}, C{not_regular} or C{reserved}.
-    """
-    st = lstat_at(dir_fd, name, forbid)
-    if st is None:
-        raise ApplyError("not_found", "no such file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ApplyError("not_regular", "not a regular file")
-    return st
-
-
-def _load_renameat2():
-    try:
-        function = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):  # pragma: no cover - not glibc >= 2.28
-        return None
-    function.argtypes = [
-        ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
-
-
-_renameat2 = _load_renameat2()
-_RENAME_NOREPLACE = 1
-_fallback_lock = threading.Lock()
-
-
-def rename_noreplace(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
-    """
-    Rename, but never over an existing name: C{renameat2(RENAME_NOREPLACE)}
-    where the kernel and file system have it, so even a file the user
-    creates at C{dst} meanwhile is safe; elsewhere a check under a lock,
-    which at least keeps our own threads from overwriting each other.
-
-    @raise FileExistsError: if C{dst} exists.
-    """
-    if _renameat2 is not None:
-        if _renameat2(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
-            return
-        code = ctypes.get_errno()
-        if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-            raise OSError(code, os.strerror(code), src, None, dst)
-    with _fallback_lock:
-        if lstat_at(dst_fd, dst) is not None:
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
-        os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
-
-
-def copy_fd(src: int, dst: int, limit: Optional[int] = None) -> int:
-    """
-    Copy from C{src}'s position to C{dst}'s, at most C{limit} bytes; return
-    how many were copied.  C{copy_file_range} lets the kernel (or a
-    reflinking file system) do it; plain reads and writes otherwise.
-    """
-    copied, in_kernel = 0, hasattr(os, "copy_file_range")
-    while limit is None or copied < limit:
-        want = 1 << 20 if limit is None else min(1 << 20, limit - copied)
-        if in_kernel:
-            try:
-                n = os.copy_file_range(src, dst, want)
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-                    raise
-                in_kernel = False
-                continue
-        else:
-            view = memoryview(os.read(src, want))
-            n = len(view)
-            while view:
-                view = view[os.write(dst, view):]
-        if n == 0:
-            break
-        copied += n
-    return copied
-
-
-def temp_name() -> str:
-    """
-    A fresh name for a file being written beside its destination: reserved,
-    so scans skip it and no peer can name it.
-    """
-    return f"{PARTIAL_PREFIX}{secrets.token_hex(8)}"
-
-
-def move(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
-    """
-    Move the regular file C{src} to C{dst}, never over an existing name.
-    Across file systems (C{EXDEV}) it is copied to a temporary name beside
-    C{dst} (mode and times kept), synced, renamed into place, and only then
-    is C{src} removed, if it did not change meanwhile.
-
-    @raise FileExistsError: if C{dst} exists.
-    @raise ApplyError: C{changed} if C{src} changed while being copied; the
-        copy stays at C{dst} and C{src} stays too, so nothing is lost.
-    """
-    try:
-        return rename_noreplace(src_fd, src, dst_fd, dst)
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-    with closing(os.open(src, READ_FLAGS, dir_fd=src_fd)) as fd:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ApplyError("not_regular", "not a regular file")
-        tmp = temp_name()
-        out = os.open(tmp, TEMP_FLAGS, 0o600, dir_fd=dst_fd)
-        try:
-            try:
-                copy_fd(fd, out)
-                os.fchmod(out, st.st_mode & 0o777)
-                os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
-                os.fsync(out)
-            finally:
-                os.close(out)
-            rename_noreplace(dst_fd, tmp, dst_fd, dst)
-        except BaseException:
-            unlink_quietly(dst_fd, tmp)
-            raise
-        now = lstat_at(src_fd, src)
-        if now is None or (identity(now), now.st_size, now.st_mtime_ns) != (
-                identity(st), st.st_size, st.st_mtime_ns):
-            raise ApplyError("changed", "the file changed while it was being moved")
-        os.unlink(src, dir_fd=src_fd)
-
-
-def unlink_quietly(dir_fd: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
 
 
 def _move_numbered(src_fd: int, src: str, dst_fd: int,

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2ptwisted import fsops
 from p2ptwisted import trash as trash_module
 from p2ptwisted.apply import ApplyError, Disk
 from p2ptwisted.core.index import DIR, FILE, Entry
@@ -195,7 +196,7 @@ class TrashTests(DiskCase):
         Where rename fails with EXDEV the file is copied (mode and mtime
         kept) and only then removed.
         """
-        real = trash_module.rename_noreplace
+        real = fsops.rename_noreplace
         calls = []
 
         def no_cross(src_fd, src, dst_fd, dst):
@@ -204,7 +205,7 @@ class TrashTests(DiskCase):
                 raise OSError(errno.EXDEV, "cross-device link")
             return real(src_fd, src, dst_fd, dst)
 
-        self.patch(trash_module, "rename_noreplace", no_cross)
+        self.patch(fsops, "rename_noreplace", no_cross)
         write(self.path("big.bin"), b"x" * 3_000_000, mtime_ns=123_456_789, mode=0o604)
         self.assertEqual(self.disk.trash("big.bin", NOW), f"big~{STAMP}.bin")
         kept = self.trashed(f"big~{STAMP}.bin")
@@ -221,7 +222,7 @@ class TrashTests(DiskCase):
         removed: the copy made so far stays in the trash, the new bytes in
         the share, and the caller hears C{changed}.
         """
-        real_rename, real_copy = trash_module.rename_noreplace, trash_module.copy_fd
+        real_rename, real_copy = fsops.rename_noreplace, fsops.copy_fd
 
         def no_cross(src_fd, src, dst_fd, dst):
             if not src.startswith(PARTIAL_PREFIX):
@@ -233,8 +234,8 @@ class TrashTests(DiskCase):
             write(self.path("f.txt"), b"edited meanwhile")
             return copied
 
-        self.patch(trash_module, "rename_noreplace", no_cross)
-        self.patch(trash_module, "copy_fd", copy_then_edit)
+        self.patch(fsops, "rename_noreplace", no_cross)
+        self.patch(fsops, "copy_fd", copy_then_edit)
         write(self.path("f.txt"), b"first")
         self.assertRaisesCode("changed", self.disk.trash, "f.txt", NOW)
         self.assertEqual(read(self.path("f.txt")), b"edited meanwhile")
@@ -245,7 +246,7 @@ class TrashTests(DiskCase):
         Without C{renameat2} an existing trash name is still not
         overwritten.
         """
-        self.patch(trash_module, "_renameat2", None)
+        self.patch(fsops, "_renameat2", None)
         write(self.path("a.txt"), b"1")
         self.disk.trash("a.txt", NOW)
         write(self.path("a.txt"), b"2")
@@ -474,13 +475,13 @@ class CopyLocalTests(DiskCase):
         """
         write(self.path("a.txt"), b"content" + b"x" * 100_000)
         copied = []
-        real = trash_module.copy_fd
+        real = fsops.copy_fd
 
         def counting(src, dst, limit=None):
             copied.append(real(src, dst, limit))
             return copied[-1]
 
-        self.patch(trash_module, "copy_fd", counting)
+        self.patch(fsops, "copy_fd", counting)
         self.assertFalse(self.disk.copy_local("a.txt", file_entry("b.txt", b"content"), NOW))
         self.assertEqual(copied, [])  # refused on the size alone
         write(self.path("a.txt"), b"cONTENT")
