@@ -28,12 +28,12 @@ The work is split three ways, by what each part owns:
     it turns a peer's path into a directory fd (the one place that does),
     and does what an index entry asks at one path (L{Disk.check},
     L{Disk.place}, L{Disk.mkdir}, L{Disk.rmdir}, L{Disk.set_meta}).
-  - L{LocalCopies} makes a file from another one the share already holds
-    (a copy, a rename, a conflict copy): two paths per operation instead
-    of one path and a peer's bytes.  It owns nothing, and is built only
-    from the disk's steps (walking, publishing a checked file, trashing
-    what is in the way), so it stays in this module, beside them;
-    L{Disk} keeps its methods as one-line delegates.
+  - L{p2ptwisted.reuse.LocalCopies} makes a file from another one the
+    share already holds (a copy, a rename, a conflict copy): two paths per
+    operation instead of one path and a peer's bytes.  It owns nothing and
+    is built only from the disk's public steps (walking, publishing a
+    checked file, trashing what is in the way); L{Disk} keeps its methods
+    as one-line delegates.
   - L{TrashCan} owns the state directory's trash fd and the
     keep-days policy; L{Disk} holds one as C{trash_can}.
 
@@ -53,19 +53,14 @@ from typing import List, Optional, Sequence, Tuple
 from p2ptwisted import fsops, wire
 from p2ptwisted.core.index import DIR, FILE, PERM_MASK, Entry
 from p2ptwisted.fsops import (
-    META_FLAGS, READ_FLAGS, ROOT_FLAGS, TEMP_FLAGS, ApplyError, closing, lstat_at, open_dirs,
-    regular_at, rename_into, rename_noreplace, set_meta_fd, split_path, unlink_quietly,
+    META_FLAGS, READ_FLAGS, ROOT_FLAGS, ApplyError, closing, lstat_at, open_dirs,
+    regular_at, rename_into, set_meta_fd, split_path,
 )
-from p2ptwisted.share import hash_fd
+from p2ptwisted.reuse import LocalCopies
 from p2ptwisted.trash import DEFAULT_KEEP_DAYS, TrashCan, TrashedVersion
 
-__all__ = ["ApplyError", "Disk", "LocalCopies", "TrashCan", "TrashedVersion",
+__all__ = ["ApplyError", "Disk", "TrashCan", "TrashedVersion",
            "DEFAULT_KEEP_DAYS"]
-
-def _file_entry(entry: Entry) -> None:
-    if entry.deleted or entry.kind != FILE:
-        raise ApplyError("bad_entry", "not a live file entry")
-
 
 class Disk:
     """
@@ -124,29 +119,29 @@ class Disk:
 
     # -- walking ---------------------------------------------------------------
 
-    def _dirs(self, parts: Sequence[str], create: bool = False) -> int:
+    def dirs(self, parts: Sequence[str], create: bool = False) -> int:
         return open_dirs(self._open(), parts, create=create, forbid=self._state_id)
 
-    def _parent(self, path: str, create: bool = False) -> Tuple[int, str]:
+    def parent(self, path: str, create: bool = False) -> Tuple[int, str]:
         parts = split_path(path)
-        return self._dirs(parts[:-1], create), parts[-1]
+        return self.dirs(parts[:-1], create), parts[-1]
 
-    def _parent_or_none(self, path: str) -> Tuple[Optional[int], str]:
+    def parent_or_none(self, path: str) -> Tuple[Optional[int], str]:
         """
         L{_parent}, with C{None} for the fd if a directory is missing.
         """
         parts = split_path(path)
         try:
-            return self._dirs(parts[:-1]), parts[-1]
+            return self.dirs(parts[:-1]), parts[-1]
         except ApplyError as e:
             if e.code == "not_found":
                 return None, parts[-1]
             raise
 
-    def _lstat(self, dir_fd: int, name: str) -> Optional[os.stat_result]:
+    def lstat(self, dir_fd: int, name: str) -> Optional[os.stat_result]:
         return lstat_at(dir_fd, name, self._state_id)
 
-    def _regular(self, dir_fd: int, name: str) -> os.stat_result:
+    def regular(self, dir_fd: int, name: str) -> os.stat_result:
         return regular_at(dir_fd, name, self._state_id)
 
     # -- looking -----------------------------------------------------------------
@@ -161,11 +156,11 @@ class Disk:
         @raise ApplyError: if a link or file is in the way of a directory
             on the path, or the path is not one a peer may name.
         """
-        dir_fd, name = self._parent_or_none(entry.path)
+        dir_fd, name = self.parent_or_none(entry.path)
         if dir_fd is None:
             return entry.deleted
         with closing(dir_fd):
-            st = self._lstat(dir_fd, name)
+            st = self.lstat(dir_fd, name)
         if entry.deleted or st is None:
             return entry.deleted and st is None
         if entry.kind == DIR:
@@ -186,19 +181,19 @@ class Disk:
         it went, relative to the trash can (what L{restore} takes).  With
         C{keep_days} 0 the file is deleted instead and C{None} returned.
         """
-        dir_fd, name = self._parent(path)
+        dir_fd, name = self.parent(path)
         with closing(dir_fd):
-            self._regular(dir_fd, name)
+            self.regular(dir_fd, name)
             return self.trash_can.store(dir_fd, name, path, now_ns)
 
-    def _clear_way(self, dir_fd: int, name: str, path: str, now_ns: int) -> None:
+    def clear_way(self, dir_fd: int, name: str, path: str, now_ns: int) -> None:
         """
         Trash the regular file C{name} (C{path}) about to be replaced, if
         there is one.
 
         @raise ApplyError: C{not_regular} if something else is in the way.
         """
-        old = self._lstat(dir_fd, name)
+        old = self.lstat(dir_fd, name)
         if old is not None:
             if not stat.S_ISREG(old.st_mode):
                 raise ApplyError("not_regular", "a directory, link or special file is in the way")
@@ -211,11 +206,11 @@ class Disk:
 
         @return: whether it was removed (C{False}: not empty, or gone).
         """
-        dir_fd, name = self._parent_or_none(path)
+        dir_fd, name = self.parent_or_none(path)
         if dir_fd is None:
             return False
         with closing(dir_fd):
-            st = self._lstat(dir_fd, name)
+            st = self.lstat(dir_fd, name)
             if st is None:
                 return False
             if not stat.S_ISDIR(st.st_mode):
@@ -242,19 +237,19 @@ class Disk:
             file is in the way; C{changed} if the temporary file is not
             C{entry.size} long or a file appeared at the destination.
         """
-        _file_entry(entry)
+        fsops.require_live_file(entry)
         if "/" in tmp_name or not tmp_name.startswith(wire.RESERVED_PREFIX):
             raise ApplyError("bad_path", "a temporary file must be ours, beside its destination")
-        dir_fd, name = self._parent(entry.path)
+        dir_fd, name = self.parent(entry.path)
         with closing(dir_fd):
             try:
                 fd = os.open(tmp_name, READ_FLAGS, dir_fd=dir_fd)
             except FileNotFoundError:
                 raise ApplyError("not_found", "no such temporary file") from None
             with closing(fd):
-                self._publish(dir_fd, tmp_name, fd, name, entry, now_ns)
+                self.publish(dir_fd, tmp_name, fd, name, entry, now_ns)
 
-    def _publish(self, dir_fd, tmp_name, fd, name, entry, now_ns) -> None:
+    def publish(self, dir_fd, tmp_name, fd, name, entry, now_ns) -> None:
         """
         The work of L{place}, on the open temporary file C{fd}.
         """
@@ -264,7 +259,7 @@ class Disk:
         os.fchmod(fd, entry.perms & PERM_MASK)
         os.utime(fd, ns=(st.st_atime_ns, entry.mtime_ns))
         os.fsync(fd)
-        self._clear_way(dir_fd, name, entry.path, now_ns)
+        self.clear_way(dir_fd, name, entry.path, now_ns)
         rename_into(dir_fd, tmp_name, dir_fd, name)
         os.fsync(dir_fd)
 
@@ -277,9 +272,9 @@ class Disk:
             raise ApplyError("bad_entry", "a tombstone has no metadata")
         parts = split_path(entry.path)
         if entry.kind == DIR:
-            fd = self._dirs(parts)
+            fd = self.dirs(parts)
         else:
-            with closing(self._dirs(parts[:-1])) as dir_fd:
+            with closing(self.dirs(parts[:-1])) as dir_fd:
                 try:
                     fd = os.open(parts[-1], META_FLAGS, dir_fd=dir_fd)
                 except FileNotFoundError:
@@ -303,8 +298,8 @@ class Disk:
         if entry.deleted or entry.kind != DIR:
             raise ApplyError("bad_entry", "not a live directory entry")
         parts = split_path(entry.path)
-        with closing(self._dirs(parts[:-1], create=True)) as dir_fd:
-            st = self._lstat(dir_fd, parts[-1])
+        with closing(self.dirs(parts[:-1], create=True)) as dir_fd:
+            st = self.lstat(dir_fd, parts[-1])
             if st is not None and stat.S_ISREG(st.st_mode):
                 self.trash_can.store(dir_fd, parts[-1], entry.path, now_ns)
             elif st is not None and not stat.S_ISDIR(st.st_mode):
@@ -341,118 +336,4 @@ class Disk:
         back to its original path, making missing directories, or beside
         it as C{name.restored-N.ext}; return the path it landed at.
         """
-        return self.trash_can.restore(trashed, lambda parts: self._dirs(parts, create=True))
-
-
-class LocalCopies:
-    """
-    The disk operations that take their content from a file the share
-    already holds instead of from a peer: a copy, a rename (seen as a
-    delete and an add), and moving a losing local version aside.
-    """
-
-    def __init__(self, disk: Disk):
-        self._disk = disk
-
-    def conflict_copy(self, path: str, conflict_path: str) -> bool:
-        """
-        Rename the local file at C{path} to C{conflict_path}, in the same
-        directory, so the winning version can take its place.
-
-        @return: C{False} if C{conflict_path} exists (it is left alone).
-        """
-        disk = self._disk
-        parts, conflict = split_path(path), split_path(conflict_path)
-        if parts[:-1] != conflict[:-1]:
-            raise ApplyError("bad_path", "a conflict copy stays in its file's directory")
-        with closing(disk._dirs(parts[:-1])) as dir_fd:
-            disk._regular(dir_fd, parts[-1])
-            try:
-                rename_noreplace(dir_fd, parts[-1], dir_fd, conflict[-1])
-            except FileExistsError:
-                return False
-            os.fsync(dir_fd)
-            return True
-
-    def copy_local(self, src_path: str, entry: Entry, now_ns: int) -> bool:
-        """
-        Make C{entry} from a file we already hold with the same content (a
-        copy or a rename seen as delete and add): copy C{src_path} beside
-        the destination, check the copy's hash, then L{Disk.place} it.
-
-        @return: C{False}, leaving nothing behind, if C{src_path} no
-            longer holds C{entry.hash}: fetch it instead.
-        """
-        disk = self._disk
-        _file_entry(entry)
-        split_path(entry.path)
-        src_dir, src_name = disk._parent_or_none(src_path)
-        if src_dir is None:
-            return False
-        with closing(src_dir):
-            try:
-                src = os.open(src_name, READ_FLAGS, dir_fd=src_dir)
-            except OSError:
-                return False  # gone, a link, or not openable: not our content
-        with closing(src):
-            st = os.fstat(src)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
-                return False
-            dir_fd, name = disk._parent(entry.path, create=True)
-            with closing(dir_fd):
-                return self._copy_into(src, dir_fd, name, entry, now_ns)
-
-    def _copy_into(self, src, dir_fd, name, entry, now_ns) -> bool:
-        tmp = fsops.temp_name()
-        out = os.open(tmp, TEMP_FLAGS, 0o600, dir_fd=dir_fd)
-        placed = False
-        try:
-            # One byte more than expected tells a grown file without
-            # copying all of it.
-            copied = fsops.copy_fd(src, out, entry.size + 1)
-            os.lseek(out, 0, os.SEEK_SET)
-            if copied == entry.size and hash_fd(out) == entry.hash:
-                self._disk._publish(dir_fd, tmp, out, name, entry, now_ns)
-                placed = True
-            return placed
-        finally:
-            os.close(out)
-            if not placed:
-                unlink_quietly(dir_fd, tmp)
-
-    def move_local(self, src: Entry, dst: Entry, now_ns: int) -> bool:
-        """
-        Rename the file C{src} (which is being deleted) to C{dst}, with
-        C{dst}'s mtime and permission bits, trashing a regular file at
-        C{dst}.
-
-        @return: C{False}, changing nothing, if C{src} no longer matches
-            its entry (see L{Disk.check}), does not hold C{dst}'s content,
-            or is on another file system: fetch or copy instead.
-        @raise ApplyError: C{changed} if the file changed as it moved; it
-            is then at C{dst} as it is, and a rescan will see it.
-        """
-        disk = self._disk
-        _file_entry(src)
-        _file_entry(dst)
-        if src.hash != dst.hash or src.path == dst.path or not disk.check(src):
-            return False
-        src_dir, src_name = disk._parent(src.path)
-        with closing(src_dir):
-            dir_fd, name = disk._parent(dst.path, create=True)
-            with closing(dir_fd):
-                disk._clear_way(dir_fd, name, dst.path, now_ns)
-                try:
-                    rename_into(src_dir, src_name, dir_fd, name)
-                except OSError as e:
-                    if e.errno == errno.EXDEV:
-                        return False
-                    raise
-                with closing(os.open(name, META_FLAGS, dir_fd=dir_fd)) as fd:
-                    st = os.fstat(fd)
-                    if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
-                        raise ApplyError("changed", "the file changed while it was being moved")
-                    set_meta_fd(fd, dst.perms, dst.mtime_ns)
-                os.fsync(dir_fd)
-                os.fsync(src_dir)
-                return True
+        return self.trash_can.restore(trashed, lambda parts: self.dirs(parts, create=True))

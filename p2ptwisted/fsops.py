@@ -26,7 +26,7 @@ import threading
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from p2ptwisted import wire
-from p2ptwisted.core.index import PERM_MASK
+from p2ptwisted.core.index import FILE, PERM_MASK
 from p2ptwisted.share import PARTIAL_PREFIX
 
 
@@ -303,3 +303,11 @@ def unlink_quietly(dir_fd: int, name: str) -> None:
         os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
+
+
+def require_live_file(entry) -> None:
+    """
+    @raise ApplyError: C{bad_entry} unless C{entry} is a live file's.
+    """
+    if entry.deleted or entry.kind != FILE:
+        raise ApplyError("bad_entry", "not a live file entry")
