@@ -42,6 +42,10 @@ from p2ptwisted.scanner import Scanner
 #: directory still being emptied) is planned again.
 RETRY_DELAY = 5.0
 
+#: How long a deletion is remembered by default: a node that was off for
+#: less than this learns of it; one off for longer brings the file back.
+DELETION_LIFETIME = 180 * 24 * 3600
+
 DONE = "done"
 RESCAN = "rescan"
 BLOCKED = "blocked"      # a directory in the way still holds something
@@ -255,6 +259,20 @@ class FolderSync:
         if not self.stopped:
             self.engine.failed(action, self.clock.seconds() + RETRY_DELAY)
             self.kick()
+
+    def tidy(self, lifetime: int = DELETION_LIFETIME) -> Deferred:
+        """
+        Forget deletions older than C{lifetime} seconds and clear trash-can
+        versions past their keep-days (in a thread): run daily, so neither
+        grows without bound.
+
+        @return: a Deferred firing with (deletions forgotten, versions
+            removed).
+        """
+        forgotten = self.engine.expire_tombstones(int(self.clock.seconds()), lifetime)
+        d = self.run_blocking(self.disk.clean_trash, self.now_ns())
+        d.addCallback(lambda removed: (forgotten, removed))
+        return d
 
     def stop(self) -> None:
         self.stopped = True

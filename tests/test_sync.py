@@ -206,6 +206,19 @@ class FolderSyncTests(TwoFolders):
         self.settle()
         self.assertEqual(self.b.files(), {"x/inner": b"in"})
 
+    def test_tidy_forgets_old_deletions_and_old_trash(self):
+        self.a.write("f.txt", b"one")
+        self.settle()
+        os.unlink(self.a.path("f.txt"))
+        self.settle()
+        self.assertEqual(len(self.b.disk.trash_list()), 1)
+        self.clock.advance(31 * 24 * 3600)
+        results = []
+        self.b.sync.tidy(lifetime=30 * 24 * 3600).addCallback(results.append)
+        self.assertEqual(results, [(1, 1)])
+        self.assertIsNone(self.b.store.get("f.txt"))
+        self.assertEqual(self.b.disk.trash_list(), [])
+
     def test_ignored_paths_stay_local_both_ways(self):
         self.a.write(".p2pignore", b"*.log\nbuild/\n")
         self.b.write(".p2pignore", b"*.log\n")
