@@ -223,10 +223,13 @@ class SqliteStore:
                                (path,)).fetchone()
         return None if row is None else _entry(row)
 
-    def put(self, entries: Iterable[Entry]) -> None:
+    def put(self, entries: Iterable[Entry], meta: Optional[Dict[str, str]] = None) -> None:
         with _Write(self) as db:
             db.executemany(f"INSERT OR REPLACE INTO local ({_FIELDS})"
                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", map(_row, entries))
+            if meta:
+                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                               meta.items())
 
     def since(self, sequence: int, limit: int) -> List[Entry]:
         rows = self._db.execute(f"SELECT {_FIELDS} FROM local WHERE sequence > ?"

@@ -63,10 +63,10 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.puts = []
 
-    def put(self, entries):
+    def put(self, entries, meta=None):
         entries = list(entries)
         self.puts.append(entries)
-        super().put(entries)
+        super().put(entries, meta)
 
 
 class SameContentTests(SynchronousTestCase):

@@ -147,6 +147,10 @@ class StoreBehaviour:
         self.assertTrue(self.store.has_live_under("\u00e9"))
         self.assertFalse(self.store.has_live_under("e"))
 
+    def test_put_writes_meta_with_the_entries(self):
+        self.store.put([entry("a", 5)], {"sequence": "5"})
+        self.assertEqual((self.store.get("a"), self.store.meta("sequence")), (entry("a", 5), "5"))
+
     def test_meta(self):
         self.assertIsNone(self.store.meta("index_id"))
         self.store.set_meta("index_id", "abc")
@@ -348,9 +352,10 @@ class SqliteStoreTests(StoreBehaviour, SynchronousTestCase):
         back.
         """
         error = self.assertRaises(StoreError, self.store.put,
-                                  [entry("a", 1), entry("b", 2, size=2**64)])
+                                  [entry("a", 1), entry("b", 2, size=2**64)], {"sequence": "2"})
         self.assertIn(self.path, str(error))
         self.assertIsNone(self.store.get("a"))
+        self.assertIsNone(self.store.meta("sequence"))  # the counter went back with them
         self.store.put([entry("c", 3)])
         self.assertEqual(self.store.since(0, 10), [entry("c", 3)])
 

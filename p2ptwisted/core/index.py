@@ -129,7 +129,8 @@ class IndexStore(Protocol):
     """
 
     def get(self, path: str) -> Optional[Entry]: ...
-    def put(self, entries: Iterable[Entry]) -> None: ...
+    def put(self, entries: Iterable[Entry],
+            meta: Optional[Dict[str, str]] = None) -> None: ...
     def since(self, sequence: int, limit: int) -> List[Entry]: ...
     def with_hash(self, content_hash: str) -> List[Entry]: ...
     def has_live_under(self, path: str) -> bool: ...
@@ -159,9 +160,14 @@ class MemoryStore:
     def get(self, path: str) -> Optional[Entry]:
         return self.local.get(path)
 
-    def put(self, entries: Iterable[Entry]) -> None:
+    def put(self, entries: Iterable[Entry], meta: Optional[Dict[str, str]] = None) -> None:
+        """
+        Store entries, and with them (in the same write) any C{meta}
+        values: the index's sequence counter travels with its entries.
+        """
         for entry in entries:
             self.local[entry.path] = entry
+        self._meta.update(meta or {})
 
     def since(self, sequence: int, limit: int) -> List[Entry]:
         found = sorted((e for e in self.local.values() if e.sequence > sequence),
@@ -250,9 +256,10 @@ class LocalIndex:
             store.set_meta("sequence", "0")
         self.index_id = stored
         self.sequence = int(store.meta("sequence") or 0)
-        # Entries are saved before the counter: after a crash between the
-        # two, the counter must not hand out a sequence already used (peers
-        # holding it would skip the new entry).
+        # Entries and the counter are written together; still, a counter
+        # behind the entries (an index from before that, a store that
+        # cannot write both at once) must not hand out a sequence already
+        # used: peers holding it would skip the new entry.
         while True:
             later = store.since(self.sequence, 1000)
             if not later:
@@ -282,8 +289,7 @@ class LocalIndex:
         if self._batch is not None:
             self._batch.extend(entries)
             return
-        self.store.put(entries)
-        self.store.set_meta("sequence", str(self.sequence))
+        self.store.put(entries, {"sequence": str(self.sequence)})
 
     @contextlib.contextmanager
     def batch(self):
