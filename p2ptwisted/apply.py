@@ -54,7 +54,7 @@ from p2ptwisted import fsops, wire
 from p2ptwisted.core.index import DIR, FILE, PERM_MASK, Entry
 from p2ptwisted.fsops import (
     META_FLAGS, READ_FLAGS, ROOT_FLAGS, ApplyError, closing, lstat_at, open_dirs,
-    regular_at, rename_into, set_meta_fd, split_path,
+    regular_at, rename_into, set_meta_fd, split_path, unlink_quietly,
 )
 from p2ptwisted.reuse import LocalCopies
 from p2ptwisted.trash import DEFAULT_KEEP_DAYS, TrashCan, TrashedVersion
@@ -224,6 +224,18 @@ class Disk:
             return True
 
     # -- writing -----------------------------------------------------------------
+
+    def discard(self, path: str, tmp_name: str) -> None:
+        """
+        Remove our temporary file C{tmp_name} beside C{path}: bytes that
+        arrived but could not be placed (the path changed meanwhile).
+        """
+        if "/" in tmp_name or not tmp_name.startswith(wire.RESERVED_PREFIX):
+            raise ApplyError("bad_path", "not one of our temporary files")
+        dir_fd, _ = self.parent_or_none(path)
+        if dir_fd is not None:
+            with closing(dir_fd):
+                unlink_quietly(dir_fd, tmp_name)
 
     def place(self, tmp_name: str, entry: Entry, now_ns: int) -> None:
         """

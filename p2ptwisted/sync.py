@@ -42,6 +42,10 @@ from p2ptwisted.scanner import Scanner
 #: directory still being emptied) is planned again.
 RETRY_DELAY = 5.0
 
+#: Seconds before an action whose path changed under it is planned again
+#: (after the rescan that records the change).
+RESCAN_PAUSE = 1.0
+
 #: How long a deletion is remembered by default: a node that was off for
 #: less than this learns of it; one off for longer brings the file back.
 DELETION_LIFETIME = 180 * 24 * 3600
@@ -183,11 +187,10 @@ class FolderSync:
                 return DONE if disk.rmdir(action.path) else BLOCKED
             disk.trash(action.path, now_ns)
             return DONE
-        if action.local is not None and action.local.live and action.local.kind == DIR \
-                and kind != MKDIR and not disk.rmdir(action.path):
-            return BLOCKED
         if kind == FETCH and not local_copies:
-            return NEED_BYTES  # the conflict copy, if any, is made on arrival
+            return NEED_BYTES  # what is in the way is dealt with on arrival
+        if kind != MKDIR and not self._dir_out_of_the_way(action):
+            return BLOCKED
         if action.conflict_copy and not disk.conflict_copy(action.path, action.conflict_copy):
             return FAILED
         if kind == MKDIR:
@@ -228,7 +231,9 @@ class FolderSync:
         self.kick()
 
     def _replan(self, action: Action) -> None:
-        self.engine.failed(action, None)
+        # After a short pause: a file still being written is not recorded
+        # by the scan, and would otherwise be checked again at once.
+        self.engine.failed(action, self.clock.seconds() + RESCAN_PAUSE)
         self.kick()
 
     def _fetch(self, action: Action) -> None:
@@ -242,14 +247,34 @@ class FolderSync:
         d.addErrback(self._error, action)
 
     def _place(self, action: Action, tmp: str, now_ns: int) -> str:
+        outcome = FAILED
+        try:
+            outcome = self._place_checked(action, tmp, now_ns)
+            return outcome
+        finally:
+            if outcome != DONE:
+                self.disk.discard(action.path, tmp)
+
+    def _place_checked(self, action: Action, tmp: str, now_ns: int) -> str:
         disk = self.disk
         if (self.mode != RECEIVE_ONLY and action.local is not None
                 and not disk.check(action.local)):
             return RESCAN  # edited while we fetched: keep the user's bytes
         if action.conflict_copy and not disk.conflict_copy(action.path, action.conflict_copy):
             return FAILED
+        if not self._dir_out_of_the_way(action):
+            return BLOCKED
         disk.place(tmp, action.entry, now_ns)
         return DONE
+
+    def _dir_out_of_the_way(self, action: Action) -> bool:
+        """
+        A file is to replace the directory our index holds there: remove
+        it if it is empty (L{BLOCKED} otherwise).
+        """
+        local = action.local
+        return not (local is not None and local.live and local.kind == DIR
+                    and not self.disk.rmdir(action.path))
 
     def _error(self, failure, action: Action) -> None:
         why = failure.value

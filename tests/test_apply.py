@@ -707,3 +707,16 @@ class ReservedTests(DiskCase):
         ]:
             self.assertRaisesCode("reserved", f, *args)
         self.assertEqual(snapshot(self.root), self.before)
+
+
+class DiscardTests(DiskCase):
+    def test_removes_our_temporary_file_only(self):
+        write(self.path("d", ".p2pshare-tmp-1"), b"late bytes")
+        write(self.path("d", "keep"), b"user")
+        self.disk.discard("d/file", ".p2pshare-tmp-1")
+        self.assertEqual(os.listdir(self.path("d")), ["keep"])
+        self.disk.discard("d/file", ".p2pshare-tmp-1")  # already gone: fine
+        self.disk.discard("missing/file", ".p2pshare-tmp-1")  # no directory: fine
+        self.assertRaisesCode("bad_path", self.disk.discard, "d/file", "keep")
+        self.assertRaisesCode("bad_path", self.disk.discard, "d/file", "../.p2pshare-x")
+        self.assertEqual(read(self.path("d", "keep")), b"user")

@@ -206,6 +206,16 @@ class FolderSyncTests(TwoFolders):
         self.settle()
         self.assertEqual(self.b.files(), {"x/inner": b"in"})
 
+    def test_directory_replaced_by_file(self):
+        self.a.write("x/inner", b"in")
+        self.settle()
+        os.unlink(self.a.path("x/inner"))
+        os.rmdir(self.a.path("x"))
+        self.a.write("x", b"now a file")
+        self.settle()
+        self.assertEqual(self.b.files(), {"x": b"now a file"})
+        self.assertEqual([v.original for v in self.b.disk.trash_list()], ["x/inner"])
+
     def test_tidy_forgets_old_deletions_and_old_trash(self):
         self.a.write("f.txt", b"one")
         self.settle()
