@@ -245,14 +245,9 @@ class SqliteStore:
             (content_hash[:HASH_KEY], content_hash))
         return [_entry(row) for row in rows]
 
-    def has_live_under(self, path: str) -> bool:
+    def live_under(self, path: str, limit: int) -> List[Entry]:
         # Every string that starts with "p/" sorts in ["p/", "p0"): "0"
         # follows "/", and UTF-8 byte order is code point order.
-        row = self._db.execute("SELECT 1 FROM local WHERE path >= ? AND path < ?"
-                               " AND deleted = 0 LIMIT 1", (path + "/", path + "0"))
-        return row.fetchone() is not None
-
-    def live_under(self, path: str, limit: int) -> List[Entry]:
         rows = self._db.execute(f"SELECT {_FIELDS} FROM local WHERE path >= ? AND path < ?"
                                 " AND deleted = 0 ORDER BY path LIMIT ?",
                                 (path + "/", path + "0", limit))

@@ -77,7 +77,7 @@ class ExchangeTests(SynchronousTestCase):
         self.b.peer_lost("A")
         connect(self.a, "A", self.b, "B")
         self.assertEqual(pump(self.a, "A", self.b, "B"), 0)
-        self.assertFalse(self.a.has_outgoing("B"))
+        self.assertEqual(self.a.outgoing("B"), [])
 
     def test_reconnect_sends_only_what_changed(self):
         connect(self.a, "A", self.b, "B")

@@ -116,18 +116,18 @@ class StoreBehaviour:
         self.store.put([attrs.evolve(keep[0], deleted=True, sequence=6)])
         self.assertEqual(self.store.with_hash("H"), [keep[1]])
 
-    def test_has_live_under_boundaries(self):
+    def test_live_under_boundaries(self):
         self.store.put([entry("a", 1, kind=DIR), entry("ab/c", 2), entry("a0", 3),
                         entry("a.txt", 4), entry("a\U0001f600/x", 5), entry("a-/y", 6)])
-        self.assertFalse(self.store.has_live_under("a"))
+        self.assertFalse(bool(self.store.live_under("a", 1)))
         self.store.put([entry("a/b", 7, deleted=True)])
-        self.assertFalse(self.store.has_live_under("a"))
+        self.assertFalse(bool(self.store.live_under("a", 1)))
         self.store.put([entry("a/b/c", 8)])
-        self.assertTrue(self.store.has_live_under("a"))
-        self.assertTrue(self.store.has_live_under("a/b"))
-        self.assertFalse(self.store.has_live_under("a/b/c"))
-        self.assertFalse(self.store.has_live_under("b"))
-        self.assertFalse(self.store.has_live_under("ab/c"))
+        self.assertTrue(bool(self.store.live_under("a", 1)))
+        self.assertTrue(bool(self.store.live_under("a/b", 1)))
+        self.assertFalse(bool(self.store.live_under("a/b/c", 1)))
+        self.assertFalse(bool(self.store.live_under("b", 1)))
+        self.assertFalse(bool(self.store.live_under("ab/c", 1)))
 
     def test_live_under_lists_live_entries_in_order_up_to_limit(self):
         self.store.put([entry("a", 1, kind=DIR), entry("a/z", 2), entry("a/b/c", 3),
@@ -136,16 +136,16 @@ class StoreBehaviour:
         self.assertEqual([e.path for e in self.store.live_under("a", 1)], ["a/b/c"])
         self.assertEqual(self.store.live_under("a/z", 10), [])
 
-    def test_has_live_under_non_ascii(self):
+    def test_live_under_non_ascii(self):
         """
         Names beyond ASCII (several UTF-8 bytes) are still under their
         directory, and a directory with such a name has its own children.
         """
         self.store.put([entry("a/\U0001f600", 1)])
-        self.assertTrue(self.store.has_live_under("a"))
+        self.assertTrue(bool(self.store.live_under("a", 1)))
         self.store.put([entry("\u00e9/x", 2)])
-        self.assertTrue(self.store.has_live_under("\u00e9"))
-        self.assertFalse(self.store.has_live_under("e"))
+        self.assertTrue(bool(self.store.live_under("\u00e9", 1)))
+        self.assertFalse(bool(self.store.live_under("e", 1)))
 
     def test_put_writes_meta_with_the_entries(self):
         self.store.put([entry("a", 5)], {"sequence": "5"})
@@ -185,7 +185,7 @@ class StoreBehaviour:
         self.assertIsNone(self.store.get("a"))
         self.assertEqual(self.store.since(0, 10), [])
         self.assertEqual(self.store.with_hash("h1"), [])
-        self.assertFalse(self.store.has_live_under(""))
+        self.assertFalse(bool(self.store.live_under("", 1)))
 
     def test_paths_union_sorted(self):
         self.store.put([entry("d", 1), entry("b", 2, deleted=True)])
@@ -255,7 +255,7 @@ class SqliteStoreTests(StoreBehaviour, SynchronousTestCase):
         self.store.get("a/b")
         self.store.since(0, 10)
         self.store.with_hash("h1")
-        self.store.has_live_under("a")
+        self.store.live_under("a", 1)
         self.store.meta("index_id")
         self.store.remote_for("a/b")
         list(self.store.paths())
@@ -396,7 +396,7 @@ class AgreementTests(SynchronousTestCase):
         for path in PATHS + ["missing"]:
             self.assertEqual(sqlite.get(path), memory.get(path))
             self.assertEqual(sqlite.remote_for(path), memory.remote_for(path))
-            self.assertEqual(sqlite.has_live_under(path), memory.has_live_under(path))
+            self.assertEqual(bool(sqlite.live_under(path, 1)), bool(memory.live_under(path, 1)))
         for sequence in range(top + 1):
             for limit in (1, 2, 100):
                 self.assertEqual(sqlite.since(sequence, limit), memory.since(sequence, limit))

@@ -165,10 +165,6 @@ class SyncEngine:
             state.sent = self.index.sequence
         return entries
 
-    def has_outgoing(self, peer: str) -> bool:
-        state = self.peers.get(peer)
-        return state is not None and state.ready and state.sent < self.index.sequence
-
     def entries_received(self, peer: str, entries: Iterable[Entry], now: int) -> Received:
         """
         Store a peer's entries, refusing any that could harm us, and mark

@@ -65,7 +65,6 @@ class Simulation:
         self.store_factory = store_factory
         self.nodes: Dict[str, SimNode] = {}
         self.queues: Dict[Tuple[str, str], deque] = {}
-        self.fetch_peer: Dict[Tuple[str, int], str] = {}
         self.published: Set[str] = set()
         self.excused: Set[str] = set()
         self._ids = 0

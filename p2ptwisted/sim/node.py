@@ -10,7 +10,7 @@ replace, trash before delete, conflict copies by rename.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import attrs
 
@@ -42,7 +42,7 @@ class SimNode:
         self.gets = 0
         self.engine: Optional[SyncEngine] = None
         self.links: Dict[str, object] = {}
-        self._fetches: Dict[int, Action] = {}
+        self._fetches: Dict[int, Tuple[Action, str]] = {}  # request id: (action, peer asked)
         self._scan_call = None
         self._pump_call = None
 
@@ -101,8 +101,8 @@ class SimNode:
         self.links.pop(peer, None)
         if self.engine is not None:
             self.engine.peer_lost(peer)
-        for rid, action in list(self._fetches.items()):
-            if action.sources and self.sim.fetch_peer.get((self.name, rid)) == peer:
+        for rid, (action, source) in list(self._fetches.items()):
+            if source == peer:
                 del self._fetches[rid]
                 self.engine.failed(action, self.sim.clock.seconds() + RETRY)
                 self.kick()
@@ -125,7 +125,7 @@ class SimNode:
             self.sim.send(self.name, peer, ("data", rid, content if found else None))
         elif kind == "data":
             _, rid, content = message
-            action = self._fetches.pop(rid, None)
+            action, _ = self._fetches.pop(rid, (None, None))
             if action is not None:
                 if content is None:
                     self.engine.failed(action, self.sim.clock.seconds() + RETRY)
@@ -222,8 +222,7 @@ class SimNode:
                 return
             peer = sources[self.sim.random.randrange(len(sources))]
             rid = self.sim.next_id()
-            self._fetches[rid] = action
-            self.sim.fetch_peer[(self.name, rid)] = peer
+            self._fetches[rid] = (action, peer)
             self.gets += 1
             self.sim.send(self.name, peer, ("get", rid, action.entry.hash))
 
