@@ -126,6 +126,30 @@ class Disk:
         parts = split_path(path)
         return self.dirs(parts[:-1], create), parts[-1]
 
+    def parent_made(self, path: str) -> Tuple[int, List[str]]:
+        """
+        The directory of C{path}, made if missing, and the directories
+        made for it (shallowest first): a fetch that fails removes them
+        again (L{remove_made}), so a peer's failed file leaves no
+        directories behind to be published as ours.
+        """
+        parts = split_path(path)[:-1]
+        made: List[int] = []
+        fd = open_dirs(self._open(), parts, create=True, forbid=self._state_id, created=made)
+        return fd, ["/".join(parts[:n]) for n in made]
+
+    def remove_made(self, paths: Sequence[str]) -> None:
+        """
+        Remove the directories L{parent_made} made, deepest first, where
+        they are still empty.
+        """
+        for path in reversed(paths):
+            try:
+                if not self.rmdir(path):
+                    return
+            except ApplyError:
+                return
+
     def parent_or_none(self, path: str) -> Tuple[Optional[int], str]:
         """
         L{_parent}, with C{None} for the fd if a directory is missing.

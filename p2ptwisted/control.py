@@ -11,16 +11,17 @@ are named by node id, a unique prefix of it, or their display name.
 from __future__ import annotations
 
 import datetime
+import os
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 
 from twisted.internet import endpoints
 
-from p2ptwisted import wire
 from p2ptwisted.identity import format_id
-from p2ptwisted.files import Transfer
+from p2ptwisted.core.index import FILE, Entry
 from p2ptwisted.peers import parse_dial_target
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,6 +64,8 @@ class Control:
     def __init__(self, node: "Node", out: Callable[[str], None] = print):
         self.node = node
         self.out = out
+        #: Operator fetches in flight: (path, hash, dest) -> who waits.
+        self._fetching: dict = {}
 
     # -- peers -------------------------------------------------------------
 
@@ -126,42 +129,84 @@ class Control:
 
     # -- files ---------------------------------------------------------------
 
-    def catalog(self) -> List[wire.FileEntry]:
+    def catalog(self) -> List[Entry]:
         """
-        This node's own catalog, sorted by path.
+        The live files and directories of this node's index, sorted by
+        path.
         """
-        return sorted(self.node.share.entries(), key=lambda e: e.path)
+        store = self.node.folder.store
+        entries = (store.get(path) for path in store.local_paths())
+        return [e for e in entries if e is not None and e.live]
 
     def catalog_of(self, peer: str) -> Deferred:
         """
-        A peer's catalog as this node knows it (kept current by the peer's
-        announcements), sorted by path.
+        A connected peer's live files and directories as its index told us
+        (kept current as it changes), sorted by path.
         """
-        proto = self._find(peer)
-        catalog = self.node.files.remote.get(proto.remote_id, {})
-        return succeed(sorted(catalog.values(), key=lambda e: e.path))
+        peer_id = self._find(peer).remote_id
+        store = self.node.folder.store
+        found = []
+        for path in store.remote_paths(peer_id):
+            entry = store.remote_for(path).get(peer_id)
+            if entry is not None and entry.live:
+                found.append(entry)
+        return succeed(sorted(found, key=lambda e: e.path))
 
-    def fetch(self, path: str, peer: Optional[str] = None, dest: Optional[str] = None) -> Transfer:
+    def fetch(self, path: str, peer: Optional[str] = None, dest: Optional[str] = None) -> Deferred:
         """
-        Fetch C{path} from C{peer} (or from whoever has it) into the share,
-        or into the directory C{dest}.  Returns the L{Transfer}: look at it
-        for live progress; C{transfer.done} fires with the final path.
+        Fetch the file at C{path} as a peer's index has it (C{peer}'s, or
+        any connected peer's) into the directory C{dest}, outside the
+        share; without C{dest}, into the share at C{path}, where nothing
+        may be yet (a node in send-only or receive-only mode, or a file
+        still waiting its turn).  Fires with where the file landed.
         """
-        node_id = self._find(peer).remote_id if peer is not None else None
-        return self.node.files.fetch(path, peer=node_id, dest=dest)
+        folder = self.node.folder
+        peer_ids = ([self._find(peer).remote_id] if peer is not None
+                    else list(self.node.connections))
+        holders = folder.store.remote_for(path)
+        found = [(pid, holders[pid]) for pid in peer_ids
+                 if pid in holders and holders[pid].live and holders[pid].kind == FILE]
+        if not found:
+            raise LookupError(f"no connected peer has a file at {path!r}")
+        entry = found[0][1]
+        sources = tuple(pid for pid, e in found if e.hash == entry.hash)
+        dest = os.path.abspath(dest) if dest is not None else None
+        key = (path, entry.hash, dest)
+        if key not in self._fetching:
+            # The same fetch asked twice while it runs is one fetch.
+            if dest is not None:
+                d = folder.fetcher.fetch(entry, sources, keep=path,
+                                         open_dir=lambda _: _open_outside(dest))
+                d.addCallback(lambda name: os.path.join(dest, name))
+            else:
+                d = folder.fetcher.fetch(entry, sources, keep=path)
+                landed = os.path.join(folder.root, *path.split("/"))
+                d.addCallback(lambda _: folder.rescan().addCallback(lambda _: landed))
+            waiters = self._fetching[key] = []
 
-    def transfers(self) -> List[Transfer]:
-        """
-        Recent transfers, then those in flight, with state, bytes, rate, ETA.
-        """
-        return self.node.files.transfers()
+            def fire(result):
+                del self._fetching[key]
+                for waiter in waiters:
+                    if isinstance(result, Failure):
+                        waiter.errback(result)
+                    else:
+                        waiter.callback(result)
 
-    def cancel(self, transfer: Transfer) -> bool:
-        return self.node.files.cancel(transfer)
+            d.addBoth(fire)
+        waiter = Deferred()
+        self._fetching[key].append(waiter)
+        return waiter
+
+    def transfers(self) -> list:
+        """
+        Recent fetches, then those in flight and waiting, with state and
+        bytes.
+        """
+        return self.node.folder.fetcher.transfers()
 
     def rescan(self) -> Deferred:
         """
-        Look at the share again now; fires with the new or changed entries.
+        Look at the share again now; fires with the number of changes.
         """
         return self.node.rescan()
 
@@ -172,6 +217,7 @@ class Control:
         Print a readable summary of the node.
         """
         node = self.node
+        files, size = node.folder.store.totals()
         lines = [
             f"node {node.display_name} ({node.node_id})",
             f"  id {format_id(node.node_id)}; "
@@ -180,18 +226,17 @@ class Control:
                else "TLS, open to any node"),
             f"  listening on port(s) {', '.join(map(str, node.listen_ports)) or 'none'};"
             f" share {node.share_dir}",
-            f"  sharing {len(node.share.files)} files"
-            f" ({_human(sum(f.entry.size for f in node.share.files.values()))});"
-            f" sync {'on' if node.files.sync else 'off'}",
+            f"  sharing {files} files ({_human(size)}); mode {node.folder.mode},"
+            f" {'in step' if node.folder.in_sync() else 'syncing'}",
             f"  peers: {len(node.connections)} connected, {len(node.book)} in the peer book",
         ]
         for info in self.peers():
             lines.append(f"    {info.name} {info.id[:12]} {info.address} {info.direction}"
                          f" since {info.since}, in {_human(info.bytes_in)},"
                          f" out {_human(info.bytes_out)}")
-        running = [t for t in self.transfers() if t.finished is None]
+        running = [t for t in self.transfers() if t.finished_at is None]
         lines.append(f"  transfers: {len(running)} in flight or waiting,"
-                     f" {node.files.completed} completed since start")
+                     f" {node.folder.fetcher.completed} completed since start")
         for t in running[:10]:
             lines.append(f"    {t!r}")
         if len(running) > 10:
@@ -214,6 +259,14 @@ class Control:
         """
         names = {"node": self.node, "control": self}
         for name in ("status", "peers", "connect", "drop", "catalog", "catalog_of", "fetch",
-                     "transfers", "cancel", "rescan", "doctor"):
+                     "transfers", "rescan", "doctor"):
             names[name] = getattr(self, name)
         return names
+
+
+def _open_outside(directory: str) -> int:
+    """
+    An operator's destination outside the share: made if missing.
+    """
+    os.makedirs(directory, exist_ok=True)
+    return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), []

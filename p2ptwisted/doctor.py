@@ -144,7 +144,7 @@ def peer_lines(node) -> List[str]:
                          f" {_ago(now, h['at'])}, never reached ({why})")
         if proto is not None:
             if ours is None:
-                ours = {(e.path, e.hash) for e in node.share.entries()}
+                ours = _live_files(node.folder.store)
             lines.extend(_file_hints(node, node_id, proto, now, ours))
     if len(ids) > MAX_PEERS_SHOWN:
         lines.append(f"... and {len(ids) - MAX_PEERS_SHOWN} more nodes")
@@ -157,22 +157,33 @@ def peer_lines(node) -> List[str]:
     return lines or ["no peers yet"]
 
 
+def _live_files(store, peer: Optional[str] = None) -> set:
+    """
+    (path, hash) of every live file in our index, or in C{peer}'s.
+    """
+    if peer is None:
+        entries = (store.get(path) for path in store.local_paths())
+    else:
+        entries = (store.remote_for(path).get(peer) for path in store.remote_paths(peer))
+    return {(e.path, e.hash) for e in entries if e is not None and e.live and e.hash}
+
+
 def _file_hints(node, node_id: str, proto, now: float, ours: set) -> List[str]:
-    remote = node.files.remote.get(node_id)
-    if remote is None:
-        return ["  its file list has not arrived yet"]
-    theirs = {(e.path, e.hash) for e in remote.values()}
+    store = node.folder.store
+    if node_id not in node.folder.exchange.up_to_date:
+        return ["  its index has not arrived yet"]
+    theirs = _live_files(store, node_id)
     they_lack = len(ours - theirs)
     we_lack = len(theirs - ours)
     hints = []
     if (they_lack and not proto.gets_received
             and now - proto.connected_at >= NO_SYNC_HINT_AFTER):
         hints.append(f"  it lacks {they_lack} of our files and has asked for none: it"
-                     " probably runs --no-sync (it still serves its files, and fetches"
-                     " on request)")
-    if we_lack and not node.files.sync:
-        hints.append(f"  we lack {we_lack} of its files and sync is off here (--no-sync):"
-                     " fetch them with fetch(path)")
+                     " probably runs --no-sync or --mode send-only (it still serves its"
+                     " files)")
+    if we_lack and node.folder.mode == "send-only":
+        hints.append(f"  we lack {we_lack} of its files and this node takes nothing from"
+                     " peers (--no-sync or --mode send-only): fetch them with fetch(path)")
     return hints
 
 

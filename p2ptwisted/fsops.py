@@ -27,7 +27,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 from p2ptwisted import wire
 from p2ptwisted.core.index import FILE, PERM_MASK
-from p2ptwisted.share import PARTIAL_PREFIX
+from p2ptwisted.hashing import PARTIAL_PREFIX
 
 
 #: For the share's root and the state directory: paths the operator chose,
@@ -78,11 +78,14 @@ def split_path(path: str) -> List[str]:
 # -- link-proof primitives ---------------------------------------------------------
 
 def open_dirs(start_fd: int, parts: Sequence[str], create: bool = False,
-              forbid: Optional[Tuple[int, int]] = None, mode: int = 0o755) -> int:
+              forbid: Optional[Tuple[int, int]] = None, mode: int = 0o755,
+              created: Optional[List[int]] = None) -> int:
     """
     Open the directory C{start/parts...} without following any link.
 
     @param create: make missing directories on the way, with C{mode}.
+    @param created: if given, the number of parts of each directory made
+        is appended to it (C{parts[:n]} names it).
     @param forbid: C{(st_dev, st_ino)} of a directory that must not be
         entered (the state directory, when it sits inside the share).
     @raise ApplyError: C{not_found}, C{not_dir} (a link or file is in the
@@ -90,7 +93,7 @@ def open_dirs(start_fd: int, parts: Sequence[str], create: bool = False,
     """
     fd = os.dup(start_fd)
     try:
-        for part in parts:
+        for i, part in enumerate(parts):
             try:
                 try:
                     next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
@@ -99,6 +102,8 @@ def open_dirs(start_fd: int, parts: Sequence[str], create: bool = False,
                         raise ApplyError("not_found", "no such directory") from None
                     try:
                         os.mkdir(part, mode, dir_fd=fd)
+                        if created is not None:
+                            created.append(i + 1)
                     except FileExistsError:
                         pass
                     next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)

@@ -25,16 +25,18 @@ from twisted.python.threadpool import ThreadPool
 
 from p2ptwisted import wire
 from p2ptwisted.peers import BookEntry, PeerBook, parse_dial_target, split_expected_id
-from p2ptwisted.files import FileExchange
 from p2ptwisted.logbudget import LogBudget
 from p2ptwisted.protocol import PeerFactory, PeerProtocol
-from p2ptwisted.share import ScanStopped, Share
 from p2ptwisted.watch import ShareWatcher
+from p2ptwisted.core.planner import SEND_ONLY, SEND_RECEIVE
+from p2ptwisted.folder import Folder
+from p2ptwisted.sync import DELETION_LIFETIME
+from p2ptwisted.trash import DEFAULT_KEEP_DAYS
 from p2ptwisted.identity import Identity, format_id, load_or_create_identity
 from p2ptwisted.knownids import KnownIds
 from p2ptwisted.limits import Limits
 from p2ptwisted.state import StateLock
-from p2ptwisted.transfer import RateLimit
+from p2ptwisted.uploads import RateLimit
 
 #: Seconds between two PEERS frames to the same peer.
 GOSSIP_INTERVAL = 2.0
@@ -53,7 +55,7 @@ MAX_CONNECTIONS = 256
 MAX_PER_ADDRESS = 16
 
 #: Threads for blocking disk work (hashing the share, fsync).
-DISK_THREADS = 2
+DISK_THREADS = 8
 
 #: TCP connect timeout for a dial.
 CONNECT_TIMEOUT = 10.0
@@ -119,6 +121,9 @@ class Node(Service):
         endpoint_factory: Optional[Callable[[BookEntry], IStreamClientEndpoint]] = None,
         book: Optional[PeerBook] = None,
         sync: bool = True,
+        mode: str = SEND_RECEIVE,
+        keep_days: int = DEFAULT_KEEP_DAYS,
+        deletion_lifetime: int = DELETION_LIFETIME,
         run_blocking: Optional[Callable[[Callable], Deferred]] = None,
         watch: bool = True,
         max_rate: Optional[float] = None,
@@ -162,20 +167,21 @@ class Node(Service):
                 self._disk_pool = ThreadPool(minthreads=0, maxthreads=DISK_THREADS,
                                              name="p2pshare-disk")
 
-                def run_blocking(f):
-                    return threads.deferToThreadPool(reactor, self._disk_pool, f)
+                def run_blocking(f, *args):
+                    return threads.deferToThreadPool(reactor, self._disk_pool, f, *args)
             else:  # a reactor without threads (a test's memory reactor)
                 run_blocking = maybeDeferred
         self._run_blocking = run_blocking
-        self.share = Share(root=share_dir, state_dir=state_dir)
-        self.files = FileExchange(self, self.share, self.clock, sync=sync,
-                                  run_blocking=run_blocking)
+        # --no-sync: serve our files, take nothing from peers.
+        self.mode = mode if sync else SEND_ONLY
+        self.keep_days = keep_days
+        self.deletion_lifetime = deletion_lifetime
+        #: The shared folder, opened once the state directory is ours.
+        self.folder: Optional[Folder] = None
         self._watch = watch
         self._watcher: Optional[ShareWatcher] = None
         self._endpoint_for = endpoint_factory or (lambda e: default_endpoint(reactor, e))
         self._dials: set = set()
-        self._scanning: Optional[Deferred] = None
-        self._rescan_waiters: List[Deferred] = []
         self._dialer: Optional[LoopingCall] = None
         self._waiters: List[tuple] = []
         self._gossip_timers: Dict[PeerProtocol, object] = {}
@@ -204,10 +210,18 @@ class Node(Service):
         try:
             self.identity = load_or_create_identity(self.state_dir)
             self.known_ids.load()
+            self.node_id = self.identity.node_id
+            self.folder = Folder(
+                self.share_dir, self.state_dir, self.node_id, self.clock, self._run_blocking,
+                lambda: self.connections, mode=self.mode, keep_days=self.keep_days,
+                deletion_lifetime=self.deletion_lifetime,
+                stall_timeout=self.limits.stall_timeout,
+                uploads_per_peer=self.limits.uploads_per_peer)
         except Exception:
+            if self._disk_pool is not None and self._disk_pool.started:
+                self._disk_pool.stop()
             self._lock.release()
             raise
-        self.node_id = self.identity.node_id
         if self.tls:
             from p2ptwisted.tls import wrap
 
@@ -238,62 +252,17 @@ class Node(Service):
         self._dialer.start(DIAL_TICK, now=True)
         if self._watch:
             self._watcher = ShareWatcher(self.reactor, self.share_dir, self.rescan,
-                                         known=self.share.is_current)
+                                         known=self.folder.is_current)
             self._watcher.start()
-        self.rescan()
+        self.folder.start()
 
     def rescan(self) -> Deferred:
         """
-        Look at the share again (in a thread: hashing is slow) and tell
-        peers what is new.  Fires with the list of new or changed entries.
-
-        Asked during a scan, it runs one more scan after that one (however
-        often it is asked) and fires when that one is done.
+        Look at the share again (in a thread: hashing is slow) and publish
+        what changed.  Asked during a scan, it runs one more scan after
+        that one.  Fires with the number of local changes recorded.
         """
-        if self._scanning is not None:
-            waiter = Deferred()
-            self._rescan_waiters.append(waiter)
-            return waiter
-        started = self.clock.seconds()
-        d = self._run_blocking(self.share.scan)
-
-        def scanned(result):
-            self._scanning = None
-            if not self.running:
-                return []
-            changed, gone = self.share.apply(result)
-            if result.skipped:
-                self.log.warn(
-                    "not sharing {n} names that cannot travel on the wire, such as {example}",
-                    n=len(result.skipped), example=result.skipped[0],
-                )
-            self.log.info(
-                "share scanned: {total} files, {changed} new or changed, {gone} gone"
-                " ({seconds:.2f}s)",
-                total=len(self.share.files), changed=len(changed), gone=len(gone),
-                seconds=self.clock.seconds() - started,
-            )
-            self.files.local_changed(changed, gone)
-            if self._rescan_waiters:
-                waiters, self._rescan_waiters = self._rescan_waiters, []
-
-                def fire(changed):
-                    for waiter in waiters:
-                        waiter.callback(changed)
-                    return changed
-
-                self.rescan().addCallback(fire)
-            return changed
-
-        def failed(failure):
-            self._scanning = None
-            if not failure.check(ScanStopped):
-                self.log.failure("scanning the share failed", failure)
-            return []
-
-        self._scanning = d
-        d.addCallbacks(scanned, failed)
-        return d
+        return self.folder.rescan()
 
     def stopService(self) -> Deferred:
         """
@@ -314,8 +283,8 @@ class Node(Service):
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
-        self.share.stop_scanning()
-        self.files.stop()
+        if self.folder is not None:
+            self.folder.stop()
         protos = list(self.connections.values()) + list(self.pending)
         waiting = [p.when_lost() for p in protos]
         for proto in protos:
@@ -325,7 +294,8 @@ class Node(Service):
         def stopped(_):
             if self._disk_pool is not None and self._disk_pool.started:
                 self._disk_pool.stop()
-            self.share.close()
+            if self.folder is not None:
+                self.folder.close()
             self._lock.release()
 
         done.addBoth(stopped)
@@ -525,7 +495,7 @@ class Node(Service):
             direction="outbound" if proto.dialed is not None else "inbound",
         )
         proto.start_files()
-        self.files.peer_connected(proto)
+        self.folder.peer_ready(proto)
         self._peers_changed()
 
     def _record_reach(self, proto: PeerProtocol) -> None:
@@ -609,9 +579,11 @@ class Node(Service):
             )
             for entry in self.book.entries_for(remote):
                 self.book.disconnected(entry, now, now - proto.connected_at)
+            self.folder.peer_lost(proto)
             self._peers_changed()
-        if proto.hello is not None:
-            self.files.peer_lost(proto)
+        elif proto.downloads and self.folder is not None:
+            # A replaced connection's downloads go to the one that stays.
+            self.folder.fetcher.peer_lost(proto)
         if proto.dialed is not None and proto.dialed.dialing:
             # The dial reached something that never became a connection of
             # ours: no HELLO, or no common protocol version.

@@ -5,14 +5,17 @@ The peer protocol: framing, the handshake, and dispatch by message type.
 The same protocol runs on both ends of every connection, whoever dialled:
 after HELLO the two ends are equals.  It knows the conversation, not the
 policy -- what to do with a peer's HELLO or PEERS is the node's decision
-(see L{p2ptwisted.node.Node}).
+(see L{p2ptwisted.node.Node}), and the folder's frames (index, GET, DATA,
+END, CANCEL) go to the node's folder (L{p2ptwisted.folder.Folder}).  It
+imports neither: the node is handed in, and used only through the
+methods named here.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections import deque
-from typing import TYPE_CHECKING, Deque, Dict, Optional
+from typing import Deque, Dict, Optional
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
@@ -23,14 +26,9 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-from p2ptwisted import wire
+from p2ptwisted import wire, wire_index
 from p2ptwisted.tls import describe_tls_error, peer_id
-from p2ptwisted.transfer import UploadScheduler
-
-if TYPE_CHECKING:  # pragma: no cover
-    from p2ptwisted.node import Node
-    from p2ptwisted.peers import BookEntry
-    from p2ptwisted.transfer import Download
+from p2ptwisted.uploads import UploadScheduler
 
 #: How long a graceful close may take before we abort the connection.
 CLOSE_TIMEOUT = 10.0
@@ -56,8 +54,8 @@ class PeerProtocol(Int32StringReceiver):
     MAX_LENGTH = wire.MAX_FRAME
     log = Logger()
 
-    node: "Node"
-    dialed: Optional["BookEntry"] = None
+    node: object  # a p2ptwisted.node.Node
+    dialed: Optional[object] = None  # a p2ptwisted.peers.BookEntry
     hello: Optional[wire.Hello] = None
     version: Optional[int] = None
     connected_at: float = 0.0
@@ -76,16 +74,15 @@ class PeerProtocol(Int32StringReceiver):
     #: GETs the peer sent on this connection (the doctor's hint at --no-sync).
     gets_received = 0
 
-    def __init__(self, node: "Node"):
+    def __init__(self, node):
         self.node = node
         self.clock = node.clock
         self._lost_waiters: list = []
         self._buffer = bytearray()
         self._parsing = False
         self.scheduler: Optional[UploadScheduler] = None
-        self.downloads: Dict[int, "Download"] = {}
+        self.downloads: Dict[int, object] = {}  # p2ptwisted.downloads.Download
         self.cancelled: Deque[int] = deque(maxlen=256)
-        self.list_answered_at: Optional[float] = None
         self._next_transfer = 0
 
     def cancel_transfer(self, transfer: int) -> None:
@@ -152,7 +149,13 @@ class PeerProtocol(Int32StringReceiver):
         return f"{name or 'unnamed'} ({self.hello.node_id[:12]}) at {where}"
 
     def send(self, message: wire.Message) -> None:
-        frame = wire.encode_frame(message)
+        self.send_frame(wire.encode_frame(message))
+
+    def send_frame(self, frame: bytes) -> None:
+        """
+        Send one encoded frame (type byte and body): the index frames are
+        encoded by L{p2ptwisted.wire_index}.
+        """
         self.bytes_out += 4 + len(frame)
         self.sendString(frame)
 
@@ -319,7 +322,8 @@ class PeerProtocol(Int32StringReceiver):
                 if length > 4 and view[offset + 4] == wire.DATA and self.scheduler is not None:
                     self._last_frame = self.clock.seconds()
                     self._ping_nonce = None
-                    self.node.files.data_received(self, wire.decode_data(view[offset + 4 : end]))
+                    self.node.folder.fetcher.data_received(
+                        self, wire.decode_data(view[offset + 4 : end]))
                 else:
                     self.stringReceived(bytes(view[offset + 4 : end]))
                 offset = end
@@ -339,13 +343,13 @@ class PeerProtocol(Int32StringReceiver):
         self._last_frame = self.clock.seconds()
         self._ping_nonce = None
         try:
-            message = wire.decode_frame(frame)
+            message = wire_index.decode_any_frame(frame)
         except wire.ProtocolError as e:
             self.drop(str(e))
             return
         if self.hello is None:
             if not isinstance(message, wire.Hello):
-                self.drop(f"{wire.type_name(frame[0])} before HELLO")
+                self.drop(f"{wire_index.type_name(frame[0])} before HELLO")
                 return
             self._hello_received(message)
             return
@@ -377,10 +381,12 @@ class PeerProtocol(Int32StringReceiver):
         self.hello = hello
         self.version = wire.negotiate_version(hello.versions)
         if self.version is None:
+            hint = (": it runs a p2ptwisted from before versioned sync; upgrade it"
+                    if max(hello.versions) < min(wire.SUPPORTED_VERSIONS) else "")
             self.close(
                 "version",
                 f"no common protocol version (we speak {list(wire.SUPPORTED_VERSIONS)},"
-                f" peer speaks {list(hello.versions)})",
+                f" peer speaks {list(hello.versions)}){hint}",
             )
             return
         self._set_timer(self.node.limits.ping_interval, self._idle_check)
@@ -391,7 +397,8 @@ class PeerProtocol(Int32StringReceiver):
 
     def _error_received(self, message: wire.Error) -> None:
         if message.transfer is not None:
-            self.node.files.error_received(self, message)
+            if self.scheduler is not None:
+                self.node.folder.fetcher.error_received(self, message)
             return
         self.log.info(
             "{peer} reports error {code}: {text}",
@@ -411,11 +418,12 @@ class PeerProtocol(Int32StringReceiver):
         # lets someone reading a capture match answers to questions.
         pass
 
-    def _to_files(name):
+    def _to_folder(part, name):
         def handler(self, message):
             if self.scheduler is None:
                 return  # not (or no longer) this node's connection to that peer
-            getattr(self.node.files, name)(self, message)
+            folder = self.node.folder
+            getattr(getattr(folder, part) if part else folder, name)(self, message)
 
         return handler
 
@@ -423,17 +431,16 @@ class PeerProtocol(Int32StringReceiver):
         wire.Hello: _second_hello,
         wire.Error: _error_received,
         wire.Peers: _peers_received,
-        wire.List: _to_files("list_received"),
-        wire.Catalog: _to_files("catalog_received"),
-        wire.Have: _to_files("have_received"),
-        wire.Get: _to_files("get_received"),
-        wire.Data: _to_files("data_received"),
-        wire.End: _to_files("end_received"),
-        wire.Cancel: _to_files("cancel_received"),
+        wire_index.IndexHello: _to_folder("", "hello_received"),
+        wire_index.Index: _to_folder("exchange", "index_received"),
+        wire.Get: _to_folder("server", "get_received"),
+        wire.Data: _to_folder("fetcher", "data_received"),
+        wire.End: _to_folder("fetcher", "end_received"),
+        wire.Cancel: _to_folder("server", "cancel_received"),
         wire.Ping: _ping_received,
         wire.Pong: _pong_received,
     }
-    del _to_files
+    del _to_folder
 
     # -- timers ---------------------------------------------------------------
 
@@ -486,7 +493,7 @@ class PeerFactory(Factory):
     protocol = PeerProtocol
     noisy = False
 
-    def __init__(self, node: "Node"):
+    def __init__(self, node):
         self.node = node
 
     def buildProtocol(self, addr) -> PeerProtocol:

@@ -18,7 +18,7 @@ from p2ptwisted.core.index import Entry
 from p2ptwisted.fsops import (
     META_FLAGS, READ_FLAGS, TEMP_FLAGS, ApplyError, closing, rename_into, rename_noreplace, set_meta_fd, split_path, unlink_quietly,
 )
-from p2ptwisted.share import hash_fd
+from p2ptwisted.hashing import hash_fd
 
 
 class LocalCopies:

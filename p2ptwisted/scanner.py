@@ -29,7 +29,7 @@ from p2ptwisted import wire
 from p2ptwisted.core.ignore import IGNORE_FILE, MAX_IGNORE_BYTES, IgnoreError, IgnoreRules
 from p2ptwisted.core.index import DIR, FILE, IndexStore, Observed
 from p2ptwisted.core.scan import HASH, META, WAIT, Stat, classify, look_again_at
-from p2ptwisted.share import ScanStopped, ShareError, hash_fd, open_regular
+from p2ptwisted.hashing import ScanStopped, ShareError, hash_fd, open_regular
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -167,6 +167,13 @@ class Scanner:
             if name.startswith(wire.RESERVED_PREFIX):
                 continue
             path = prefix + unicodedata.normalize("NFC", name)
+            if not path.endswith(name):
+                # Peers name files by their NFC form; the disk would not
+                # find this one by that name, so it could never be served
+                # or replaced.
+                report.skipped.append(wire.safe_text(prefix + name)
+                                      + " (not in Unicode NFC form: rename it to sync it)")
+                continue
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 kind = DIR if stat_module.S_ISDIR(st.st_mode) else (
@@ -178,10 +185,6 @@ class Scanner:
                 report.skipped.append(wire.safe_text(prefix + name))
                 continue
             except OSError:
-                continue
-            if path in seen:
-                report.skipped.append(wire.safe_text(prefix + name)
-                                      + " (same name as another once normalised)")
                 continue
             if (st.st_dev, st.st_ino) in excluded or self.ignored(path, kind == DIR):
                 continue
@@ -240,7 +243,7 @@ class Scanner:
         try:
             if (st.st_size, st.st_mtime_ns) != (found.size, found.mtime_ns):
                 return None
-            digest = hash_fd(fd, self.stopped)
+            digest = hash_fd(fd, lambda: self.stopped())  # read anew: stop() replaces it
             after = os.fstat(fd)
             report.hashed += 1
             if (after.st_size, after.st_mtime_ns) != (found.size, found.mtime_ns):

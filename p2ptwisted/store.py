@@ -26,7 +26,7 @@ import json
 import os
 import sqlite3
 import urllib.parse
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from p2ptwisted.core.index import FILE, Entry
 from p2ptwisted.core.versions import Vector
@@ -253,6 +253,14 @@ class SqliteStore:
                                 (path + "/", path + "0", limit))
         return [_entry(row) for row in rows]
 
+    def remote_live_under(self, path: str) -> bool:
+        """
+        Whether any peer has something live under directory C{path}.
+        """
+        return self._db.execute("SELECT 1 FROM remote WHERE path >= ? AND path < ?"
+                                " AND deleted = 0 LIMIT 1", (path + "/", path + "0")
+                                ).fetchone() is not None
+
     def meta(self, key: str) -> Optional[str]:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
@@ -321,3 +329,16 @@ class SqliteStore:
     def local_paths(self) -> Iterator[str]:
         return self._pages("SELECT path FROM local WHERE path {after} ? ORDER BY path LIMIT ?",
                            1)
+
+    def totals(self, peer: Optional[str] = None) -> Tuple[int, int]:
+        """
+        Live files and their bytes: in our index, or in what C{peer} told
+        us of its own.
+        """
+        if peer is None:
+            row = self._db.execute("SELECT count(*), total(size) FROM local WHERE deleted = 0"
+                                   f" AND kind = '{FILE}'").fetchone()
+        else:
+            row = self._db.execute("SELECT count(*), total(size) FROM remote WHERE peer = ?"
+                                   f" AND deleted = 0 AND kind = '{FILE}'", (peer,)).fetchone()
+        return int(row[0]), int(row[1])

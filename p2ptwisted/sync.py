@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional, Set
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from p2ptwisted import wire
 from p2ptwisted.apply import Disk
@@ -35,7 +36,9 @@ from p2ptwisted.core.engine import SyncEngine
 from p2ptwisted.core.index import DIR, Entry
 from p2ptwisted.core.planner import (ADOPT, DELETE, FETCH, MKDIR, MOVE, RECEIVE_ONLY, SEND_RECEIVE,
                                      SET_META, Action)
+from p2ptwisted.core.trouble import Trouble
 from p2ptwisted.core.versions import Vector
+from p2ptwisted.hashing import ScanStopped
 from p2ptwisted.scanner import Scanner
 
 #: Seconds before an action that failed (no source, a disk error, a
@@ -46,9 +49,21 @@ RETRY_DELAY = 5.0
 #: (after the rescan that records the change).
 RESCAN_PAUSE = 1.0
 
+#: Retries of one path back off up to this many seconds.
+MAX_RETRY_DELAY = 300.0
+
+#: Rescans in a row that did not let an action through before the path
+#: is treated as stuck (backed off, logged once).
+STUCK_AFTER = 3
+
 #: How long a deletion is remembered by default: a node that was off for
 #: less than this learns of it; one off for longer brings the file back.
 DELETION_LIFETIME = 180 * 24 * 3600
+
+#: Actions in flight at most (fetches included): more would only queue,
+#: and a change that jumps the queue (L{p2ptwisted.core.dirty}) must not
+#: then wait behind them.
+MAX_IN_FLIGHT = 64
 
 DONE = "done"
 RESCAN = "rescan"
@@ -79,6 +94,7 @@ class FolderSync:
         #: replaces them, keeping them in the trash can).
         self.local_changes: Set[str] = set()
         self._ignore_error: Optional[str] = None
+        self._skipped: tuple = ()  # the last scan's skipped names, logged once
         self.engine = engine
         self.scanner = scanner
         self.disk = disk
@@ -87,9 +103,22 @@ class FolderSync:
         self.announce = announce
         self.run_blocking = run_blocking
         self._pump_call = None
+        #: Actions applied, and scans done, since start.
+        self.applied = 0
+        self.scans = 0
+        self._scan_started = 0.0
+        #: Called after every round of planning: L{Folder.when} uses it.
+        self.observers: List[Callable[[], None]] = []
         self._scanning: Optional[Deferred] = None
-        self._rescan_again = False
+        self._next_waiters: List[Deferred] = []
+        self.trouble = Trouble(RETRY_DELAY, MAX_RETRY_DELAY)
+        self._again_call = None
+        self._scan_sequence = 0
         self.stopped = False
+
+    @property
+    def scanning(self) -> bool:
+        return self._scanning is not None
 
     def now_ns(self) -> int:
         return int(self.clock.seconds() * 1e9)
@@ -98,15 +127,24 @@ class FolderSync:
 
     def rescan(self) -> Deferred:
         """
-        Scan the share (in a thread) and record what changed.  A rescan
-        asked for while one runs happens once that one ends.
+        Scan the share (in a thread) and record what changed; fires with
+        the number of local changes recorded.  Asked while a scan runs, it
+        scans once more after that one (however often it is asked), and
+        fires when that one is done: a caller that just changed the disk
+        gets a scan that saw its change.
         """
+        d = Deferred()
+        if self.stopped:
+            d.callback(0)
+            return d
         if self._scanning is not None:
-            self._rescan_again = True
-            return self._scanning
-        self._scanning = d = self.run_blocking(self.scanner.scan, self.now_ns())
-        d.addCallback(self._scanned)
-        d.addBoth(self._scan_ended)
+            self._next_waiters.append(d)
+            return d
+        self._scan_started = self.clock.seconds()
+        self._scan_sequence = self.engine.index.sequence
+        self._scanning = running = self.run_blocking(self.scanner.scan, self.now_ns())
+        running.addCallback(self._scanned)
+        running.addBoth(self._scan_ended, d)
         return d
 
     def _scanned(self, report) -> int:
@@ -114,26 +152,76 @@ class FolderSync:
             self.log.warn("{why}; the ignore patterns before it stay in force",
                           why=report.ignore_error)
         self._ignore_error = report.ignore_error
+        first = not self.scans
+        self.scans += 1
+        if first or report.changed or report.gone:
+            self.log.info(
+                "{which} scan: {changed} new or changed, {gone} gone, {hashed} files hashed"
+                " ({seconds:.2f}s)", which="first" if first else "share",
+                changed=len(report.changed), gone=len(report.gone), hashed=report.hashed,
+                seconds=self.clock.seconds() - self._scan_started)
+        skipped = tuple(report.skipped)
+        if skipped and skipped != self._skipped:
+            self.log.warn("not syncing {n} names that cannot travel on the wire, such as"
+                          " {example}", n=len(skipped), example=skipped[0])
+        self._skipped = skipped
+        changed, gone = self._settled(report)
         if self.mode == RECEIVE_ONLY:
-            self.local_changes = {o.path for o in report.changed} | set(report.gone)
+            self.local_changes = {o.path for o in changed} | set(gone)
             made = []
         else:
-            made = self.engine.local_changed(report.changed, report.gone,
-                                             int(self.clock.seconds()))
+            made = self.engine.local_changed(changed, gone, int(self.clock.seconds()))
         if report.recheck_at is not None:
-            delay = max(0.0, report.recheck_at / 1e9 - self.clock.seconds())
-            self.clock.callLater(delay, self.rescan)
+            self._rescan_in(max(0.0, report.recheck_at / 1e9 - self.clock.seconds()))
         if made:
             self.announce()
         self.kick()
         return len(made)
 
-    def _scan_ended(self, result):
+    def _settled(self, report):
+        """
+        What the scan saw, less the paths we changed ourselves while it ran
+        (an action in flight, or one applied since it started): the walk
+        may have passed them before or after our change, so what it saw of
+        them is not news from the user -- a file we placed mid-scan must
+        not come out as a deletion, nor the old bytes as an edit.  Those
+        paths are looked at again by a scan soon after.
+        """
+        since = self._scan_sequence
+        busy = self.engine.busy
+        store = self.engine.store
+
+        def settled(path: str) -> bool:
+            if path in busy:
+                return False
+            entry = store.get(path)
+            return entry is None or entry.sequence <= since
+
+        changed = [o for o in report.changed if settled(o.path)]
+        gone = [path for path in report.gone if settled(path)]
+        if len(changed) < len(report.changed) or len(gone) < len(report.gone):
+            self._rescan_in(RESCAN_PAUSE)
+        return changed, gone
+
+    def _rescan_in(self, delay: float) -> None:
+        """
+        One scan, C{delay} seconds from now or sooner if one is due sooner.
+        """
+        call = self._again_call
+        if call is not None and call.active():
+            if call.getTime() <= self.clock.seconds() + delay:
+                return
+            call.cancel()
+        self._again_call = self.clock.callLater(delay, self.rescan)
+
+    def _scan_ended(self, result, d: Deferred):
         self._scanning = None
-        if self._rescan_again and not self.stopped:
-            self._rescan_again = False
-            self.rescan()
-        return result
+        waiters, self._next_waiters = self._next_waiters, []
+        if waiters:
+            again = fail(ScanStopped()) if self.stopped else self.rescan()
+            again.addBoth(_fire_all, waiters)
+        _fire_all(result, [d])
+        return None
 
     # -- applying ------------------------------------------------------------------
 
@@ -146,7 +234,8 @@ class FolderSync:
         if self.stopped:
             return
         now = self.clock.seconds()
-        actions = self.engine.next_actions(now)
+        room = MAX_IN_FLIGHT - len(self.engine.busy)
+        actions = self.engine.next_actions(now, limit=room) if room > 0 else []
         # Parents before children; deletions last, deepest first.
         rest = sorted((a for a in actions if a.kind != DELETE), key=lambda a: a.path)
         deletes = sorted((a for a in actions if a.kind == DELETE), key=lambda a: a.path,
@@ -156,6 +245,8 @@ class FolderSync:
         if self.engine.waiting:
             soonest = min(self.engine.waiting.values())
             self._pump_call = self.clock.callLater(max(0.0, soonest - now), self.pump)
+        for observer in list(self.observers):
+            observer()
 
     def _apply(self, action: Action) -> Deferred:
         local_copies = []
@@ -172,6 +263,11 @@ class FolderSync:
         # Check before replace; a receive-only folder replaces local
         # changes anyway (the trash can keeps them).
         checked = self.mode != RECEIVE_ONLY
+        if action.kind == MKDIR and disk.check(action.entry):
+            # Already a directory (we made it for its files): just give
+            # it the version's permission bits and mtime.
+            disk.set_meta(action.entry)
+            return DONE
         if checked and not disk.check(action.local or _nothing(action.path)):
             return RESCAN  # changed, or appeared, since we last scanned it
         if action.kind == MOVE and not disk.check(action.source.local):
@@ -207,13 +303,29 @@ class FolderSync:
         if self.stopped:
             return
         if outcome == DONE:
+            self.applied += 1
+            self.trouble.cleared(action.path)
             self.engine.done(action)
             if action.conflict_copy:
                 self.rescan()  # the copy is a new file of ours
             self.announce()
         elif outcome == RESCAN:
-            d = self.rescan()
-            d.addBoth(lambda _: self._replan(action))
+            if self.trouble.in_a_row(action.path) >= STUCK_AFTER:
+                # Rescanning has not helped: something a scan does not
+                # index (a link, a special file) is in the way, or the
+                # user keeps changing the path.  Back off; say so once.
+                delay, _ = self.trouble.failed(action.path)
+                if self.trouble.in_a_row(action.path) == STUCK_AFTER + 1:
+                    self.log.warn(
+                        "leaving {path} alone: something sync must not replace (a link, a"
+                        " special file) is there, or it keeps changing; trying again in"
+                        " {delay:.0f}s", path=wire.safe_text(action.path), delay=delay)
+                self.engine.failed(action, self.clock.seconds() + delay)
+            else:
+                self.trouble.failed(action.path)
+                d = self.rescan()
+                d.addBoth(lambda _: self._replan(action))
+                return
         elif outcome == BLOCKED:
             now = int(self.clock.seconds())
             if self.engine.needed_under(action.path, now):
@@ -240,6 +352,7 @@ class FolderSync:
         sources = self.engine.sources_for(action)
         if not sources:
             self.engine.failed(action, self.clock.seconds() + RETRY_DELAY)
+            self.kick()  # so the retry is scheduled
             return
         d = self.fetch(action, sources)
         d.addCallback(lambda tmp: self.run_blocking(self._place, action, tmp, self.now_ns()))
@@ -257,9 +370,11 @@ class FolderSync:
 
     def _place_checked(self, action: Action, tmp: str, now_ns: int) -> str:
         disk = self.disk
-        if (self.mode != RECEIVE_ONLY and action.local is not None
-                and not disk.check(action.local)):
-            return RESCAN  # edited while we fetched: keep the user's bytes
+        if self.mode != RECEIVE_ONLY and not disk.check(action.local or _nothing(action.path)):
+            # Edited (or, where we had nothing, created) while we fetched:
+            # the scan records the user's version, and planning decides
+            # again (a conflict, if both are new).
+            return RESCAN
         if action.conflict_copy and not disk.conflict_copy(action.path, action.conflict_copy):
             return FAILED
         if not self._dir_out_of_the_way(action):
@@ -279,10 +394,13 @@ class FolderSync:
     def _error(self, failure, action: Action) -> None:
         why = failure.value
         code = getattr(why, "code", type(why).__name__)
-        self.log.warn("cannot apply {kind} to {path}: {code}: {why}", kind=action.kind,
-                      path=wire.safe_text(action.path), code=code, why=str(why))
+        delay, first = self.trouble.failed(action.path)
+        if first and not getattr(why, "logged", False):
+            self.log.warn("cannot apply {kind} to {path}: {code}: {why}; trying again later",
+                          kind=action.kind, path=wire.safe_text(action.path), code=code,
+                          why=str(why))
         if not self.stopped:
-            self.engine.failed(action, self.clock.seconds() + RETRY_DELAY)
+            self.engine.failed(action, self.clock.seconds() + delay)
             self.kick()
 
     def tidy(self, lifetime: int = DELETION_LIFETIME) -> Deferred:
@@ -301,9 +419,18 @@ class FolderSync:
 
     def stop(self) -> None:
         self.stopped = True
-        if self._pump_call is not None and self._pump_call.active():
-            self._pump_call.cancel()
+        for call in (self._pump_call, self._again_call):
+            if call is not None and call.active():
+                call.cancel()
         self.scanner.stopped = lambda: True
+
+
+def _fire_all(result, waiters: List[Deferred]) -> None:
+    for waiter in waiters:
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(result)
 
 
 def _nothing(path: str) -> Entry:

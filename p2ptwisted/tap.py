@@ -26,6 +26,9 @@ DEFAULT_SHARE = "~/P2PShare"
 DEFAULT_MANHOLE_KEYS = "~/.ssh/authorized_keys"
 STATE_SUBDIR = ".p2pshare"
 
+#: The folder modes (L{p2ptwisted.core.planner}).
+MODES = ("send-receive", "send-only", "receive-only")
+
 
 class _ParseOnly:
     """
@@ -117,12 +120,21 @@ class Options(usage.Options):
         ["max-rate", None, None,
          "Cap on the node's total upload rate, in bytes per second; K, M and G"
          " suffixes (powers of 1024) allowed, e.g. 20M [default: no cap]."],
+        ["mode", None, "send-receive",
+         "send-receive (keep the folder in step both ways), send-only (publish"
+         " local changes, apply none from peers) or receive-only (apply peers'"
+         " changes, publish none of ours; status() shows what differs)."],
+        ["keep-versions", None, 30,
+         "Days a replaced or deleted file is kept in the trash can (STATE/trash);"
+         " 0 turns the trash can off.", int],
+        ["keep-deletions", None, 180,
+         "Days a deletion is remembered, so a node that was off for less than"
+         " this learns of it (one off for longer brings the file back).", int],
     ]
 
     optFlags = [
         ["no-sync", None,
-         "Do not keep the share in step with peers; still serve files and"
-         " fetch on request."],
+         "Take nothing from peers: the same as --mode send-only."],
         ["no-discover", None,
          "Do not announce this node on the LAN nor listen for other nodes'"
          " announcements (UDP multicast); peers then come from --peer and gossip."],
@@ -183,6 +195,15 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self["listen"] = _server_description("--port", self["port"])
+        if self["mode"] not in MODES:
+            raise usage.UsageError(f"--mode {self['mode']}: not one of {', '.join(MODES)}")
+        if self["no-sync"]:
+            self["mode"] = "send-only"
+        for option in ("keep-versions", "keep-deletions"):
+            if self[option] < 0:
+                raise usage.UsageError(f"--{option}: days cannot be negative")
+        if self["keep-deletions"] < 1:
+            raise usage.UsageError("--keep-deletions: at least 1 day")
         share = os.path.abspath(os.path.expanduser(self["share"]))
         if os.path.exists(share) and not os.path.isdir(share):
             raise usage.UsageError(f"--share {share}: not a directory")
@@ -294,7 +315,9 @@ def makeService(options: Options, reactor=None) -> MultiService:
         share_dir=options["share"],
         display_name=options["name"],
         bootstrap=options["peers"],
-        sync=not options["no-sync"],
+        mode=options["mode"],
+        keep_days=options["keep-versions"],
+        deletion_lifetime=options["keep-deletions"] * 24 * 3600,
         max_rate=options["max-rate"],
         max_connections=options["max-connections"],
         max_per_address=options["max-per-address"],

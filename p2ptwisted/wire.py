@@ -23,7 +23,7 @@ from typing import Callable, Dict, Optional, Tuple, Type, Union
 import attrs
 
 #: Protocol versions this implementation speaks, lowest first.
-SUPPORTED_VERSIONS: Tuple[int, ...] = (1,)
+SUPPORTED_VERSIONS: Tuple[int, ...] = (2,)
 
 #: The largest frame (type byte plus body) either side may send or accept.
 #: One constant for both directions: Int32StringReceiver's sendString does
@@ -79,9 +79,6 @@ MAX_TRANSFER_ID = 2**32 - 1
 HELLO = 0x01
 ERROR = 0x02
 PEERS = 0x10
-LIST = 0x20
-CATALOG = 0x21
-HAVE = 0x22
 GET = 0x30
 DATA = 0x31
 END = 0x32
@@ -134,7 +131,7 @@ def check_path(path: object) -> str:
     starting with L{RESERVED_PREFIX}, no drive letter in front, within the
     byte limits.  Such a path can only name something inside a share --
     what is actually on disk there is checked when a file is opened
-    (L{p2ptwisted.share}).
+    (L{p2ptwisted.apply}, L{p2ptwisted.serving}).
 
     @raise ProtocolError: naming the problem, with the path escaped.
     """
@@ -290,50 +287,6 @@ class Peers:
 
 
 @attrs.frozen
-class FileEntry:
-    """
-    One file in a catalog: where it is, how big, when last modified, and
-    the BLAKE3 hash of its content.
-    """
-
-    path: str
-    size: int
-    mtime_ns: int
-    hash: str
-
-
-@attrs.frozen
-class List:
-    """
-    A request for the receiver's catalog, answered with CATALOG frames.
-    """
-
-
-@attrs.frozen
-class Catalog:
-    """
-    Part of the sender's catalog; the last part has C{more} false.
-
-    C{rejected} counts entries that did not validate (hostile or foreign
-    names); they are left out, not fatal.
-    """
-
-    files: Tuple[FileEntry, ...]
-    more: bool
-    rejected: int = 0
-
-
-@attrs.frozen
-class Have:
-    """
-    Files the sender has newly got or that changed: fetch them if you lack them.
-    """
-
-    files: Tuple[FileEntry, ...]
-    rejected: int = 0
-
-
-@attrs.frozen
 class Get:
     """
     A request for the file at C{path} whose content hashes to C{hash},
@@ -392,7 +345,7 @@ class Pong:
     nonce: int
 
 
-Message = Union[Hello, Error, Peers, List, Catalog, Have, Get, Data, End, Cancel, Ping, Pong]
+Message = Union[Hello, Error, Peers, Get, Data, End, Cancel, Ping, Pong]
 
 
 # ---------------------------------------------------------------------------
@@ -530,52 +483,6 @@ def _encode_error(m: Error) -> bytes:
     return _dump(body)
 
 
-def _decode_entry(entry: object) -> FileEntry:
-    if not isinstance(entry, dict):
-        raise ProtocolError("file entry is not an object")
-    return FileEntry(
-        path=check_path(entry.get("path")),
-        size=_int(entry, "size", 0, MAX_FILE_SIZE, "file entry"),
-        mtime_ns=_int(entry, "mtime", -(2**63), 2**63 - 1, "file entry"),
-        hash=_hash(entry, "hash", "file entry"),
-    )
-
-
-def entry_to_json(e: FileEntry) -> dict:
-    return {"path": e.path, "size": e.size, "mtime": e.mtime_ns, "hash": e.hash}
-
-
-def _decode_entries(obj: dict, what: str) -> Tuple[Tuple[FileEntry, ...], int]:
-    raw = _field(obj, "files", list, what)
-    files, rejected = [], 0
-    for item in raw:
-        try:
-            files.append(_decode_entry(item))
-        except ProtocolError:
-            rejected += 1
-    return tuple(files), rejected
-
-
-def _decode_catalog(body: bytes) -> Catalog:
-    obj = _json_object(body, "CATALOG")
-    files, rejected = _decode_entries(obj, "CATALOG")
-    more = _field(obj, "more", bool, "CATALOG")
-    return Catalog(files=files, more=more, rejected=rejected)
-
-
-def _encode_catalog(m: Catalog) -> bytes:
-    return _dump({"files": [entry_to_json(e) for e in m.files], "more": m.more})
-
-
-def _decode_have(body: bytes) -> Have:
-    files, rejected = _decode_entries(_json_object(body, "HAVE"), "HAVE")
-    return Have(files=files, rejected=rejected)
-
-
-def _encode_have(m: Have) -> bytes:
-    return _dump({"files": [entry_to_json(e) for e in m.files]})
-
-
 def _decode_get(body: bytes) -> Get:
     obj = _json_object(body, "GET")
     return Get(
@@ -602,11 +509,6 @@ def _decode_end(body: bytes) -> End:
 def _decode_cancel(body: bytes) -> Cancel:
     obj = _json_object(body, "CANCEL")
     return Cancel(transfer=_int(obj, "transfer", 0, MAX_TRANSFER_ID, "CANCEL"))
-
-
-def _decode_list(body: bytes) -> List:
-    _json_object(body, "LIST")
-    return List()
 
 
 def data_header(transfer: int, payload_length: int) -> bytes:
@@ -652,9 +554,6 @@ _DECODERS: Dict[int, Tuple[str, Callable[[bytes], Message]]] = {
     HELLO: ("HELLO", _decode_hello),
     ERROR: ("ERROR", _decode_error),
     PEERS: ("PEERS", _decode_peers),
-    LIST: ("LIST", _decode_list),
-    CATALOG: ("CATALOG", _decode_catalog),
-    HAVE: ("HAVE", _decode_have),
     GET: ("GET", _decode_get),
     DATA: ("DATA", None),  # decoded in decode_frame, without copying
     END: ("END", _decode_end),
@@ -667,9 +566,6 @@ _ENCODERS: Dict[Type, Tuple[int, Callable[..., bytes]]] = {
     Hello: (HELLO, _encode_hello),
     Error: (ERROR, _encode_error),
     Peers: (PEERS, _encode_peers),
-    List: (LIST, lambda m: b"{}"),
-    Catalog: (CATALOG, _encode_catalog),
-    Have: (HAVE, _encode_have),
     Get: (GET, _encode_get),
     Data: (DATA, lambda m: _TRANSFER_STRUCT.pack(m.transfer) + bytes(m.payload)),
     End: (END, lambda m: _dump({"transfer": m.transfer, "size": m.size, "hash": m.hash})),

@@ -4,10 +4,10 @@ The index frames of protocol version 2: parsing and packing, at the edge.
 
 Version 2 replaces version 1's LIST, CATALOG and HAVE with two frames:
 
-  - C{0x23} INDEX_HELLO: C{{"index_id": "16 hex", "have_index_id": "16 hex"
-    or "", "have_sequence": n}}: the sender's index id, and how much of
-    the receiver's index it already holds (see
-    L{p2ptwisted.core.engine.SyncEngine.hello_for}).
+  - C{0x23} INDEX_HELLO: C{{"index_id": "16 hex", "sequence": n,
+    "have_index_id": "16 hex" or "", "have_sequence": n}}: the sender's
+    index id and highest sequence, and how much of the receiver's index
+    it already holds (see L{p2ptwisted.core.engine.SyncEngine.hello_for}).
   - C{0x24} INDEX: C{{"entries": [entry, ...]}}: entries of the sender's
     index in sequence order, after the sequence the receiver said it had.
 
@@ -18,9 +18,9 @@ An entry is C{{"path", "kind": "file"|"dir", "size", "mtime" (ns),
 (as CATALOG entries in version 1); a frame that is not a valid object is.
 
 Like L{p2ptwisted.wire}, every decoder is total: bytes in, a message or a
-L{ProtocolError} out.  These frames are not yet sent: no node negotiates
-version 2 until the node's sync moves onto L{p2ptwisted.sync}, and a
-version 1 node still aborts on both type bytes (C{docs/protocol.md} 2.2).
+L{ProtocolError} out.  They live apart from L{p2ptwisted.wire} because they
+speak in the sync core's terms (L{Entry}, L{Vector}); the protocol sends
+frames of types L{TYPES} here and every other frame to C{wire}.
 """
 
 from __future__ import annotations
@@ -35,9 +35,12 @@ from p2ptwisted.core.versions import MAX_COUNTER, MAX_COUNTERS, Vector
 from p2ptwisted.wire import (
     MAX_CONTROL_BODY, MAX_FILE_SIZE, ProtocolError, _dump, _field, _int, _json_object,
     check_path)
+from p2ptwisted.wire import decode_frame as wire_decode_frame
+from p2ptwisted.wire import type_name as wire_type_name
 
 INDEX_HELLO = 0x23
 INDEX = 0x24
+TYPES = frozenset({INDEX_HELLO, INDEX})
 
 _SHORT_ID = re.compile(r"[0-9a-f]{16}")
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -51,6 +54,9 @@ class IndexHello:
     index_id: str
     have_index_id: str
     have_sequence: int
+    #: The sender's highest sequence when it sent this: the receiver has
+    #: caught up once it holds the entries up to here.
+    sequence: int = 0
 
 
 @attrs.frozen
@@ -138,6 +144,7 @@ def decode_index_frame(frame: bytes) -> Union[IndexHello, Index]:
             index_id=_short_id(obj.get("index_id"), "INDEX_HELLO index_id"),
             have_index_id="" if have == "" else _short_id(have, "INDEX_HELLO have_index_id"),
             have_sequence=_int(obj, "have_sequence", 0, 2**63 - 1, "INDEX_HELLO"),
+            sequence=_int(obj, "sequence", 0, 2**63 - 1, "INDEX_HELLO"),
         )
     raw = _field(_json_object(body, "INDEX"), "entries", list, "INDEX")
     entries: List[Entry] = []
@@ -150,8 +157,25 @@ def decode_index_frame(frame: bytes) -> Union[IndexHello, Index]:
     return Index(entries=tuple(entries), rejected=rejected)
 
 
+def decode_any_frame(frame: bytes):
+    """
+    Decode any version 2 frame: index frames here, the rest by
+    L{p2ptwisted.wire.decode_frame}.
+    """
+    if frame and frame[0] in TYPES:
+        return decode_index_frame(frame)
+    return wire_decode_frame(frame)
+
+
+def type_name(type_byte: int) -> str:
+    """
+    The name of any frame type (L{wire.type_name} for the others).
+    """
+    return {INDEX_HELLO: "INDEX_HELLO", INDEX: "INDEX"}.get(type_byte) or wire_type_name(type_byte)
+
+
 def encode_index_hello(m: IndexHello) -> bytes:
-    return bytes((INDEX_HELLO,)) + _dump({"index_id": m.index_id,
+    return bytes((INDEX_HELLO,)) + _dump({"index_id": m.index_id, "sequence": m.sequence,
                                           "have_index_id": m.have_index_id,
                                           "have_sequence": m.have_sequence})
 

@@ -126,22 +126,26 @@ class RealNodes:
 
 def first_scan(node, path):
     """
-    A Deferred that fires once the node's start-up scan has catalogued
-    C{path}.  (C{node.rescan()} asked during the start-up scan never fires:
-    see RescanTests; so watch what the scan reports instead.)
+    A Deferred that fires once the node's index holds a live entry at
+    C{path} (as soon as a scan records it).
     """
-    from twisted.internet.defer import Deferred
+    return indexed(node, path)
 
-    scanned = Deferred()
-    local_changed = node.files.local_changed
 
-    def noticed(changed, gone):
-        local_changed(changed, gone)
-        if not scanned.called and path in node.share.files:
-            scanned.callback(None)
+def indexed(node, path, content_hash=None):
+    """
+    A Deferred firing once C{node}'s index has a live entry at C{path}
+    (with C{content_hash}, if given): checked after every round of
+    planning, which every scan and every applied change ends with.
+    """
+    store = node.folder.store
 
-    node.files.local_changed = noticed
-    return scanned
+    def holds():
+        entry = store.get(path)
+        return entry is not None and entry.live and (
+            content_hash is None or entry.hash == content_hash)
+
+    return node.folder.when(holds)
 
 
 def first_pause(testcase):
@@ -151,7 +155,7 @@ def first_pause(testcase):
     """
     from twisted.internet.defer import Deferred
 
-    from p2ptwisted.transfer import UploadScheduler
+    from p2ptwisted.uploads import UploadScheduler
 
     paused = Deferred()
     pause = UploadScheduler.pauseProducing

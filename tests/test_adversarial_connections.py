@@ -413,8 +413,9 @@ class DialRaceTests(TestCase):
         self.assertEqual(dials, [own])
         self.assertEqual(len(watch.all_protos()), 2)
         new = target.lines_since(before["mark"])
-        marked = [l for l in new if re.search(
-            rf"closing .*: connected to ourselves at {re.escape(own)}; not dialling it again", l)]
+        closing = (rf"closing .*: connected to ourselves at {re.escape(own)};"
+                   r" not dialling it again")
+        marked = [line for line in new if re.search(closing, line)]
         self.assertEqual(len(marked), 1, "\n".join(new))
         await target.check(self, before, None, lines=None)
         self.assertEqual(dials, [own])
@@ -488,7 +489,7 @@ class TransferTests(TestCase):
 
     async def start(self):
         target = await Target.start(self, files={BIG: big_bytes()})
-        entry = target.node.share.files[BIG].entry
+        entry = target.node.folder.store.get(BIG)
         self.assertEqual(entry.size, BIG_SIZE)
         return target, entry
 

@@ -32,6 +32,7 @@ from p2ptwisted import limits
 from p2ptwisted import node as node_module
 from p2ptwisted import peers as peers_module
 from p2ptwisted import wire
+from p2ptwisted.wire_index import decode_any_frame
 
 from .adversary import FORBIDDEN, WAIT, Target, tree
 from .helpers import make_node
@@ -68,7 +69,7 @@ def decode_stream(data: bytes):
         (n,) = struct.unpack("!I", data[pos:pos + 4])
         if len(data) - pos - 4 < n:
             break
-        out.append(wire.decode_frame(data[pos + 4:pos + 4 + n]))
+        out.append(decode_any_frame(data[pos + 4:pos + 4 + n]))
         pos += 4 + n
     return out
 
@@ -134,7 +135,7 @@ def connect_raw(node, host="127.0.0.1", factory=None, clock=None, client=None):
 
 
 def fake_hello(node_id=None, listen_ports=(), name="mallory") -> bytes:
-    return framed(wire.Hello(versions=(1,), node_id=node_id or secrets.token_hex(32),
+    return framed(wire.Hello(versions=(2,), node_id=node_id or secrets.token_hex(32),
                              listen_ports=tuple(listen_ports), name=name))
 
 
@@ -377,7 +378,7 @@ class GossipInMemoryTests(SynchronousTestCase):
         self.assertEqual([e.key for e in self.node.book if "example" in e.key
                           or "localhost" in e.key], [])
         self.assertEqual([c[:2] for c in self.reactor.tcpClients[start:]], [("192.0.2.9", 7)])
-        lines = [l for l in self.events[mark:] if "invalid entries" in l[1]]
+        lines = [e for e in self.events[mark:] if "invalid entries" in e[1]]
         self.assertEqual(len(lines), 1)
         self.assertIn(f"ignored {len(bad)} invalid entries", lines[0][1])
         self.assertIn(server.describe(), lines[0][1])

@@ -1,14 +1,16 @@
 """
-Adversarial suite, family "Sizes and integrity" (threats.md): absurd,
-negative and non-integer sizes; more or fewer bytes than announced; wrong
-bytes of the right length; an END that describes another file; DATA for a
-transfer never requested or after its END; and a file that changes on the
-serving side while it is being sent.
+Adversarial suite, family "Sizes and integrity" (threats.md), on protocol
+version 2: absurd, negative and non-integer sizes; more or fewer bytes than
+the INDEX announced; wrong bytes of the right length; an END that describes
+another file; DATA for a transfer never requested or after its END; and a
+file that changes on the serving side while it is being sent.
 
-In most cases the attacker serves (the target, sync on, fetches what it
-offers); in the last family the target serves and the test changes the
-file under it.  Every case asserts that no half file appears under a final
-name (invariant 6) and ends with the invariant check of L{tests.adversary}.
+In most cases the attacker serves: its INDEX advertises a file the target
+lacks, so the target's sync plans a FETCH and asks the attacker, its only
+source, with GET.  In the last family the target serves and the test
+changes the file under it.  Every case asserts that no bad or half file
+appears under a final name (invariant 6) and ends with the invariant check
+of L{tests.adversary}.
 """
 
 from __future__ import annotations
@@ -17,23 +19,16 @@ import json
 import os
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
+from p2ptwisted import sync as sync_module
 from p2ptwisted import wire
-from p2ptwisted.transfer import SMALL_FILE
+from p2ptwisted.downloads import SMALL_FILE
 
-from .adversary import WAIT, Target
-from .test_adversarial_receiving import (
-    Conversation,
-    content_hash,
-    entry,
-    offer_beside_sentinel,
-    open_conversation,
-    partials,
-    raw_entry,
-    start_target,
-    wait_line,
-)
+from .adversary import WAIT, Conversation, Scribe, Target, content_hash, partials, wait_line
+from .helpers import indexed
+from .test_adversarial_receiving import offer_beside_sentinel
 
 #: A file large enough to be written to a partial file as it arrives.
 LARGE = os.urandom(SMALL_FILE + 70000)
@@ -47,33 +42,40 @@ class Fetch:
     One file offered by the attacker and asked for by the target.
     """
 
-    def __init__(self, testcase, target, before, attacker, conv, name, content, get):
+    def __init__(self, testcase, target, before, conv, name, content, get):
         self.testcase, self.target, self.before = testcase, target, before
-        self.attacker, self.conv = attacker, conv
+        self.conv, self.attacker = conv, conv.attacker
         self.name, self.content, self.get = name, content, get
 
     @property
     def final(self) -> str:
-        return os.path.join(self.target.share, self.name)
+        return os.path.join(self.target.share, *self.name.split("/"))
 
     async def failed(self, pattern: str) -> str:
         """
-        Wait for the target's line saying this fetch failed; check that
-        nothing is under the final name and no partial file is left.
+        Wait for the target's line, naming the attacker, saying this fetch
+        failed (matching C{pattern}); check that nothing is under the final
+        name and no partial file is left.
         """
-        line = await wait_line(self.target, rf"fetching {self.name} from .* failed: {pattern}",
-                               self.before["mark"])
+        line = await wait_line(self.target, rf"{self.name}.*{pattern}", self.before["mark"])
         self.testcase.assertIn(self.attacker.address, line)
         self.assert_nothing_kept()
         return line
 
     def assert_nothing_kept(self, partial_ok: bool = False) -> None:
         self.testcase.assertFalse(os.path.lexists(self.final))
+        entry = self.target.node.folder.store.get(self.name)
+        self.testcase.assertTrue(entry is None or not entry.live, entry)
         if not partial_ok:
             self.testcase.assertEqual(partials(self.target.share), [])
 
     async def landed_intact(self) -> None:
-        await self.conv.landed(self.name)
+        """
+        The file is in the target's index and on its disk, whole: waited
+        for on the target (the attacker's connection may be gone).
+        """
+        await indexed(self.target.node, self.name, content_hash(self.content)).addTimeout(
+            WAIT, reactor)
         with open(self.final, "rb") as f:
             self.testcase.assertEqual(f.read(), self.content)
         self.testcase.assertEqual(partials(self.target.share), [])
@@ -89,19 +91,20 @@ class Fetch:
 
 
 async def offered(testcase, content: bytes, name: str = "file.bin",
-                  before_catalog=None) -> Fetch:
+                  before_index=None) -> Fetch:
     """
-    Offer C{content} as C{name} and wait for the target's GET.
+    Offer C{content} as C{name} in the attacker's INDEX and wait for the
+    target's GET.
     """
-    target = await start_target(testcase)
+    target = await Target.start(testcase)
     before = target.baseline()
-    attacker, conv = await open_conversation(target)
-    if before_catalog is not None:
-        before_catalog(conv)
-    conv.offer(entry(name, content))
+    conv = await Conversation.open(target)
+    if before_index is not None:
+        before_index(conv)
+    conv.offer(conv.entry(name, content))
     get = await conv.next(wire.Get)
     testcase.assertEqual((get.path, get.hash, get.offset), (name, content_hash(content), 0))
-    return Fetch(testcase, target, before, attacker, conv, name, content, get)
+    return Fetch(testcase, target, before, conv, name, content, get)
 
 
 class SizeTests(TestCase):
@@ -115,31 +118,26 @@ class SizeTests(TestCase):
         """
         A file far bigger than the free disk (2**63 - 1 bytes): the node
         refuses before writing anything -- no GET, no directory, no partial
-        -- and logs one line naming the peer, then still fetches an honest
-        file offered beside it.
+        -- and says so in one line naming the path, then still fetches an
+        honest file offered beside it.
         """
-        target = await start_target(self)
+        target = await Target.start(self)
         before = target.baseline()
-        attacker, conv = await open_conversation(target)
+        conv = await Conversation.open(target)
         small = b"small enough\n"
-        conv.offer(wire.FileEntry(path="huge/deep/file.bin", size=wire.MAX_FILE_SIZE,
-                                  mtime_ns=10**18, hash=content_hash(b"whatever")),
-                   entry("fits.txt", small))
-        line = await wait_line(target, r"cannot fetch huge/deep/file\.bin", before["mark"])
-        self.assertIn(attacker.address, line)
-        self.assertIn("not enough free space", line)
-        get = await conv.next(wire.Get)
-        self.assertEqual(get.path, "fits.txt")
+        conv.offer(conv.entry("huge/deep/file.bin", b"", size=wire.MAX_FILE_SIZE,
+                              hash=content_hash(b"whatever")),
+                   conv.entry("fits.txt", small))
+        get = await conv.next(wire.Get, lambda g: g.path == "fits.txt", anywhere=True)
         conv.serve(get, small)
-        await conv.landed("fits.txt")
+        await conv.landed("fits.txt", small)
         await conv.roundtrip()
         self.assertEqual([g.path for g in conv.all(wire.Get)], ["fits.txt"])
         self.assertFalse(os.path.lexists(os.path.join(target.share, "huge")))
         self.assertEqual(partials(target.share), [])
-        about = [x for x in target.lines_since(before["mark"]) if "huge/deep" in x]
-        self.assertEqual(len(about), 1, about)
-        attacker.transport.loseConnection()
-        await target.check(self, before, attacker, lines=0, share_may_gain=["fits.txt"])
+        await wait_line(target, r"huge/deep/file\.bin.*space", before["mark"])
+        conv.attacker.transport.loseConnection()
+        await target.check(self, before, conv.attacker, lines=None, share_may_gain=["fits.txt"])
 
     async def test_negative_and_non_integer_sizes(self):
         """
@@ -148,33 +146,35 @@ class SizeTests(TestCase):
         counted in one log line and skipped; the valid entry beside them is
         fetched, nothing else is written.
         """
+        s = Scribe()
         sizes = ["-1", "1.5", "1e3", "1.0", '"12"', "true", "null", "[]", "{}",
                  str(2**63), str(-(2**63)), "-0.0"]
         await offer_beside_sentinel(
-            self, [raw_entry(json.dumps(f"s{i}.bin"), size) for i, size in enumerate(sizes)])
+            self, [s.raw_entry(path=json.dumps(f"s{i}.bin"), size=size)
+                   for i, size in enumerate(sizes)])
 
     async def test_extreme_mtimes(self):
         """
         Files offered with the most negative and the largest mtime the wire
         allows (beyond what the file system stores): they land intact and
-        verified, without a traceback, and the node stays in step.
+        verified, without a traceback.
         """
-        target = await start_target(self)
+        target = await Target.start(self)
         before = target.baseline()
-        attacker, conv = await open_conversation(target)
+        conv = await Conversation.open(target)
         files = {"lo.txt": (b"low\n", -(2**63)), "hi.txt": (b"high\n", 2**63 - 1),
                  "big.bin": (LARGE, 2**63 - 1)}
-        conv.offer(*(entry(n, c, mtime=m) for n, (c, m) in files.items()))
+        conv.offer(*(conv.entry(n, c, mtime=m) for n, (c, m) in files.items()))
         for _ in files:
             get = await conv.next(wire.Get)
             conv.serve(get, files[get.path][0])
         for name, (content, _) in files.items():
-            await conv.landed(name)
+            await conv.landed(name, content)
             with open(os.path.join(target.share, name), "rb") as f:
                 self.assertEqual(f.read(), content)
         self.assertEqual(partials(target.share), [])
-        attacker.transport.loseConnection()
-        await target.check(self, before, attacker, lines=0, share_may_gain=list(files))
+        conv.attacker.transport.loseConnection()
+        await target.check(self, before, conv.attacker, lines=0, share_may_gain=list(files))
 
     async def test_malformed_end(self):
         """
@@ -186,20 +186,18 @@ class SizeTests(TestCase):
         fetch.conv.data(fetch.get.transfer, LARGE)
         body = json.dumps({"transfer": fetch.get.transfer, "size": -1,
                            "hash": content_hash(LARGE)}).encode()
-        frame = bytes((wire.END,)) + body
-        fetch.attacker.send(len(frame).to_bytes(4, "big") + frame)
+        fetch.attacker.send_raw(bytes((wire.END,)) + body)
         await fetch.attacker.lost.addTimeout(WAIT, reactor)
         self.assertFalse(os.path.lexists(fetch.final))
         # The connection closed mid-transfer: the partial file may stay, to
-        # resume -- but never under the final name, and never listed.
+        # resume -- but never under the final name, and never indexed.
         await fetch.finish(lines=1, pattern=r"dropping .*END field 'size' out of range",
                            partial_ok=True)
-        self.assertNotIn(fetch.name, fetch.target.node.share.files)
 
 
 class ByteCountTests(TestCase):
     """
-    More or fewer bytes than the catalog announced.
+    More or fewer bytes than the INDEX announced.
     """
 
     timeout = 60
@@ -221,7 +219,8 @@ class ByteCountTests(TestCase):
     async def test_more_bytes_than_announced_small(self):
         """
         A small file (gathered in memory) gets one DATA frame longer than
-        the whole file: cancelled, discarded, one line, no file.
+        the whole file: cancelled, discarded, one line, no file; the END
+        that crosses the CANCEL is not taken for a protocol error.
         """
         content = b"twelve bytes"
         fetch = await offered(self, content)
@@ -230,6 +229,7 @@ class ByteCountTests(TestCase):
         await fetch.conv.next(wire.Cancel, lambda c: c.transfer == fetch.get.transfer)
         await fetch.failed("peer sent more bytes than the file has")
         await fetch.conv.roundtrip()  # the late END was taken as crossing the CANCEL
+        self.assertFalse(fetch.attacker.lost.called)
         await fetch.finish(lines=1, pattern="more bytes than the file has")
 
     async def test_fewer_bytes_then_end(self):
@@ -265,27 +265,44 @@ class ContentTests(TestCase):
 
     async def test_wrong_bytes_right_length(self):
         """
-        One byte in the middle flipped, with the catalog's own size and hash
+        One byte in the middle flipped, with the INDEX's own size and hash
         in the END: the hash check fails, the partial file is removed (so
         the bad bytes are never resumed from), nothing appears under the
-        final name, one line, and the node keeps wanting the file.
+        final name, one line, and the node keeps wanting the file (it
+        plans the fetch again after a delay, not at once).
         """
         fetch = await offered(self, LARGE)
         bad = bytearray(LARGE)
         bad[len(bad) // 2] ^= 0x01
         fetch.conv.data(fetch.get.transfer, bytes(bad))
         fetch.conv.end(fetch.get.transfer, len(LARGE), content_hash(LARGE))
-        await fetch.failed(r"content hash [0-9a-f]{16} is not [0-9a-f]{16}; "
-                           r"bad data discarded, fetching again")
-        want = fetch.target.node.files.wants.get((fetch.name, content_hash(LARGE)))
-        self.assertIsNotNone(want)
-        self.assertIsNone(want.download)
+        await fetch.failed(r"content hash [0-9a-f]{16} is not [0-9a-f]{16}; bad data discarded")
+        folder = fetch.target.node.folder
+        await folder.when(lambda: fetch.name in folder.engine.waiting).addTimeout(WAIT, reactor)
+        self.assertEqual([w for w in folder.fetcher.active + list(folder.fetcher.queue)
+                          if w.path == fetch.name], [])
         self.assertEqual(len(fetch.conv.all(wire.Get)), 1)  # not at once: after a delay
         await fetch.finish(lines=1, pattern=r"content hash .* is not")
 
-    async def test_end_hash_differs_from_catalog(self):
+    async def test_wrong_bytes_for_a_nested_path(self):
         """
-        The right bytes, but an END naming another hash than the catalog
+        Bad bytes for a file deep in directories the target does not have:
+        nothing of it stays -- no file, no partial, and none of the
+        directories made for it, which would otherwise be indexed and
+        synced to every peer as if the user had made them.
+        """
+        fetch = await offered(self, LARGE, name="made/for/it/file.bin")
+        bad = bytearray(LARGE)
+        bad[0] ^= 0x80
+        fetch.conv.data(fetch.get.transfer, bytes(bad))
+        fetch.conv.end(fetch.get.transfer, len(LARGE), content_hash(LARGE))
+        await fetch.failed(r"content hash [0-9a-f]{16} is not [0-9a-f]{16}; bad data discarded")
+        self.assertFalse(os.path.lexists(os.path.join(fetch.target.share, "made")))
+        await fetch.finish(lines=1, pattern=r"content hash .* is not")
+
+    async def test_end_hash_differs_from_index(self):
+        """
+        The right bytes, but an END naming another hash than the INDEX
         promised: the node trusts neither, discards the bytes, one line.
         """
         fetch = await offered(self, LARGE)
@@ -294,9 +311,9 @@ class ContentTests(TestCase):
         await fetch.failed("END does not describe the file we asked for")
         await fetch.finish(lines=1, pattern="END does not describe")
 
-    async def test_end_size_differs_from_catalog(self):
+    async def test_end_size_differs_from_index(self):
         """
-        Bytes and hash of a longer file than the catalog announced, sent
+        Bytes and hash of a longer file than the INDEX announced, sent
         within the announced size, with an END giving the longer size: the
         bytes are discarded, one line, no file.
         """
@@ -310,48 +327,58 @@ class ContentTests(TestCase):
 
 class StrayFrameTests(TestCase):
     """
-    DATA and END frames that belong to no transfer in flight.
+    DATA and END frames that belong to no transfer in flight: a peer that
+    sends them breaks the protocol (DATA only ever answers our GET), so it
+    is dropped with one line, and nothing it sent reaches a final name.
     """
 
     timeout = 60
 
-    async def test_data_for_unrequested_transfer(self):
+    async def test_data_before_any_get(self):
         """
-        DATA for transfer ids the node never used -- before any GET, and
-        interleaved with a real transfer -- is ignored: it lands nowhere,
-        the real file arrives intact, and nothing is logged as a refusal.
+        DATA for a transfer id the node never used, before it asked for
+        anything: dropped, the bytes land nowhere.
         """
-        junk = b"unrequested bytes " * 100
+        target = await Target.start(self)
+        before = target.baseline()
+        conv = await Conversation.open(target)
+        conv.data(4242, b"unrequested bytes " * 100)
+        await conv.attacker.lost.addTimeout(WAIT, reactor)
+        await target.check(self, before, conv.attacker, lines=1,
+                           pattern=r"dropping .*DATA for unknown transfer 4242")
 
-        def early(conv: Conversation) -> None:
-            conv.data(4242, junk)
-            conv.data(wire.MAX_TRANSFER_ID, junk)
-
-        fetch = await offered(self, LARGE, before_catalog=early)
+    async def test_data_for_unrequested_transfer_mid_transfer(self):
+        """
+        DATA for another transfer id interleaved with a real transfer:
+        dropped with one line; the half-received file never reaches its
+        final name (its partial file may stay, to resume from).
+        """
+        fetch = await offered(self, LARGE)
         half = len(LARGE) // 2
         fetch.conv.data(fetch.get.transfer, LARGE[:half])
-        fetch.conv.data(fetch.get.transfer + 1000, junk)
+        fetch.conv.data(fetch.get.transfer + 1000, b"unrequested bytes " * 100)
         fetch.conv.data(fetch.get.transfer, LARGE[half:])
         fetch.conv.end(fetch.get.transfer, len(LARGE), content_hash(LARGE))
-        await fetch.landed_intact()
-        await fetch.conv.roundtrip()
-        self.assertEqual(len(fetch.conv.all(wire.Get)), 1)
-        await fetch.finish(lines=0, landed=True)
+        await fetch.attacker.lost.addTimeout(WAIT, reactor)
+        await fetch.finish(lines=1, partial_ok=True,
+                           pattern=rf"dropping .*DATA for unknown transfer"
+                                   rf" {fetch.get.transfer + 1000}")
 
     async def test_data_after_end(self):
         """
-        More DATA for a transfer after its END: ignored; the landed file is
-        exactly the verified one, never appended to.
+        More DATA for a transfer after its END: the peer is dropped with one
+        line; the landed file is exactly the verified one, never appended
+        to.
         """
         fetch = await offered(self, LARGE)
         fetch.conv.serve(fetch.get, LARGE)
         fetch.conv.data(fetch.get.transfer, b"appended after END")
+        await fetch.attacker.lost.addTimeout(WAIT, reactor)
         await fetch.landed_intact()
-        fetch.conv.data(fetch.get.transfer, b"and after the landing")
-        await fetch.conv.roundtrip()
+        await fetch.finish(lines=1, landed=True,
+                           pattern=rf"dropping .*DATA for unknown transfer {fetch.get.transfer}")
         with open(fetch.final, "rb") as f:
             self.assertEqual(f.read(), LARGE)
-        await fetch.finish(lines=0, landed=True)
 
     async def test_second_end(self):
         """
@@ -363,10 +390,106 @@ class StrayFrameTests(TestCase):
         fetch.conv.serve(fetch.get, content)
         fetch.conv.end(fetch.get.transfer, len(content), content_hash(content))
         await fetch.attacker.lost.addTimeout(WAIT, reactor)
-        await wait_line(fetch.target, r"got file\.bin", fetch.before["mark"])
-        with open(fetch.final, "rb") as f:
-            self.assertEqual(f.read(), content)
+        await fetch.landed_intact()
         await fetch.finish(lines=1, pattern=r"dropping .*END for unknown transfer", landed=True)
+
+
+class InterruptedTests(TestCase):
+    """
+    A peer that vanishes in the middle of a file the target fetches from it.
+    """
+
+    timeout = 60
+
+    async def test_vanishes_mid_fetch_then_resumes(self):
+        """
+        The attacker serves half of a large file and aborts: the target
+        keeps the bytes it got in its partial file (never under the final
+        name, never indexed) and says so in one line naming the peer; when
+        the same node comes back and offers the file again, the target asks
+        from where it stopped (the GET's offset), says it resumes, and the
+        file lands verified -- the bytes of both connections together.
+        """
+        target = await Target.start(self)
+        before = target.baseline()
+        identity_dir = os.path.abspath(self.mktemp())
+        conv = await Conversation.open(target, identity_dir=identity_dir)
+        entry = conv.entry("file.bin", LARGE)
+        conv.offer(entry)
+        get = await conv.next(wire.Get)
+        self.assertEqual(get.offset, 0)
+        half = len(LARGE) // 2
+        conv.data(get.transfer, LARGE[:half])
+        await conv.roundtrip()  # the target has taken them
+        conv.attacker.transport.abortConnection()
+        line = await wait_line(target, r"fetching file\.bin from .* interrupted;"
+                                       r" (\d+) bytes kept", before["mark"])
+        self.assertIn(conv.attacker.address, line)
+        self.assertIn(f" {half} bytes kept", line)
+        final = os.path.join(target.share, "file.bin")
+        self.assertFalse(os.path.lexists(final))
+        [partial] = partials(target.share)
+        self.assertEqual(os.path.getsize(os.path.join(target.share, partial)), half)
+        entry_there = target.node.folder.store.get("file.bin")
+        self.assertTrue(entry_there is None or not entry_there.live)
+        again = await Conversation.open(target, identity_dir=identity_dir)
+        again.offer(entry)
+        get = await again.next(wire.Get)
+        self.assertEqual((get.path, get.offset), ("file.bin", half))
+        await wait_line(target, rf"resuming file\.bin from .* at byte {half} of {len(LARGE)}",
+                        before["mark"])
+        again.serve(get, LARGE)
+        await again.landed("file.bin", LARGE)
+        with open(final, "rb") as f:
+            self.assertEqual(f.read(), LARGE)
+        self.assertEqual(partials(target.share), [])
+        again.attacker.transport.loseConnection()
+        await target.check(self, before, again.attacker, lines=0, share_may_gain=["file.bin"])
+
+
+    async def test_source_comes_back_after_a_retry_found_none(self):
+        """
+        The only source vanishes mid-fetch and stays away past the sync's
+        retry (which finds no source); then it comes back, same node, same
+        index, nothing new to say.  The target must use it again: it asks
+        for the rest of the file (GET at the kept offset) and the file
+        lands verified.
+        """
+        self.patch(sync_module, "RETRY_DELAY", 0.2)
+        target = await Target.start(self)
+        before = target.baseline()
+        engine = target.node.folder.engine
+        identity_dir = os.path.abspath(self.mktemp())
+        conv = await Conversation.open(target, identity_dir=identity_dir)
+        entry = conv.entry("file.bin", LARGE)
+        conv.offer(entry)
+        get = await conv.next(wire.Get)
+        half = len(LARGE) // 2
+        conv.data(get.transfer, LARGE[:half])
+        await conv.roundtrip()
+        # The second failure of the path: the retry that found no source.
+        failures = []
+        retried = Deferred()
+        failed = engine.failed
+
+        def counting(action, retry_at):
+            failed(action, retry_at)
+            if action.path == "file.bin":
+                failures.append(retry_at)
+                if len(failures) == 2 and not retried.called:
+                    retried.callback(None)
+
+        self.patch(engine, "failed", counting)
+        conv.attacker.transport.abortConnection()
+        await retried.addTimeout(WAIT, reactor)
+        again = await Conversation.open(target, identity_dir=identity_dir,
+                                        index_id=conv.index_id, sequence=entry.sequence)
+        get = await again.next(wire.Get)
+        self.assertEqual((get.path, get.offset), ("file.bin", half))
+        again.serve(get, LARGE)
+        await again.landed("file.bin", LARGE)
+        again.attacker.transport.loseConnection()
+        await target.check(self, before, again.attacker, lines=0, share_may_gain=["file.bin"])
 
 
 class ChangingSourceTests(TestCase):
@@ -391,7 +514,8 @@ class ChangingSourceTests(TestCase):
         target = await Target.start(self, files={"big.bin": CHANGING})
         path = os.path.join(target.share, "big.bin")
         before = target.baseline()
-        attacker, conv = await open_conversation(target)
+        conv = await Conversation.open(target)
+        attacker = conv.attacker
         transport = target.node.connections[attacker.identity.node_id].transport
         write_sequence = transport.writeSequence
         changed = []
@@ -410,7 +534,7 @@ class ChangingSourceTests(TestCase):
         sent = b"".join(f.payload for f in conv.all(wire.Data) if f.transfer == 7)
         self.assertGreater(len(sent), 0)
         if isinstance(ending, wire.End):
-            # An END always names what the catalog promised; if the bytes
+            # An END always names what the index promised; if the bytes
             # sent are not that file, the hash gives the mix away.
             self.assertEqual((ending.size, ending.hash), (len(CHANGING), content_hash(CHANGING)))
             if expect == "end":
@@ -454,9 +578,9 @@ class ChangingSourceTests(TestCase):
     async def test_rewritten_keeping_mtime(self):
         """
         The file is overwritten in place and its mtime put back, so size
-        and mtime still match the catalog: the node may not be able to
+        and mtime still match the index: the node may not be able to
         tell, but it must not vouch for the mix -- an END it sends names the
-        catalog's hash, which the mixed bytes do not have.
+        index's hash, which the mixed bytes do not have.
         """
         def rewrite(path):
             st = os.stat(path)
@@ -480,7 +604,7 @@ class ChangingSourceTests(TestCase):
         """
         A new file is renamed over the old one: the node keeps sending the
         file it opened, whole, and ends with an END whose hash is that of
-        the bytes sent (and of the catalog).
+        the bytes sent (and of the index).
         """
         def replace(path):
             with open(path + ".new", "wb") as f:

@@ -6,8 +6,9 @@ mid-transfer", corruption, a slow link).
 
 The receiver B dials the sender A through the relay (C{--peer
 127.0.0.1:RELAY}); the relay damages the first connection only, so a
-reconnection gets a clean link.  Whatever the fault, the file must end up
-at B complete and verified, with no partial file left, and both nodes
+reconnection gets a clean link.  B's sync (protocol version 2) learns the
+file from A's INDEX and fetches it.  Whatever the fault, the file must end
+up at B complete and verified, with no partial file left, and both nodes
 running with no traceback.
 
 L{RelayTests} first checks the relay itself, in process, against a small
@@ -27,15 +28,66 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, c
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-# Modules, not classes: trial would collect and run their tests again here.
+from blake3 import blake3
+
+# The module, not its classes: trial would collect and run its tests again here.
 from . import test_twistd as base
-from . import test_twistd_files as files_base
 from .relay import Fault, Relay
 
 MiB = 1024 * 1024
 
 #: Bound on the in-process waits.
 WAIT = 10
+
+#: Seconds for a node's first scan, or a file to cross the faulty link.
+SYNC_TIMEOUT = 20.0
+
+#: The prefix of a partial download's name (beside its destination).
+PARTIAL_PREFIX = ".p2pshare-part-"
+
+# The log lines of a version 2 node these cases wait for (sync.py and
+# fetcher.py).
+#: A scan that recorded files (a file just written is recorded by the scan
+#: after the first, once it has been stable for a moment).
+SCANNED = re.compile(r"(first|share) scan: [1-9]\d* new or changed, ")
+
+
+#: The receiver is back in step: the file it fetched is in place.
+IN_STEP = re.compile(r"in step with peers: applied \d+ changes, fetched (?P<files>\d+) files")
+
+
+def peer_text(node) -> str:
+    """
+    How C{node} is named in its peers' log lines: "NAME (ID...) at HOST:PORT".
+    """
+    return rf"{re.escape(node.name)} \({node.node_id[:12]}\) at \S+"
+
+
+def fetched_line(path: str, source) -> str:
+    return (rf"fetched {re.escape(path)} \((?P<size>\d+) bytes\) from {peer_text(source)}"
+            rf" at [\d.]+ MiB/s$")
+
+
+def write_random_file(path: str, size: int) -> str:
+    """
+    Write C{size} random bytes to C{path}, 1 MiB at a time; return their
+    BLAKE3 hex digest.
+    """
+    hasher = blake3()
+    with open(path, "wb") as f:
+        for _ in range(size // MiB):
+            block = os.urandom(MiB)
+            hasher.update(block)
+            f.write(block)
+    return hasher.hexdigest()
+
+
+def hash_file(path: str) -> str:
+    hasher = blake3()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MiB), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
 class _Echo(Protocol):
@@ -156,8 +208,7 @@ class RelayedTransferTests(TestCase):
 
     started = base.TwistdTests.started
     stop_node = base.TwistdTests.stop_node
-    connected_to = base.TwistdTests.connected_to
-    start_node = files_base.FileNodeTestCase.start_node
+    start_node = base.TwistdTests.start_node
 
     PATH = "blob.bin"
 
@@ -171,20 +222,25 @@ class RelayedTransferTests(TestCase):
         self.addCleanup(shutil.rmtree, root, ignore_errors=True)
         a_share = os.path.join(root, "a")
         os.makedirs(a_share)
-        digest = files_base.write_random_file(os.path.join(a_share, self.PATH), size)
-        a = await self.started(self.start_node("A", a_share))
-        await a.wait_for(files_base.SCANNED, timeout=files_base.SYNC_TIMEOUT)
+        digest = write_random_file(os.path.join(a_share, self.PATH), size)
+        a = await self.started(self.start_node("A", share=a_share))
+        await a.wait_for(SCANNED, timeout=SYNC_TIMEOUT)
         relay = Relay(a.port, **faults)
         relay_port = await relay.start(self)
         b_share = os.path.join(root, "b")
-        b = self.start_node("B", b_share, options=["--peer", f"127.0.0.1:{relay_port}"])
+        b = self.start_node("B", share=b_share, options=["--peer", f"127.0.0.1:{relay_port}"])
         await self.started(b)
         return a, b, relay, digest, b_share
 
-    def arrived(self, b, b_share: str, digest: str, size: int) -> None:
-        self.assertEqual(files_base.hash_file(os.path.join(b_share, self.PATH)), digest)
+    async def arrived(self, b, b_share: str, digest: str, size: int) -> None:
+        """
+        B placed the file (it says it is in step) whole and verified, and
+        left no partial file.
+        """
+        await b.wait_for(IN_STEP, timeout=SYNC_TIMEOUT)
+        self.assertEqual(hash_file(os.path.join(b_share, self.PATH)), digest)
         self.assertEqual(os.path.getsize(os.path.join(b_share, self.PATH)), size)
-        leftovers = [n for n in os.listdir(b_share) if n.startswith(files_base.PARTIAL_PREFIX)]
+        leftovers = [n for n in os.listdir(b_share) if n.startswith(PARTIAL_PREFIX)]
         self.assertEqual(leftovers, [], b.output())
 
     def no_errors(self, *nodes) -> None:
@@ -195,26 +251,25 @@ class RelayedTransferTests(TestCase):
     async def resumed(self, a, b, size: int):
         """
         B's download was interrupted and resumed: one "interrupted" line,
-        one "resuming" line at the kept offset, one "got ... verified"
-        line saying so.  Returns the offset.
+        one "resuming" line at the kept offset, one "fetched" line for the
+        whole file.  Returns the offset.
         """
+        path = re.escape(self.PATH)
         interrupted = await b.wait_for(
-            rf"fetching {re.escape(self.PATH)} interrupted \(.*\); (?P<kept>\d+) bytes kept")
+            rf"fetching {path} from {peer_text(a)} interrupted; (?P<kept>\d+) bytes kept",
+            timeout=SYNC_TIMEOUT)
         kept = int(interrupted.group("kept"))
         resuming = await b.wait_for(
-            rf"resuming {re.escape(self.PATH)} from {files_base.peer_text(a)}"
-            rf" at byte (?P<offset>\d+) of {size}$", timeout=files_base.SYNC_TIMEOUT)
+            rf"resuming {path} from {peer_text(a)} at byte (?P<offset>\d+) of {size}$",
+            timeout=SYNC_TIMEOUT)
         offset = int(resuming.group("offset"))
         self.assertGreater(offset, 0, b.output())
         self.assertLess(offset, size, b.output())
         self.assertEqual(offset, kept, b.output())
-        got = await b.wait_for(files_base.got_line(self.PATH, a),
-                               timeout=files_base.SYNC_TIMEOUT)
+        got = await b.wait_for(fetched_line(self.PATH, a), timeout=SYNC_TIMEOUT)
         self.assertEqual(int(got.group("size")), size)
-        self.assertEqual(got.group("resumed"), str(offset), b.output())
-        self.assertEqual(len(b.matching(rf"resuming {re.escape(self.PATH)} ")), 1, b.output())
-        self.assertEqual(len(b.matching(rf"fetching {re.escape(self.PATH)} interrupted")), 1,
-                         b.output())
+        self.assertEqual(len(b.matching(rf"resuming {path} ")), 1, b.output())
+        self.assertEqual(len(b.matching(rf"fetching {path} .*interrupted")), 1, b.output())
         return offset
 
     async def test_bit_flip_mid_transfer(self):
@@ -231,15 +286,15 @@ class RelayedTransferTests(TestCase):
             size, to_client=Fault(flip_at=3 * MiB, bit=5))
         await relay.faulted.addTimeout(base.EVENT_TIMEOUT, reactor)
         await self.resumed(a, b, size)
-        self.arrived(b, b_share, digest, size)
-        drops = b.matching(rf"{files_base.peer_text(a)} left: (?P<why>.*)$")
+        await self.arrived(b, b_share, digest, size)
+        drops = b.matching(rf"{peer_text(a)} left: (?P<why>.*)$")
         tls_drops = [d for d in drops
                      if re.search(r"(?i)decrypt|bad record mac|SSL|TLS", d.group("why"))]
         self.assertEqual(len(tls_drops), 1, b.output())
         # Until A notices that the relayed connection is gone, B's redials
         # are duplicates A closes (it keeps the older connection): each of
         # those is a "left" line after A's "duplicate" error, nothing else.
-        duplicates = b.matching(rf"{files_base.peer_text(a)} reports error duplicate")
+        duplicates = b.matching(rf"{peer_text(a)} reports error duplicate")
         self.assertEqual(len(drops) - 1, len(duplicates), b.output())
         self.assertEqual(relay.events, [f"to_client: flipped bit 5 of byte {3 * MiB}"])
         self.no_errors(a, b)
@@ -256,8 +311,8 @@ class RelayedTransferTests(TestCase):
         await relay.faulted.addTimeout(base.EVENT_TIMEOUT, reactor)
         offset = await self.resumed(a, b, size)
         self.assertLess(offset, 2 * MiB)
-        self.arrived(b, b_share, digest, size)
-        self.assertEqual(len(b.matching(rf"{files_base.peer_text(a)} left: ")), 1, b.output())
+        await self.arrived(b, b_share, digest, size)
+        self.assertEqual(len(b.matching(rf"{peer_text(a)} left: ")), 1, b.output())
         self.no_errors(a, b)
 
     async def test_trickling_link(self):
@@ -271,12 +326,11 @@ class RelayedTransferTests(TestCase):
         trickle = Fault(trickle=(1500, 0.001))
         a, b, relay, digest, b_share = await self.transfer(
             size, to_client=trickle, to_target=Fault(trickle=(1500, 0.001)))
-        got = await b.wait_for(files_base.got_line(self.PATH, a),
-                               timeout=files_base.SYNC_TIMEOUT)
-        self.assertIsNone(got.group("resumed"), b.output())
-        self.arrived(b, b_share, digest, size)
+        await b.wait_for(fetched_line(self.PATH, a), timeout=SYNC_TIMEOUT)
+        await self.arrived(b, b_share, digest, size)
         self.assertEqual(len(relay.connections), 1)
         pipe = relay.connections[0].to_client
         self.assertGreaterEqual(pipe.writes, size // 1500, "the link did not trickle")
-        self.assertEqual(b.matching(r" left: |interrupted|resuming|dropping"), [], b.output())
+        self.assertEqual(b.matching(r" left: |interrupted|resuming|dropping|failed"), [],
+                         b.output())
         self.no_errors(a, b)

@@ -4,12 +4,14 @@ GETs whose path could leave the share (``..``, absolute and Windows forms,
 NUL and control characters, over-long names, unicode tricks, reserved
 names), links and special files planted in the share (before the scan or
 swapped in after it), and valid paths the node must not serve (not in the
-catalog, wrong hash, changed, too many in flight, offset past the end).
+index, wrong hash, changed, too many in flight, offset past the end).
 
-Malformed paths are a protocol violation: the node drops the connection
-with one line.  Valid but unservable ones get a transfer-level ERROR naming
-the transfer, and the connection stays up.  In every case not one byte of
-anything outside the share is sent.
+Protocol version 2 serves a GET (path, hash) if the node's index holds a
+live file with that hash at that path or, failing that, at any path: a
+version is its bytes.  Malformed paths are a protocol violation: the node
+drops the connection with one line.  Valid but unservable ones get a
+transfer-level ERROR naming the transfer, and the connection stays up.  In
+every case not one byte of anything outside the share is sent.
 """
 
 import json
@@ -25,9 +27,11 @@ from twisted.internet import reactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from p2ptwisted import wire
-from p2ptwisted.share import new_hasher
+from p2ptwisted.hashing import new_hasher
+from p2ptwisted.wire_index import IndexHello
 
-from .adversary import SHARED_BYTES, SHARED_NAME, WAIT, Target
+from .adversary import SHARED_BYTES, SHARED_NAME, WAIT, Target, wait_line
+from .helpers import indexed
 from .test_adversarial_framing import Received, framed, message, pong
 
 #: What lies just outside the share; it must never reach the attacker.
@@ -54,10 +58,10 @@ def raw_get(transfer: int, path: str, hash: str, offset: int = 0) -> bytes:
     return framed(bytes([wire.GET]) + body.encode("ascii"))
 
 
-def freeze_catalog(target) -> None:
+def freeze_index(target) -> None:
     """
     Stop the target's share watcher, so a file swapped after the scan stays
-    catalogued as it was: the window between a scan and a GET that a local
+    indexed as it was: the window between a scan and a GET that a local
     attacker races for, made deterministic.
     """
     watcher = target.node._watcher
@@ -77,7 +81,7 @@ class ServingTests(TestCase):
         """
         A target with a secret file and directory next to its share, C{prepare}
         run on it (planting things in the share), and an attacker that has
-        completed the handshake (the node sent its LIST).
+        completed the handshake (the node sent its INDEX_HELLO).
         """
         target = await Target.start(self, files=files)
         self.outside = os.path.join(target.base, "outside")
@@ -93,7 +97,7 @@ class ServingTests(TestCase):
         attacker = await target.attack()
         received = Received(attacker)
         attacker.hello()
-        await received.wait(lambda ms: wire.List() in ms)
+        await received.wait(lambda ms: any(isinstance(m, IndexHello) for m in ms))
         return target, before, attacker, received
 
     def assertNothingServed(self, attacker, received):
@@ -233,8 +237,7 @@ class ServingTests(TestCase):
         os.makedirs(os.path.join(target.share, "docs"), exist_ok=True)
         with open(os.path.join(target.share, "docs", "caf\u00e9.txt"), "wb") as f:
             f.write(b"coffee\n")
-        await target.node.rescan()
-        self.assertIsNotNone(target.node.share.lookup("docs/caf\u00e9.txt"))
+        await indexed(target.node, "docs/caf\u00e9.txt").addTimeout(WAIT, reactor)
 
     async def test_reserved_prefix(self):
         """
@@ -270,13 +273,13 @@ class ServingTests(TestCase):
     async def test_symlink_to_a_file_outside(self):
         """
         ``leak.txt``, a symlink in the share to a file outside it, asked
-        with the outside file's real hash: never catalogued, so ERROR
+        with the outside file's real hash: never indexed, so ERROR
         not_found, and not a byte of the target.
         """
         async def plant(target):
             os.symlink(self.outside, os.path.join(target.share, "leak.txt"))
             await target.node.rescan()
-            self.assertIsNone(target.node.share.lookup("leak.txt"))
+            self.assertIsNone(target.node.folder.store.get("leak.txt"))
 
         await self.refused(raw_get(5, "leak.txt", blake3(SECRET)), 5, "not_found",
                            prepare=plant)
@@ -289,19 +292,19 @@ class ServingTests(TestCase):
         async def plant(target):
             os.symlink(self.outside_dir, os.path.join(target.share, "leakdir"))
             await target.node.rescan()
-            self.assertIsNone(target.node.share.lookup("leakdir/secret.txt"))
+            self.assertIsNone(target.node.folder.store.get("leakdir/secret.txt"))
 
         await self.refused(raw_get(6, "leakdir/secret.txt", blake3(SECRET)), 6, "not_found",
                            prepare=plant)
 
     def swap(self, replace):
         """
-        A prepare step: freeze the catalog, then replace the catalogued
+        A prepare step: freeze the index, then replace the indexed
         VICTIM with what C{replace(target, path)} puts there.
         """
         async def prepare(target):
-            self.assertIsNotNone(target.node.share.lookup(VICTIM))
-            freeze_catalog(target)
+            self.assertIsNotNone(target.node.folder.store.get(VICTIM))
+            freeze_index(target)
             path = os.path.join(target.share, VICTIM)
             replace(target, path)
         return prepare
@@ -325,8 +328,8 @@ class ServingTests(TestCase):
 
     async def test_file_swapped_for_symlink_after_scan(self):
         """
-        A catalogued file replaced by a symlink to an outside file with the
-        same size and mtime, before the node rescans: the GET (catalog path
+        A indexed file replaced by a symlink to an outside file with the
+        same size and mtime, before the node rescans: the GET (index path
         and hash) gets ERROR not_regular -- opened with O_NOFOLLOW, the link
         is never followed.
         """
@@ -340,9 +343,10 @@ class ServingTests(TestCase):
 
     async def test_directory_swapped_for_symlink_after_scan(self):
         """
-        The directory holding a catalogued file replaced by a symlink to an
+        The directory holding an indexed file replaced by a symlink to an
         outside directory holding a same-size, same-mtime file of that
-        name: ERROR not_regular, every component is opened with O_NOFOLLOW.
+        name: ERROR not_regular, every component is opened with
+        O_NOFOLLOW.
         """
         def replace(target, path):
             twin = self.outside_twin(target, os.stat(path))
@@ -355,19 +359,19 @@ class ServingTests(TestCase):
 
     async def test_fifo_in_share(self):
         """
-        A FIFO in the share is never catalogued: a GET for it gets ERROR
+        A FIFO in the share is never indexed: a GET for it gets ERROR
         not_found (and the reactor never blocks on it).
         """
         async def plant(target):
             os.mkfifo(os.path.join(target.share, "pipe"))
             await target.node.rescan()
-            self.assertIsNone(target.node.share.lookup("pipe"))
+            self.assertIsNone(target.node.folder.store.get("pipe"))
 
         await self.refused(raw_get(9, "pipe", blake3(b"")), 9, "not_found", prepare=plant)
 
     async def test_file_swapped_for_fifo_after_scan(self):
         """
-        A catalogued file replaced by a FIFO (no writer) before the rescan:
+        A indexed file replaced by a FIFO (no writer) before the rescan:
         ERROR not_regular at once -- opened with O_NONBLOCK, the FIFO cannot
         block the reactor (the PING right after is answered).
         """
@@ -380,7 +384,7 @@ class ServingTests(TestCase):
 
     async def test_file_swapped_for_socket_after_scan(self):
         """
-        A catalogued file replaced by a unix socket: ERROR not_regular.
+        A indexed file replaced by a unix socket: ERROR not_regular.
         """
         def replace(target, path):
             os.unlink(path)
@@ -400,7 +404,7 @@ class ServingTests(TestCase):
 
     async def test_file_swapped_for_device_after_scan(self):
         """
-        A catalogued file replaced by a character device that reads zeros
+        A indexed file replaced by a character device that reads zeros
         forever (like /dev/zero): ERROR not_regular, no endless DATA.
         """
         def replace(target, path):
@@ -416,34 +420,41 @@ class ServingTests(TestCase):
 
     # -- valid paths the node does not serve ---------------------------------------
 
-    async def test_path_not_in_catalog(self):
+    async def test_path_not_in_index(self):
         """
-        A well-formed path the node does not list: ERROR not_found.
+        A well-formed path the node does not list, asked with the hash of
+        the secret bytes just outside the share: ERROR not_found -- content
+        is served by hash only from files the index holds.
         """
-        await self.refused(raw_get(13, "shared/nothere.txt", blake3(b"")), 13, "not_found")
+        await self.refused(raw_get(13, "shared/nothere.txt", blake3(SECRET)), 13, "not_found")
+
+    async def test_deleted_file_not_served(self):
+        """
+        A file the user deleted (its tombstone in the index), asked with its
+        old path and hash: ERROR not_found.
+        """
+        gone = "docs/gone.txt"
+
+        async def delete(target):
+            store = target.node.folder.store
+            self.assertTrue(store.get(gone).live)
+            os.unlink(os.path.join(target.share, gone))
+            await target.node.rescan()
+            self.assertTrue(store.get(gone).deleted)
+
+        await self.refused(raw_get(18, gone, blake3(b"soon gone\n")), 18, "not_found",
+                           files={gone: b"soon gone\n"}, prepare=delete)
 
     async def test_wrong_hash(self):
         """
         The shared file's real path with another content's hash: ERROR
-        not_found (serve only the catalogued version).
+        not_found (serve only the indexed version).
         """
         await self.refused(raw_get(14, SHARED_NAME, blake3(SHARED_BYTES + b"x")), 14, "not_found")
 
-    async def test_nfkc_lookalike_not_served(self):
-        """
-        ``\\ufb01le.txt`` (the "fi" ligature, which is NFC but becomes
-        ``file.txt`` under NFKC) for a shared ``file.txt``, with its hash:
-        a valid path, but not the catalogued one -- ERROR not_found; the
-        node normalises to NFC, never NFKC.
-        """
-        self.assertEqual(unicodedata.normalize("NFKC", "\ufb01le.txt"), "file.txt")
-        wire.check_path("\ufb01le.txt")
-        await self.refused(raw_get(15, "\ufb01le.txt", blake3(b"ligature\n")), 15, "not_found",
-                           files={"file.txt": b"ligature\n"})
-
     async def test_file_changed_after_scan(self):
         """
-        A catalogued file grown before the node rescans: ERROR changed,
+        A indexed file grown before the node rescans: ERROR changed,
         nothing of the new content sent.
         """
         def replace(target, path):
@@ -482,8 +493,27 @@ class ServingTests(TestCase):
         self.assertEqual([m for m in received.of(wire.Data) if m.transfer == 64], [])
         self.assertEqual([m for m in received.of(wire.Error) if m.transfer != 64], [])
         attacker.transport.loseConnection()
-        await target.check(self, before, attacker, lines=1, 
+        await target.check(self, before, attacker, lines=1,
                            pattern=r"refused big\.bin .*more than 64 transfers")
+
+    async def test_transfer_id_reused_while_in_flight(self):
+        """
+        A second GET reusing the id of a transfer still in flight (the
+        target is still sending a 1 MiB file to a peer that stopped
+        reading) is a protocol violation: dropped with one line, the
+        upload's file closed.
+        """
+        big = bytes(range(256)) * 4096
+        target, before, attacker, received = await self.connected(files={"big.bin": big})
+        attacker.transport.pauseProducing()  # stop reading: the upload stays in flight
+        attacker.send(raw_get(3, "big.bin", blake3(big)) + raw_get(3, SHARED_NAME,
+                                                                    blake3(SHARED_BYTES)))
+        await wait_line(target, r"dropping .*GET reuses transfer id 3", before["mark"])
+        attacker.transport.resumeProducing()  # and so see the connection end
+        await attacker.lost.addTimeout(WAIT, reactor)
+        self.assertEqual(received.of(wire.End), [])
+        await target.check(self, before, attacker, lines=1,
+                           pattern=r"dropping .*GET reuses transfer id 3 still in flight")
 
     # -- positive controls: what must be served is served ----------------------------
 
@@ -502,16 +532,28 @@ class ServingTests(TestCase):
 
     async def test_valid_get_is_served(self):
         """
-        Control: the shared file with its catalog hash is served in full
+        Control: the shared file with its index hash is served in full
         (DATA then END), so the refusals above are not the node refusing
         everything.
         """
         await self.served(SHARED_NAME, SHARED_BYTES)
 
+    async def test_content_served_under_any_path(self):
+        """
+        Version 2 serves a version by its bytes, wherever the index holds
+        them: ``\ufb01le.txt`` (the "fi" ligature, NFC, but ``file.txt``
+        under NFKC), which the node does not have, asked with the hash of
+        its ``file.txt``, gets exactly file.txt's bytes -- found by hash,
+        never by normalising the path.
+        """
+        self.assertEqual(unicodedata.normalize("NFKC", "\ufb01le.txt"), "file.txt")
+        wire.check_path("\ufb01le.txt")
+        await self.served("\ufb01le.txt", b"ligature\n", files={"file.txt": b"ligature\n"})
+
     async def test_component_of_exactly_255_bytes_is_served(self):
         """
         Boundary: a name whose component is exactly 255 bytes is valid,
-        catalogued and served.
+        indexed and served.
         """
         name = "docs/" + "n" * 251 + ".txt"
         await self.served(name, b"long name\n", files={name: b"long name\n"})

@@ -390,7 +390,7 @@ class TLSFailureTests(TestCase):
         self.assertEqual(dialler.node.pending, [])
         self.assertEqual(dialler.node.connections, {})
         self.assertEqual(about(dialler, where, mark), [line])
-        self.assertFalse([l for l in dialler.lines_since(mark) if "connected to" in l],
+        self.assertFalse([line for line in dialler.lines_since(mark) if "connected to" in line],
                          "\n".join(dialler.lines_since(mark)))
         # The dialled node is untouched: no connection, no traceback, serving.
         await target.check(self, before, None, lines=None)

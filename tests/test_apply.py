@@ -18,7 +18,7 @@ from p2ptwisted import trash as trash_module
 from p2ptwisted.apply import ApplyError, Disk
 from p2ptwisted.core.index import DIR, FILE, Entry
 from p2ptwisted.core.versions import Vector
-from p2ptwisted.share import PARTIAL_PREFIX
+from p2ptwisted.hashing import PARTIAL_PREFIX
 from p2ptwisted.trash import TrashedVersion, parse_trash_name, trash_name
 
 #: 2026-12-03 14:15:02.123456789 UTC.

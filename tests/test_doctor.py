@@ -5,6 +5,7 @@ nodes joined in memory on a fake clock.
 """
 
 import errno
+import os
 
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
@@ -18,12 +19,12 @@ from p2ptwisted.node import DOCTOR_AFTER
 
 from .helpers import capture_logs, flush, link, make_node
 from .test_discovery import MulticastClock
-from .test_files import content, write_file
+from .test_control import content, write_file
 
 LOOPBACK = Interface("lo", "127.0.0.1", True, True, False)
 
 NO_SYNC_THERE = "probably runs --no-sync"
-NO_SYNC_HERE = "sync is off here (--no-sync)"
+NO_SYNC_HERE = "this node takes nothing from peers"
 
 
 class DoctorTestCase(SynchronousTestCase):
@@ -80,6 +81,18 @@ class DoctorTestCase(SynchronousTestCase):
         for i, path in enumerate(paths):
             write_file(node.share_dir, path, content(i, 1000 + i))
         self.successResultOf(node.rescan())
+
+    def holds_index(self, node, peer):
+        """
+        Whether C{node} has logged that it holds C{peer}'s index up to what
+        the peer announced.
+        """
+        head = f"{peer.display_name} ({peer.node_id[:12]}) at "
+        return any(line.startswith(head) and line.endswith("its index is up to date here")
+                   for line in self.logs())
+
+    def live_paths(self, node):
+        return {e.path for e in Control(node).catalog()}
 
 
 class ReachTests(DoctorTestCase):
@@ -183,20 +196,26 @@ class FileHintTests(DoctorTestCase):
     def test_peer_probably_no_sync(self):
         """
         A connected peer that lacks our files and has asked for none: no
-        hint before NO_SYNC_HINT_AFTER seconds, the --no-sync hint after.
+        hint before NO_SYNC_HINT_AFTER seconds, the --no-sync hint after
+        (naming --mode send-only too, and saying it still serves).
         """
         a, b = self.node("a"), self.node("b", sync=False)
         self.share(a, "one.txt", "two.txt")
         self.connect(a, b)
-        self.assertEqual(a.files.remote[b.node_id], {})
         self.settle(NO_SYNC_HINT_AFTER - 1)
+        self.assertTrue(self.holds_index(a, b))
+        self.assertTrue(self.holds_index(b, a))
+        self.assertEqual(self.live_paths(b), set())
         self.assertNotIn(NO_SYNC_THERE, "\n".join(self.doctor(a)))
         self.settle(1)
         text = "\n".join(self.section(self.doctor(a), b))
         self.assertIn("it lacks 2 of our files and has asked for none: it probably runs"
-                      " --no-sync", text)
-        # B, for its part, lacks A's files with sync off.
-        self.assertIn(NO_SYNC_HERE, "\n".join(self.doctor(b)))
+                      " --no-sync or --mode send-only (it still serves its files)", text)
+        # B, for its part, lacks A's files and takes nothing from peers.
+        text = "\n".join(self.section(self.doctor(b), a))
+        self.assertIn("we lack 2 of its files and this node takes nothing from peers"
+                      " (--no-sync or --mode send-only): fetch them with fetch(path)", text)
+        self.assertEqual(self.live_paths(b), set())
 
     def test_peer_that_asked_gets_no_hint(self):
         """
@@ -206,10 +225,14 @@ class FileHintTests(DoctorTestCase):
         a, b = self.node("a"), self.node("b", sync=False)
         self.share(a, "one.txt", "two.txt")
         self.connect(a, b)
-        Control(b, out=self.out.append).fetch("one.txt")
+        self.settle(1)
+        self.assertTrue(self.holds_index(b, a))
+        fetched = Control(b, out=self.out.append).fetch("one.txt")
         self.settle(NO_SYNC_HINT_AFTER + 5)
+        self.assertEqual(self.successResultOf(fetched),
+                         os.path.join(b.share_dir, "one.txt"))
         self.assertGreaterEqual(a.connections[b.node_id].gets_received, 1)
-        self.assertNotIn("two.txt", {e.path for e in b.share.entries()})
+        self.assertEqual(self.live_paths(b), {"one.txt"})
         self.assertNotIn(NO_SYNC_THERE, "\n".join(self.doctor(a)))
 
     def test_peer_with_our_files_gets_no_hint(self):
@@ -220,38 +243,74 @@ class FileHintTests(DoctorTestCase):
         self.share(a, "one.txt")
         self.connect(a, b)
         self.settle(NO_SYNC_HINT_AFTER + 5)
-        self.assertIn("one.txt", {e.path for e in b.share.entries()})
+        self.assertEqual(self.live_paths(b), {"one.txt"})
         self.assertNotIn(NO_SYNC_THERE, "\n".join(self.doctor(a)))
         self.assertNotIn(NO_SYNC_HERE, "\n".join(self.doctor(b)))
 
     def test_sync_off_here(self):
         """
-        We run --no-sync and lack a peer's files: the report says sync is
-        off here and how to fetch; with sync on, it does not.
+        We run --no-sync and lack a peer's files: the report says this node
+        takes nothing from peers and how to fetch; with sync on, it does
+        not.
         """
         a, b = self.node("a", sync=False), self.node("b")
         self.share(b, "one.txt", "two.txt", "three.txt")
         self.connect(a, b)
+        self.settle(1)
+        self.assertTrue(self.holds_index(a, b))
         text = "\n".join(self.section(self.doctor(a), b))
-        self.assertIn("we lack 3 of its files and sync is off here (--no-sync):"
-                      " fetch them with fetch(path)", text)
+        self.assertIn("we lack 3 of its files and this node takes nothing from peers"
+                      " (--no-sync or --mode send-only): fetch them with fetch(path)", text)
         self.assertNotIn(NO_SYNC_HERE, "\n".join(self.doctor(b)))
 
-    def test_file_list_not_arrived(self):
+    def test_send_only_mode_here(self):
         """
-        Before the peer's file list arrives, the report says so.
+        --mode send-only is the same as --no-sync for the report.
+        """
+        a, b = self.node("a", mode="send-only"), self.node("b")
+        self.share(b, "one.txt")
+        self.connect(a, b)
+        self.settle(1)
+        text = "\n".join(self.section(self.doctor(a), b))
+        self.assertIn("we lack 1 of its files and this node takes nothing from peers", text)
+
+    def test_receive_only_gets_no_send_only_hint(self):
+        """
+        A receive-only node takes peers' files, so it is neither told that
+        it takes nothing nor, once in step, taken for a --no-sync peer.
+        """
+        a, b = self.node("a", mode="receive-only"), self.node("b")
+        self.share(b, "one.txt", "two.txt")
+        self.connect(a, b)
+        self.settle(NO_SYNC_HINT_AFTER + 5)
+        self.assertEqual(sorted(os.listdir(a.share_dir)), ["one.txt", "two.txt"])
+        self.assertNotIn(NO_SYNC_HERE, "\n".join(self.doctor(a)))
+        self.assertNotIn(NO_SYNC_THERE, "\n".join(self.doctor(b)))
+
+    def test_index_not_arrived(self):
+        """
+        Before the peer's index arrives, the report says so; once it has,
+        it does not.
         """
         a, b = self.node("a"), self.node("b")
         client, server, pump = link(a, b)
+
+        def arrived():
+            return a.folder.store.meta(f"peer-index:{b.node_id}") is not None
+
         # Move the handshakes only: up to both HELLOs.
         for _ in range(3):
             pump.pump()
-            if b.node_id in a.connections and a.files.remote.get(b.node_id) is None:
+            if b.node_id in a.connections and not arrived():
                 break
-        if b.node_id not in a.connections or b.node_id in a.files.remote:
-            self.skipTest("the file list came with the handshake")  # pragma: no cover
+        if b.node_id not in a.connections or arrived():
+            self.skipTest("the index came with the handshake")  # pragma: no cover
         text = "\n".join(self.section(self.doctor(a), b))
-        self.assertIn("its file list has not arrived yet", text)
+        self.assertIn("its index has not arrived yet", text)
+        self.pumps.append(pump)
+        self.settle(1)
+        self.assertTrue(self.holds_index(a, b))
+        self.assertNotIn("has not arrived", "\n".join(self.doctor(a)))
 
 
 class DiscoveryLineTests(DoctorTestCase):

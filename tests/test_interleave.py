@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from p2ptwisted import wire
-from p2ptwisted.files import FileExchange
+from p2ptwisted.fetcher import Fetcher
 from p2ptwisted.protocol import PeerProtocol
 
 from .helpers import RealNodes
@@ -32,12 +32,12 @@ class InterleaveTests(RealNodes, TestCase):
 
         pinged = Deferred()
         ponged = Deferred()
-        original_data = FileExchange.data_received
+        original_data = Fetcher.data_received
         original_pong = PeerProtocol._handlers[wire.Pong]
 
         def data_received(exchange, proto, data):
             original_data(exchange, proto, data)
-            if exchange is b.files and not pinged.called:
+            if exchange is b.folder.fetcher and not pinged.called:
                 download = next(iter(proto.downloads.values()), None)
                 if download is not None and download.offset >= 1024 * 1024:
                     proto.send(wire.Ping(7))
@@ -49,7 +49,7 @@ class InterleaveTests(RealNodes, TestCase):
                 download = pinged.result
                 ponged.callback(download.offset)
 
-        self.patch(FileExchange, "data_received", data_received)
+        self.patch(Fetcher, "data_received", data_received)
         self.patch(PeerProtocol, "_handlers", {**PeerProtocol._handlers, wire.Pong: pong_received})
         offset_at_pong = await ponged.addTimeout(30, reactor)
         # Answered while the file was still arriving, within a few MiB.

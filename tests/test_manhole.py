@@ -265,7 +265,9 @@ class ManholeTestCase(unittest.TestCase):
     stop_node = base.TwistdTests.stop_node
     terminate = base.TwistdTests.terminate
     connected_to = base.TwistdTests.connected_to
+    left = base.TwistdTests.left
     start_node = files_base.FileNodeTestCase.start_node
+    in_step = files_base.FileNodeTestCase.in_step
 
     def setUp(self) -> None:
         self.keys_dir = os.path.abspath(self.mktemp())
@@ -362,26 +364,44 @@ class ManholeTestCase(unittest.TestCase):
         await self.log_out(session)
 
 
+#: What the manhole prints for a Deferred that has not fired yet, and the
+#: line it prints later when it fires (twisted.conch.manhole).
+PENDING = re.compile(r"^<Deferred #(?P<n>\d+)>(\r?\n|$)")
+FIRED = r"Deferred #{n} (?P<outcome>called back|failed): (?P<result>.*?)\r?\n"
+
+
 class ManholeSessionTests(ManholeTestCase):
+    async def result_of(self, session: SSHClient, line: str) -> str:
+        """
+        Type C{line}, whose value is a Deferred; wait for the manhole to
+        say it fired, and return the repr of its result (failing the test
+        if it failed).
+        """
+        since = len(session.raw)
+        answer = (await session.command(line)).strip()
+        pending = PENDING.match(answer)
+        self.assertIsNotNone(pending, f"{line} gave {answer!r}\n{session.transcript()}")
+        fired = re.compile(FIRED.format(n=pending.group("n")))
+        match = await session.wait_output(lambda text: fired.search(text), since,
+                                          what=f"the result of {line}")
+        self.assertEqual(match.group("outcome"), "called back", session.transcript())
+        return match.group("result")
+
     async def test_operator_session(self) -> None:
         """
         An operator logs into A's manhole with the real ssh client, sees A
-        and its peer B in C{status()}, fetches B's file, survives an
-        exception at the prompt, and logs out with Ctrl-D; A keeps running
-        and logs no error for any of it.
+        and its peer B in C{status()}, C{peers()} and C{doctor()}, drops B
+        and connects to it again, survives an exception at the prompt, and
+        logs out with Ctrl-D; A keeps running and logs no error for any of
+        it.
         """
-        content = b"hello from B\n" * 500
         share_a = os.path.abspath(self.mktemp())
         share_b = os.path.abspath(self.mktemp())
-        files_base.write_files(share_b, {"hello.txt": content})
         manhole_port = free_port()
 
-        a = await self.started(self.start_manhole_node("A", share_a, manhole_port,
-                                                       options=["--no-sync"]))
+        a = await self.started(self.start_manhole_node("A", share_a, manhole_port))
         b = await self.started(self.start_node("B", share_b, peers=[a]))
         await self.connected_to(a, b)
-        # fetch() needs B's catalog at A, which follows the handshake.
-        await a.wait_for(rf"{files_base.peer_text(b)} shares 1 files$")
         mark = a.mark()
 
         session = await self.log_in(manhole_port)
@@ -389,23 +409,28 @@ class ManholeSessionTests(ManholeTestCase):
         self.assertIn(f"node A ({a.node_id})", status, session.transcript())
         self.assertRegex(status, r"peers: 1 connected\b")
         self.assertRegex(status, rf"(?m)^\s+B {b.node_id[:12]} {re.escape(LOCALHOST)}:\d+ inbound")
-        self.assertRegex(status, r"sync off")
+        self.assertIn("sharing 0 files (0 B); mode send-receive, ", status)
+        self.assertIn(f"<Peer 'B' {b.node_id[:12]} at {LOCALHOST}:",
+                      await session.command("peers()"), session.transcript())
+        doctor = await session.command("doctor()")
+        self.assertIn(f"listening on TCP port {a.port} on {LOCALHOST}", doctor,
+                      session.transcript())
+        self.assertIn(f"B ({b.node_id[:12]}): connected (it dialled us)", doctor)
 
-        self.assertEqual(await session.command('t = fetch("hello.txt")'), "")
-        # No sleeping: ask again at each prompt, a bounded number of times.
-        deadline = reactor.seconds() + SSH_TIMEOUT
-        while True:
-            transfer = await session.command("t")
-            if re.search(r"<Transfer 'hello\.txt' done 100%", transfer):
-                break
-            self.assertRegex(transfer, r"<Transfer 'hello\.txt' (queued|running)",
-                             session.transcript())
-            self.assertLess(reactor.seconds(), deadline,
-                            f"the fetch was not done in {SSH_TIMEOUT:g}s\n{session.transcript()}")
-        self.assertIn(f"({len(content)} of {len(content)} bytes)", transfer)
-        self.assertEqual(await session.command("t.done_bytes"), f"{len(content)}\n")
-        with open(os.path.join(share_a, "hello.txt"), "rb") as f:
-            self.assertTrue(f.read() == content, "hello.txt arrived at A with other content")
+        # drop() closes the connection, and both ends say so.
+        dropped = await session.command('drop("B")')
+        self.assertIn(f"<Peer 'B' {b.node_id[:12]} at {LOCALHOST}:", dropped,
+                      session.transcript())
+        await self.left(a, b, since=mark)
+        await b.wait_for(rf"{files_base.peer_text(a)} reports error dropped: dropped by the"
+                         r" operator$")
+        # connect() dials B and fires with it once connected.  (B may
+        # redial A first: connect() then fires with that connection.)
+        mark = a.mark()
+        peer = await self.result_of(session, f'connect("{LOCALHOST}:{b.port}")')
+        self.assertIn(f"<Peer 'B' {b.node_id[:12]} at {LOCALHOST}:", peer, session.transcript())
+        await self.connected_to(a, b, since=mark)
+        self.assertIn(f"<Peer 'B' {b.node_id[:12]}", await session.command("peers()"))
 
         error = await session.command("1/0")
         self.assertIn("Traceback (most recent call last):", error, session.transcript())
@@ -418,8 +443,85 @@ class ManholeSessionTests(ManholeTestCase):
         await self.log_out(session)
         self.assertNotIn("closed by remote host", session.stderr, session.transcript())
         await self.still_serves(a, manhole_port, f"<Peer 'B' {b.node_id[:12]}")
-        self.assertEqual(errors_logged(a, mark), [], a.output(mark))
+        self.assertEqual(errors_logged(a), [], a.output())
         self.assertTrue(b.running, b.output())
+
+    async def test_files_session(self) -> None:
+        """
+        A runs --no-sync, so B's files stay at B until the operator asks:
+        catalog() and catalog_of("B") list both sides, fetch() brings one
+        file into a directory outside the share and another into the
+        share, transfers() lists both, rescan() picks up a new file (which
+        B then takes), and status() counts it all.
+        """
+        hello = b"hello from B\n" * 500
+        report = os.urandom(200 * 1024)
+        share_a = os.path.abspath(self.mktemp())
+        share_b = os.path.abspath(self.mktemp())
+        files_base.write_files(share_a, {"a-note.txt": b"A's own\n"}, age=60)
+        files_base.write_files(share_b, {"hello.txt": hello, "docs/report.bin": report},
+                               age=60)
+        outside = os.path.join(os.path.abspath(self.mktemp()), "fetched")
+        manhole_port = free_port()
+
+        a = await self.started(self.start_manhole_node("A", share_a, manhole_port,
+                                                       options=["--no-sync"]))
+        b = await self.started(self.start_node("B", share_b, peers=[a]))
+        # fetch() needs B's index at A, which follows the handshake.
+        await a.wait_for(files_base.shares_line(b))
+        b_mark = await self.in_step(b, 1, len(b"A's own\n"))
+
+        session = await self.log_in(manhole_port)
+        catalog = await session.command("catalog()")
+        self.assertIn("Entry(path='a-note.txt', kind='file', size=8,", catalog,
+                      session.transcript())
+        self.assertNotIn("hello.txt", catalog)
+        theirs = await session.command('catalog_of("B")')
+        for path, data in (("docs", None), ("docs/report.bin", report), ("hello.txt", hello),
+                           ("a-note.txt", b"A's own\n")):
+            self.assertIn(f"Entry(path='{path}', kind='{'dir' if data is None else 'file'}'",
+                          theirs, session.transcript())
+
+        landed = await self.result_of(
+            session, f'fetch("docs/report.bin", dest={outside!r})')
+        self.assertEqual(landed, repr(os.path.join(outside, "report.bin")))
+        with open(os.path.join(outside, "report.bin"), "rb") as f:
+            self.assertTrue(f.read() == report, "report.bin arrived with other content")
+        self.assertFalse(os.path.exists(os.path.join(share_a, "docs")))
+
+        landed = await self.result_of(session, 'fetch("hello.txt")')
+        self.assertEqual(landed, repr(os.path.join(share_a, "hello.txt")))
+        with open(os.path.join(share_a, "hello.txt"), "rb") as f:
+            self.assertTrue(f.read() == hello, "hello.txt arrived at A with other content")
+
+        transfers = await session.command("transfers()")
+        self.assertRegex(transfers, rf"<fetch 'docs/report\.bin' \w+, {len(report)} of"
+                                    rf" {len(report)} bytes, from {b.node_id[:12]}>")
+        self.assertRegex(transfers, rf"<fetch 'hello\.txt' \w+, {len(hello)} of"
+                                    rf" {len(hello)} bytes, from {b.node_id[:12]}>")
+
+        # A new file: rescan() records it at once (or finds that the
+        # watcher's rescan already did), and B takes it from A.
+        files_base.write_files(share_a, {"later.txt": b"later\n"}, age=60)
+        self.assertRegex(await self.result_of(session, "rescan()"), r"^[01]$")
+        self.assertIn("Entry(path='later.txt'", await session.command("catalog()"))
+        await self.in_step(b, 1, len(b"later\n"), since=b_mark)
+        with open(os.path.join(share_b, "later.txt"), "rb") as f:
+            self.assertEqual(f.read(), b"later\n")
+
+        status = await session.command("status()")
+        total = len(hello) + len(b"A's own\n") + len(b"later\n")
+        self.assertIn(f"sharing 3 files ({total / 1024:.1f} KiB); mode send-only, in step",
+                      status, session.transcript())
+        self.assertIn("transfers: 0 in flight or waiting, 2 completed since start", status)
+        await self.log_out(session)
+        self.assertEqual(errors_logged(a), [], a.output())
+        # What B has is what it had, and A's files: nothing A fetched made
+        # B change or copy its own.
+        self.assertEqual(sorted(files_base.share_contents(share_b)),
+                         ["a-note.txt", "docs/report.bin", "hello.txt", "later.txt"])
+        # Finished fetches are shown as such (not as still running).
+        self.assertNotRegex(transfers, r"<fetch '[^']*' running,", session.transcript())
 
     async def test_closing_stdin_ends_session(self) -> None:
         """

@@ -15,7 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2ptwisted import limits, wire
 from p2ptwisted.logbudget import LogBudget
-from p2ptwisted.wire import Hello, Peers, Ping, Pong, decode_frame, encode_frame
+from p2ptwisted.wire import Hello, Peers, Ping, Pong, encode_frame
+from p2ptwisted.wire_index import decode_any_frame as decode_frame
 
 from .helpers import capture_logs, make_node
 
@@ -30,7 +31,7 @@ def framed(message_or_bytes):
     return struct.pack("!I", len(frame)) + frame
 
 
-def other_hello(versions=(1,), node_id=OTHER_ID):
+def other_hello(versions=(2,), node_id=OTHER_ID):
     return Hello(versions=versions, node_id=node_id, listen_ports=(23456,), name="other")
 
 
@@ -78,8 +79,39 @@ class HandshakeTests(ProtocolTestMixin, SynchronousTestCase):
         proto, transport = self.connect()
         proto.dataReceived(framed(other_hello()))
         self.assertIs(self.node.connections[OTHER_ID], proto)
-        self.assertEqual(proto.version, 1)
+        self.assertEqual(proto.version, 2)
         self.assertFalse(transport.disconnecting)
+
+    def test_version_1_peer_refused_with_one_line(self):
+        """
+        A node from before versioned sync (protocol version 1 only) gets an
+        ERROR that says what to do, and the close is logged in one line.
+        """
+        proto, transport = self.connect()
+        transport.clear()
+        proto.dataReceived(framed(other_hello(versions=(1,))))
+        [error] = read_frames(transport.value())
+        self.assertEqual(error.code, "version")
+        self.assertIn("peer speaks [1]", error.message)
+        self.assertIn("from before versioned sync; upgrade it", error.message)
+        self.assertTrue(transport.disconnecting)
+        self.assertNotIn(OTHER_ID, self.node.connections)
+        closing = [line for line in self.logs() if line.startswith("closing")]
+        self.assertEqual(len(closing), 1)
+        self.assertIn("upgrade it", closing[0])
+
+    def test_index_hello_sent_after_handshake(self):
+        """
+        Once HELLOs are exchanged, the node says what it holds of the
+        peer's index (nothing yet: a first contact).
+        """
+        proto, transport = self.connect()
+        transport.clear()
+        proto.dataReceived(framed(other_hello()))
+        [index_hello] = read_frames(transport.value())
+        self.assertEqual(index_hello.have_index_id, "")
+        self.assertEqual(index_hello.have_sequence, 0)
+        self.assertEqual(index_hello.index_id, self.node.folder.index.index_id)
 
     def test_anything_before_hello_is_dropped(self):
         proto, transport = self.connect()
@@ -191,7 +223,7 @@ class BadInputTests(ProtocolTestMixin, SynchronousTestCase):
 
     def test_log_line_escapes_peer_text(self):
         proto, transport = self.connect()
-        hello = Hello(versions=(1,), node_id=OTHER_ID, listen_ports=(), name="na\u202eme")
+        hello = Hello(versions=(2,), node_id=OTHER_ID, listen_ports=(), name="na\u202eme")
         proto.dataReceived(framed(hello))
         proto.dataReceived(framed(b"\x99"))
         [line] = self.drops()

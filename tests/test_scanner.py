@@ -8,7 +8,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 import p2ptwisted.scanner as scanner_module
-from p2ptwisted import share
+from p2ptwisted import hashing as share, wire
 from p2ptwisted.core.engine import SyncEngine
 from p2ptwisted.core.ignore import IgnoreRules
 from p2ptwisted.core.index import DIR, FILE, LocalIndex, MemoryStore
@@ -159,3 +159,102 @@ class ScannerTests(SynchronousTestCase):
         report = self.scan()
         self.assertEqual((report.gone, report.changed), ([], []))
         self.assertEqual(report.skipped, ["locked/: Permission denied"])
+
+
+class NameTests(ScannerTests):
+    """
+    Names on disk that the wire cannot carry as they are.
+    """
+
+    def paths(self, report):
+        return sorted(o.path for o in report.changed)
+
+    def test_non_nfc_name(self):
+        """
+        A decomposed name on disk is not synced (peers name files by their
+        NFC form, which the disk would not find), and the scan says so.
+        """
+        self.write("de\u0301j\u00e0/e\u0301.txt", b"accent")
+        self.write("d\u00e9j\u00e0/ok.txt", b"composed")
+        report = self.scan()
+        self.assertEqual(self.paths(report), ["d\u00e9j\u00e0", "d\u00e9j\u00e0/ok.txt"])
+        [note] = report.skipped
+        self.assertIn("not in Unicode NFC form", note)
+
+    def test_names_equal_once_normalised(self):
+        """
+        Two files whose names differ only in normalisation give one entry
+        and one skip note, never two entries for one path.
+        """
+        self.write("\u00e9.txt", b"composed")
+        self.write("e\u0301.txt", b"decomposed")
+        report = self.scan()
+        self.assertEqual(self.paths(report), ["\u00e9.txt"])
+        self.assertEqual(len(report.skipped), 1, report.skipped)
+
+    def test_names_that_cannot_travel(self):
+        """
+        Names with a backslash or a control character, and names that are
+        not valid UTF-8, are skipped and reported (escaped) in C{skipped}.
+        """
+        self.write("ok.txt", b"ok")
+        self.write("back\\slash.txt", b"1")
+        self.write("ctl\x01.txt", b"2")
+        self.write("new\nline.txt", b"3")
+        self.write("dir\\x/inside.txt", b"4")
+        with open(os.path.join(os.fsencode(self.root), b"bad\xff.txt"), "wb") as f:
+            f.write(b"5")
+        report = self.scan()
+        self.assertEqual(self.paths(report), ["ok.txt"])
+        self.assertEqual(len(report.skipped), 5, report.skipped)
+        for note in report.skipped:
+            self.assertFalse(wire.has_control_chars(note), note)
+            note.encode("utf-8")  # no lone surrogates: safe for any log
+        joined = " ".join(report.skipped)
+        for fragment in ("slash.txt", "ctl", "line.txt", "dir", "bad"):
+            self.assertIn(fragment, joined)
+
+    def test_over_long_path_skipped(self):
+        """
+        A file whose path would exceed the wire's byte limit (built with
+        directory-relative calls, past PATH_MAX) is skipped and reported.
+        """
+        self.write("ok.txt", b"ok")
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        depth = 0
+        try:
+            while depth * 201 <= wire.MAX_PATH_BYTES:
+                os.mkdir("d" * 200, dir_fd=fd)
+                next_fd = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+                depth += 1
+            out = os.open("f.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+            os.write(out, b"deep")
+            os.close(out)
+        finally:
+            os.close(fd)
+        report = self.scan()
+        self.assertNotIn("f.txt", " ".join(self.paths(report)))
+        self.assertIn("ok.txt", self.paths(report))
+        self.assertTrue(report.skipped, report.skipped)
+
+    def test_scan_gives_up_when_stopping(self):
+        """
+        A node that stops does not wait for a big share to be hashed: the
+        scan running in its thread gives up at the next file or megabyte.
+        """
+        for name in ("a", "b"):
+            self.write(name, b"x" * 3_000_000)
+        calls = []
+        original = os.read
+
+        def reading(fd, n):
+            calls.append(n)
+            if len(calls) == 2:
+                self.scanner.stopped = lambda: True
+            return original(fd, n)
+
+        self.patch(share.os, "read", reading)
+        self.assertRaises(share.ScanStopped, self.scanner.scan, NOW)
+        self.assertEqual(len(calls), 2)

@@ -15,7 +15,7 @@ from p2ptwisted.core.engine import SyncEngine
 from p2ptwisted.core.index import LocalIndex, MemoryStore
 from p2ptwisted.core.planner import RECEIVE_ONLY, SEND_ONLY, SEND_RECEIVE
 from p2ptwisted.scanner import Scanner
-from p2ptwisted.share import hash_fd
+from p2ptwisted.hashing import hash_fd
 from p2ptwisted.sync import FolderSync
 
 S = 10**9

@@ -173,7 +173,7 @@ class TLSTests(SynchronousTestCase):
         """
         a, b = self.nodes()
         impostor_id = "ab" * 32
-        a.make_hello = lambda: wire.Hello((1,), impostor_id, (1,), "a")
+        a.make_hello = lambda: wire.Hello((2,), impostor_id, (1,), "a")
         logs = capture_logs(self)
         client, server, pump = tls_link(a, b)
         settle(pump, a, b)

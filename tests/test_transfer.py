@@ -1,12 +1,19 @@
 """
-Tests for L{p2ptwisted.transfer}: downloads that publish only verified
-files and never write outside their place, the upload scheduler that
-interleaves uploads and obeys its transport, the node-wide rate limit, and
-(since every downloaded name passes through it) L{wire.check_path}.
+Tests for receiving and sending file bytes: L{p2ptwisted.downloads} (a
+download is verified before anything uses it, and never writes outside its
+partial file), L{p2ptwisted.uploads} (the scheduler that interleaves
+uploads and obeys its transport, and the node-wide rate limit), and, since
+every downloaded name passes through it, L{wire.check_path}.
+
+A verified download is handed over two ways, and both are tested here: the
+sync shell's L{Disk.place} publishes the sealed partial file; an
+operator's fetch publishes it with L{Download.keep_as}, never replacing
+anything.
 """
 
 import errno
 import os
+import stat
 import struct
 import unicodedata
 
@@ -18,24 +25,28 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2ptwisted import wire
-from p2ptwisted.share import LocalFile, Share, conflict_name
-from p2ptwisted.transfer import (
-    SMALL_FILE,
-    TURN_BUDGET,
-    Download,
-    RateLimit,
-    TransferFailed,
-    Upload,
-    UploadScheduler,
-    partial_name,
-)
-from p2ptwisted.wire import FileEntry, ProtocolError
+from p2ptwisted.apply import Disk
+from p2ptwisted.core.index import Entry
+from p2ptwisted.core.versions import Vector
+from p2ptwisted.downloads import SMALL_FILE, Download, TransferFailed, partial_name
+from p2ptwisted.hashing import PARTIAL_PREFIX
+from p2ptwisted.uploads import TURN_BUDGET, RateLimit, Upload, UploadScheduler
+from p2ptwisted.wire import ProtocolError
 
 MTIME = 1_234_567_890_123_456_789
+NOW = 1_700_000_000 * 10**9
+AUTHOR = "0123456789abcdef"
 
 
 def digest(data: bytes) -> str:
     return blake3(data).hexdigest()
+
+
+def file_entry(path: str, size: int, content_hash: str, mtime_ns: int = MTIME,
+               perms: int = 0o644) -> Entry:
+    return Entry(path=path, kind="file", size=size, mtime_ns=mtime_ns, perms=perms,
+                 hash=content_hash, deleted=False, version=Vector({AUTHOR: 1}),
+                 modified_by=AUTHOR, sequence=1)
 
 
 def write(path, data: bytes):
@@ -59,11 +70,21 @@ def is_open(fd: int) -> bool:
     return True
 
 
+def open_dir(path: str) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
 # ---------------------------------------------------------------------------
 # Downloads
 
 
 class DownloadTests(SynchronousTestCase):
+    """
+    One download into the share, as the fetcher drives it: open (resume
+    offset), write each DATA payload, verify at END, seal, and the sync
+    shell's L{Disk.place} publishes it.
+    """
+
     LARGE = SMALL_FILE * 3 + 12345
 
     def setUp(self):
@@ -72,16 +93,17 @@ class DownloadTests(SynchronousTestCase):
         self.outside = os.path.join(base, "outside")
         os.makedirs(self.root)
         os.makedirs(self.outside)
-        self.share = Share(root=self.root, state_dir=os.path.join(base, "state"))
-        self.addCleanup(self.share.close)
+        self.disk = Disk(self.root, os.path.join(base, "state"))
+        self.addCleanup(self.disk.close)
+        self.victim = write(os.path.join(self.outside, "victim"), b"precious")
 
     def path(self, rel):
         return os.path.join(self.root, *rel.split("/"))
 
-    def download(self, data, dest="file.bin", content_hash=None, mtime_ns=MTIME):
-        entry = FileEntry(path=dest, size=len(data), mtime_ns=mtime_ns,
-                          hash=content_hash or digest(data))
-        dl = Download(entry=entry, dest=dest, dir_fd=self.share.open_parent(dest))
+    def download(self, data, path="file.bin", content_hash=None, perms=0o644):
+        entry = file_entry(path, len(data), content_hash or digest(data), perms=perms)
+        dir_fd, _ = self.disk.parent(path, create=True)
+        dl = Download(entry=entry, dir_fd=dir_fd, transfer=7)
         self.addCleanup(dl.release)
         return dl
 
@@ -95,78 +117,89 @@ class DownloadTests(SynchronousTestCase):
                         hash=content_hash or dl.entry.hash)
 
     def partial_path(self, dl):
-        return self.path(dl.dest.rpartition("/")[0] + "/" + dl.partial
-                         if "/" in dl.dest else dl.partial)
+        return os.path.join(os.path.dirname(self.path(dl.entry.path)), dl.partial)
 
     def listing(self, rel=""):
         return sorted(os.listdir(self.path(rel) if rel else self.root))
 
-    def assertPublished(self, dl, data, where=None):
+    def assertOutsideUntouched(self):
+        self.assertEqual(os.listdir(self.outside), ["victim"])
+        self.assertEqual(read(self.victim), b"precious")
+
+    def assertPlaced(self, dl, data):
         """
-        A whole download, published: only the file remains, with the
-        sender's content and mtime.
+        Seal the verified download and let the sync shell place it: only
+        the file remains, with the sender's content, mtime and permission
+        bits.  Sealing alone publishes nothing.
         """
-        landed, inode = dl.make_durable()
-        where = where or dl.dest
-        self.assertEqual(landed, where)
-        st = os.lstat(self.path(where))
-        self.assertEqual(read(self.path(where)), data)
+        dest = self.path(dl.entry.path)
+        name = dl.seal()
+        self.assertEqual(name, dl.partial)
+        self.assertEqual(read(self.partial_path(dl)), data)
+        self.assertFalse(os.path.lexists(dest))
+        self.disk.place(name, dl.entry, NOW)
+        st = os.lstat(dest)
+        self.assertTrue(stat.S_ISREG(st.st_mode))
+        self.assertEqual(read(dest), data)
         self.assertEqual(st.st_mtime_ns, dl.entry.mtime_ns)
-        self.assertEqual(st.st_ino, inode)
-        self.assertEqual(st.st_mode & 0o777, 0o644)
+        self.assertEqual(st.st_mode & 0o777, dl.entry.perms)
         self.assertFalse(os.path.lexists(self.partial_path(dl)))
-        return landed
 
     def test_partial_name(self):
         """
-        The partial name is reserved, depends on destination and content
-        only, and differs when either does.
+        The partial name is reserved (never scanned, never synced), depends
+        on destination and content only, and differs when either does.
         """
         h1, h2 = digest(b"1"), digest(b"2")
         name = partial_name("a/b.txt", h1)
+        self.assertTrue(name.startswith(PARTIAL_PREFIX))
         self.assertTrue(name.startswith(wire.RESERVED_PREFIX))
         self.assertEqual(name, partial_name("a/b.txt", h1))
         self.assertNotEqual(name, partial_name("a/b.txt", h2))
         self.assertNotEqual(name, partial_name("a/c.txt", h1))
         self.assertNotIn("/", name)
+        self.assertRaises(ProtocolError, wire.check_path, "a/" + name)
 
     def test_small_download(self):
         """
-        A small file is gathered in memory (nothing on disk until it is
-        published) and lands with the right content and mtime.
+        A small file is gathered in memory: nothing is on disk until it is
+        sealed, nothing at its name until it is placed, and it lands with
+        the right content, mtime and permission bits.
         """
         data = os.urandom(1000)
-        dl = self.download(data, dest="sub/dir/small.txt")
+        dl = self.download(data, path="sub/dir/small.txt", perms=0o640)
         self.assertEqual(dl.open(), 0)
         self.feed(dl, data, chunk=100)
         self.assertEqual(self.listing("sub/dir"), [])
         dl.verify(self.end(dl))
         self.assertEqual(self.listing("sub/dir"), [])
-        self.assertPublished(dl, data)
+        self.assertPlaced(dl, data)
         self.assertEqual(self.listing("sub/dir"), ["small.txt"])
 
     def test_small_boundaries(self):
         for data in (b"", b"x", os.urandom(SMALL_FILE)):
-            dl = self.download(data, dest=f"f{len(data)}")
+            dl = self.download(data, path=f"s{len(data)}/f")
             self.assertEqual(dl.open(), 0)
             self.feed(dl, data)
+            self.assertEqual(self.listing(f"s{len(data)}"), [])
             dl.verify(self.end(dl))
-            self.assertPublished(dl, data)
+            self.assertPlaced(dl, data)
 
     def test_large_download(self):
         """
         A large file goes through a partial file beside its destination and
-        appears under its name only when published.
+        appears under its name only when placed, after verification.
         """
         data = os.urandom(self.LARGE)
-        dl = self.download(data, dest="d/large.bin")
+        dl = self.download(data, path="d/large.bin", perms=0o755)
         self.assertEqual(dl.open(), 0)
         self.feed(dl, data[: len(data) // 2])
         self.assertEqual(self.listing("d"), [dl.partial])
         self.feed(dl, data[len(data) // 2 :])
-        self.assertFalse(os.path.exists(self.path("d/large.bin")))
+        self.assertEqual(self.listing("d"), [dl.partial])
         dl.verify(self.end(dl))
-        self.assertPublished(dl, data)
+        self.assertEqual(self.listing("d"), [dl.partial])
+        self.assertPlaced(dl, data)
         self.assertEqual(self.listing("d"), ["large.bin"])
 
     def test_just_over_small(self):
@@ -176,16 +209,28 @@ class DownloadTests(SynchronousTestCase):
         self.feed(dl, data)
         self.assertEqual(self.listing(), [dl.partial])
         dl.verify(self.end(dl))
-        self.assertPublished(dl, data)
+        self.assertPlaced(dl, data)
+
+    def assertDiscarded(self, dl, code, call, *args):
+        """
+        C{call} fails with C{code} and the bad bytes are gone: nothing is
+        left in the directory, and the next attempt starts from byte 0.
+        """
+        e = self.assertRaises(TransferFailed, call, *args)
+        self.assertEqual(e.code, code)
+        self.assertEqual(self.listing(), [])
+        dl.release()
+        again = self.download(b"\0" * dl.entry.size, path=dl.entry.path,
+                              content_hash=dl.entry.hash)
+        self.assertEqual(again.open(), 0)
+        again.discard()
 
     def check_wrong_content(self, size):
         data = os.urandom(size)
         dl = self.download(data, content_hash=digest(b"what we asked for"))
         dl.open()
         self.feed(dl, data)
-        e = self.assertRaises(TransferFailed, dl.verify, self.end(dl))
-        self.assertEqual(e.code, "mismatch")
-        self.assertEqual(self.listing(), [])
+        self.assertDiscarded(dl, "mismatch", dl.verify, self.end(dl))
 
     def test_wrong_hash_small(self):
         self.check_wrong_content(500)
@@ -194,25 +239,26 @@ class DownloadTests(SynchronousTestCase):
         self.check_wrong_content(self.LARGE)
 
     def test_end_describes_another_file(self):
+        """
+        An END whose hash or size is not the version we asked for fails
+        the download, even when the bytes were right.
+        """
         for size in (10, self.LARGE):
-            data = os.urandom(size)
-            dl = self.download(data, dest=f"f{size}")
-            dl.open()
-            self.feed(dl, data)
-            e = self.assertRaises(TransferFailed, dl.verify,
-                                  self.end(dl, content_hash=digest(b"other")))
-            self.assertEqual(e.code, "mismatch")
-            self.assertEqual(self.listing(), [])
+            for other in ({"content_hash": digest(b"other")}, {"size": size + 1},
+                          {"size": size - 1}):
+                data = os.urandom(size)
+                dl = self.download(data, path=f"f{size}")
+                dl.open()
+                self.feed(dl, data)
+                self.assertDiscarded(dl, "mismatch", dl.verify, self.end(dl, **other))
 
     def test_fewer_bytes(self):
         for size in (10, self.LARGE):
             data = os.urandom(size)
-            dl = self.download(data, dest=f"f{size}")
+            dl = self.download(data, path=f"f{size}")
             dl.open()
             self.feed(dl, data[:-1])
-            e = self.assertRaises(TransferFailed, dl.verify, self.end(dl))
-            self.assertEqual(e.code, "size")
-            self.assertEqual(self.listing(), [])
+            self.assertDiscarded(dl, "size", dl.verify, self.end(dl))
 
     def test_more_bytes_than_size(self):
         """
@@ -220,16 +266,17 @@ class DownloadTests(SynchronousTestCase):
         """
         for size in (10, self.LARGE):
             data = os.urandom(size)
-            dl = self.download(data, dest=f"f{size}")
+            dl = self.download(data, path=f"f{size}")
             dl.open()
             e = self.assertRaises(TransferFailed, dl.write, data + b"!")
             self.assertEqual(e.code, "size")
+            self.assertEqual(dl.offset, 0)
             self.feed(dl, data[:-3])
             e = self.assertRaises(TransferFailed, dl.write, b"1234")
             self.assertEqual(e.code, "size")
             self.assertEqual(dl.offset, size - 3)
             if size > SMALL_FILE:
-                self.assertLessEqual(os.path.getsize(self.partial_path(dl)), size)
+                self.assertEqual(os.path.getsize(self.partial_path(dl)), size - 3)
             dl.discard()
             self.assertEqual(self.listing(), [])
 
@@ -240,17 +287,18 @@ class DownloadTests(SynchronousTestCase):
         """
         data = os.urandom(self.LARGE)
         half = len(data) // 2
-        dl = self.download(data, dest="r/resumed.bin")
+        dl = self.download(data, path="r/resumed.bin")
         write(self.partial_path(dl), data[:half])
         self.assertEqual(dl.open(), half)
         self.assertEqual(dl.resumed_from, half)
         self.feed(dl, data[half:])
         dl.verify(self.end(dl))
-        self.assertPublished(dl, data)
+        self.assertPlaced(dl, data)
 
     def test_resume_with_bad_prefix(self):
         """
         If the bytes already there are wrong, the final check catches it
+        (it covers the whole file, not just what this attempt received)
         and the partial file is removed, so the next attempt starts afresh.
         """
         data = os.urandom(self.LARGE)
@@ -259,158 +307,26 @@ class DownloadTests(SynchronousTestCase):
         write(self.partial_path(dl), b"\0" * half)
         self.assertEqual(dl.open(), half)
         self.feed(dl, data[half:])
-        e = self.assertRaises(TransferFailed, dl.verify, self.end(dl))
-        self.assertEqual(e.code, "mismatch")
-        self.assertEqual(self.listing(), [])
+        self.assertDiscarded(dl, "mismatch", dl.verify, self.end(dl))
 
     def test_resume_longer_partial(self):
+        """
+        A partial file longer than the file cannot be a prefix of it: the
+        download starts again from byte 0.
+        """
         data = os.urandom(self.LARGE)
         dl = self.download(data)
         write(self.partial_path(dl), data + b"extra")
         self.assertEqual(dl.open(), 0)
         self.feed(dl, data)
         dl.verify(self.end(dl))
-        self.assertPublished(dl, data)
-
-    def test_never_replaces_existing_dest(self):
-        """
-        A file that appeared at the destination meanwhile is kept; the
-        download lands under its conflict name.
-        """
-        for size in (10, self.LARGE):
-            data = os.urandom(size)
-            dest = f"dir/f{size}.txt"
-            dl = self.download(data, dest=dest)
-            write(self.path(dest), b"local version")
-            dl.open()
-            self.feed(dl, data)
-            dl.verify(self.end(dl))
-            other = conflict_name(dest, dl.entry.hash)
-            self.assertPublished(dl, data, where=other)
-            self.assertEqual(read(self.path(dest)), b"local version")
-
-    def test_link_planted_at_dest(self):
-        """
-        A link planted at the destination is neither followed nor
-        replaced.
-        """
-        target = write(os.path.join(self.outside, "target"), b"outside")
-        data = os.urandom(100)
-        dl = self.download(data, dest="x.txt")
-        os.symlink(target, self.path("x.txt"))
-        dl.open()
-        self.feed(dl, data)
-        dl.verify(self.end(dl))
-        self.assertPublished(dl, data, where=conflict_name("x.txt", dl.entry.hash))
-        self.assertEqual(os.readlink(self.path("x.txt")), target)
-        self.assertEqual(sorted(os.listdir(self.outside)), ["target"])
-        self.assertEqual(read(target), b"outside")
-
-    def test_dest_and_conflict_name_taken(self):
-        """
-        When both the destination and its conflict name are taken, neither
-        existing file is replaced, and C{make_durable} does not report the
-        download as landed at a file that holds other content (the node
-        would then catalogue and announce that file with the download's
-        hash).
-        """
-        data = os.urandom(100)
-        dl = self.download(data, dest="n.txt")
-        other = conflict_name("n.txt", dl.entry.hash)
-        write(self.path("n.txt"), b"mine")
-        write(self.path(other), b"also mine")
-        dl.open()
-        self.feed(dl, data)
-        dl.verify(self.end(dl))
-        try:
-            landed, inode = dl.make_durable()
-        except (OSError, TransferFailed):
-            landed = None
-        self.assertEqual(read(self.path("n.txt")), b"mine")
-        self.assertEqual(read(self.path(other)), b"also mine")
-        if landed is not None:
-            self.assertEqual(read(self.path(landed)), data)
-
-
-    def test_conflict_with_longest_name(self):
-        """
-        A download whose destination name is near the 255-byte limit can
-        still be kept when its destination is taken.
-        """
-        dest = "n" * 250 + ".txt"
-        wire.check_path(dest)
-        data = os.urandom(100)
-        dl = self.download(data, dest=dest)
-        write(self.path(dest), b"mine")
-        dl.open()
-        self.feed(dl, data)
-        dl.verify(self.end(dl))
-        try:
-            landed, inode = dl.make_durable()
-        finally:
-            self.assertEqual(read(self.path(dest)), b"mine")
-        self.assertEqual(read(self.path(landed)), data)
-
-
-    def test_symlink_at_partial_large(self):
-        """
-        A link planted where the partial file goes is removed, never
-        followed: open() starts a fresh partial file, and nothing outside is
-        created or changed.  A hard link planted there (to a file outside)
-        is replaced the same way, never written through.
-        """
-        data = os.urandom(self.LARGE)
-        dl = self.download(data)
-        target = write(os.path.join(self.outside, "victim"), b"precious")
-        os.symlink(target, self.partial_path(dl))
-        self.assertEqual(dl.open(), 0)
-        self.assertFalse(os.path.islink(self.partial_path(dl)))
-        self.feed(dl, data)
-        dl.verify(self.end(dl))
-        landed, inode = dl.make_durable()
-        self.assertEqual(read(self.path(landed)), data)
-        self.assertEqual(read(target), b"precious")
-
-        dl2 = self.download(data, dest="other.bin")
-        os.symlink(os.path.join(self.outside, "created"), self.partial_path(dl2))
-        self.assertEqual(dl2.open(), 0)
-        dl2.release()
-        self.assertEqual(sorted(os.listdir(self.outside)), ["victim"])
-
-        dl3 = self.download(data, dest="third.bin")
-        os.link(target, self.partial_path(dl3))
-        self.assertEqual(dl3.open(), 0)
-        self.feed(dl3, data[:100])
-        dl3.release()
-        self.assertEqual(read(target), b"precious")
-
-    def test_symlink_at_partial_small(self):
-        """
-        For a small file the partial file is only created when publishing:
-        a link planted there by then is removed, never followed; nothing
-        outside is written, and the download lands intact.
-        """
-        data = os.urandom(100)
-        dl = self.download(data)
-        target = write(os.path.join(self.outside, "victim"), b"precious")
-        dl.open()
-        self.feed(dl, data)
-        dl.verify(self.end(dl))
-        os.symlink(target, self.partial_path(dl))
-        os.symlink(os.path.join(self.outside, "created"), self.path(dl.dest))
-        landed, inode = dl.make_durable()
-        self.assertEqual(read(self.path(landed)), data)
-        self.assertNotEqual(landed, dl.dest)  # dest itself is the planted link
-        self.assertEqual(read(target), b"precious")
-        self.assertEqual(sorted(os.listdir(self.outside)), ["victim"])
-
-    def test_partial_is_a_directory(self):
-        data = os.urandom(self.LARGE)
-        dl = self.download(data)
-        os.mkdir(self.partial_path(dl))
-        self.assertRaises(TransferFailed, dl.open)
+        self.assertPlaced(dl, data)
 
     def test_release_keeps_partial(self):
+        """
+        A download given up (connection lost) keeps its bytes, closes its
+        directory, and the next attempt resumes where it stopped.
+        """
         data = os.urandom(self.LARGE)
         dl = self.download(data)
         dl.open()
@@ -420,6 +336,174 @@ class DownloadTests(SynchronousTestCase):
         self.assertFalse(is_open(dir_fd))
         self.assertEqual(read(self.partial_path(dl)), data[:1000])
         dl.release()  # idempotent
+
+        again = self.download(data)
+        self.assertEqual(again.open(), 1000)
+        self.feed(again, data[1000:])
+        again.verify(self.end(again))
+        self.assertPlaced(again, data)
+
+    # -- things planted at the partial name ---------------------------------
+
+    def plant(self, kind, where):
+        """
+        Put a C{kind} of thing at C{where}: a symlink to a file outside,
+        a dangling symlink to a name outside, a hard link to a file
+        outside, a FIFO, or a directory.
+        """
+        if kind == "symlink":
+            os.symlink(self.victim, where)
+        elif kind == "dangling":
+            os.symlink(os.path.join(self.outside, "created"), where)
+        elif kind == "hardlink":
+            os.link(self.victim, where)
+        elif kind == "fifo":
+            os.mkfifo(where)
+        elif kind == "dir":
+            os.mkdir(where)
+            write(os.path.join(where, "inside"), b"kept")
+
+    def assertFreshPartial(self, dl):
+        st = os.lstat(self.partial_path(dl))
+        self.assertTrue(stat.S_ISREG(st.st_mode))
+        self.assertEqual(st.st_nlink, 1)
+        self.assertNotEqual(st.st_ino, os.stat(self.victim).st_ino)
+
+    def test_planted_at_partial_large(self):
+        """
+        A link or FIFO planted where a large file's partial file goes is
+        removed, never followed or written through: open() starts a fresh
+        partial file, the download lands intact, and nothing outside is
+        created or changed.
+        """
+        for kind in ("symlink", "dangling", "hardlink", "fifo"):
+            data = os.urandom(self.LARGE)
+            dl = self.download(data, path=f"{kind}.bin")
+            self.plant(kind, self.partial_path(dl))
+            self.assertEqual(dl.open(), 0, kind)
+            self.assertFreshPartial(dl)
+            self.feed(dl, data)
+            self.assertOutsideUntouched()
+            dl.verify(self.end(dl))
+            self.assertPlaced(dl, data)
+            self.assertOutsideUntouched()
+
+    def test_planted_at_partial_small(self):
+        """
+        A small file's partial file is only created when sealing: a link
+        or FIFO planted there by then is removed, never followed, and the
+        download lands intact.
+        """
+        for kind in ("symlink", "dangling", "hardlink", "fifo"):
+            data = os.urandom(100)
+            dl = self.download(data, path=f"{kind}.txt")
+            dl.open()
+            self.feed(dl, data)
+            dl.verify(self.end(dl))
+            self.plant(kind, self.partial_path(dl))
+            self.assertPlaced(dl, data)
+            self.assertOutsideUntouched()
+
+    def test_directory_at_partial(self):
+        """
+        A directory where the partial file goes makes the download fail;
+        the directory and what it holds stay.
+        """
+        data = os.urandom(self.LARGE)
+        dl = self.download(data, path="big.bin")
+        self.plant("dir", self.partial_path(dl))
+        e = self.assertRaises(TransferFailed, dl.open)
+        self.assertEqual(e.code, "local")
+        self.assertEqual(read(os.path.join(self.partial_path(dl), "inside")), b"kept")
+
+        data = os.urandom(100)
+        dl = self.download(data, path="small.txt")
+        dl.open()
+        self.feed(dl, data)
+        dl.verify(self.end(dl))
+        self.plant("dir", self.partial_path(dl))
+        self.assertRaises((OSError, TransferFailed), dl.seal)
+        self.assertEqual(read(os.path.join(self.partial_path(dl), "inside")), b"kept")
+        self.assertFalse(os.path.lexists(self.path("small.txt")))
+
+
+class KeepAsTests(SynchronousTestCase):
+    """
+    An operator's fetch (control's C{fetch(path, dest=...)}): the verified
+    download is published under a name of the operator's directory with the
+    version's mtime and permission bits, and never replaces anything there.
+    """
+
+    def setUp(self):
+        base = self.mktemp()
+        self.dest = os.path.join(base, "dest")
+        self.outside = os.path.join(base, "outside")
+        os.makedirs(self.dest)
+        os.makedirs(self.outside)
+        self.victim = write(os.path.join(self.outside, "victim"), b"precious")
+
+    def verified(self, data, path="docs/report.pdf", perms=0o640):
+        """
+        A download of C{data} into the destination directory, verified.
+        """
+        entry = file_entry(path, len(data), digest(data), perms=perms)
+        dl = Download(entry=entry, dir_fd=open_dir(self.dest), transfer=3)
+        self.addCleanup(dl.release)
+        self.assertEqual(dl.open(), 0)
+        for i in range(0, len(data), 50_000):
+            dl.write(data[i : i + 50_000])
+        dl.verify(wire.End(transfer=3, size=len(data), hash=entry.hash))
+        return dl
+
+    def test_keep_as(self):
+        """
+        The file lands under the chosen name, with the version's mtime and
+        permission bits (exactly: not the umask's), and no partial file is
+        left in the operator's directory.
+        """
+        for size, name, perms in ((100, "small.pdf", 0o640), (SMALL_FILE * 2, "big.pdf", 0o755)):
+            data = os.urandom(size)
+            dl = self.verified(data, perms=perms)
+            self.assertEqual(dl.keep_as(name), name)
+            where = os.path.join(self.dest, name)
+            st = os.lstat(where)
+            self.assertTrue(stat.S_ISREG(st.st_mode))
+            self.assertEqual(st.st_nlink, 1)
+            self.assertEqual(read(where), data)
+            self.assertEqual(st.st_mtime_ns, MTIME)
+            self.assertEqual(st.st_mode & 0o777, perms)
+            self.assertNotIn(dl.partial, os.listdir(self.dest))
+        self.assertEqual(sorted(os.listdir(self.dest)), ["big.pdf", "small.pdf"])
+
+    def test_never_replaces(self):
+        """
+        A file, a directory or a link (live or dangling) already at the
+        name is kept as it is, never followed; the fetch fails with
+        C{exists} and leaves no partial file behind.
+        """
+        planted = {
+            "file": lambda p: write(p, b"mine"),
+            "dir": os.mkdir,
+            "symlink": lambda p: os.symlink(self.victim, p),
+            "dangling": lambda p: os.symlink(os.path.join(self.outside, "created"), p),
+        }
+        for size in (100, SMALL_FILE * 2):
+            for kind, plant in planted.items():
+                name = f"{kind}-{size}.pdf"
+                where = os.path.join(self.dest, name)
+                plant(where)
+                before = os.lstat(where)
+                dl = self.verified(os.urandom(size))
+                e = self.assertRaises(TransferFailed, dl.keep_as, name)
+                self.assertEqual(e.code, "exists", (kind, size))
+                self.assertFalse(wire.has_control_chars(str(e)))
+                after = os.lstat(where)
+                self.assertEqual((after.st_ino, after.st_mode, after.st_size),
+                                 (before.st_ino, before.st_mode, before.st_size))
+                self.assertNotIn(dl.partial, os.listdir(self.dest))
+        self.assertEqual(read(os.path.join(self.dest, "file-100.pdf")), b"mine")
+        self.assertEqual(os.listdir(self.outside), ["victim"])
+        self.assertEqual(read(self.victim), b"precious")
 
 
 # ---------------------------------------------------------------------------
@@ -495,11 +579,9 @@ class UploadSchedulerTests(SynchronousTestCase):
     def upload(self, transfer, data, position=0):
         path = write(os.path.join(self.dir, f"file{transfer}"), data)
         fd = os.open(path, os.O_RDONLY)
-        st = os.fstat(fd)
-        local = LocalFile(entry=FileEntry(f"file{transfer}", len(data), st.st_mtime_ns,
-                                          digest(data)),
-                          disk_path=f"file{transfer}", inode=st.st_ino)
-        up = Upload(transfer=transfer, fd=fd, local=local, position=position)
+        entry = file_entry(f"file{transfer}", len(data), digest(data),
+                           mtime_ns=os.fstat(fd).st_mtime_ns)
+        up = Upload(transfer=transfer, fd=fd, entry=entry, position=position)
         self.addCleanup(up.close)
         return up, path
 
@@ -517,7 +599,7 @@ class UploadSchedulerTests(SynchronousTestCase):
         The END for C{up} was sent right after its last DATA frame, and
         describes the file.
         """
-        entry = up.local.entry
+        entry = up.entry
         ends = [(at, m) for at, m in self.proto.sent
                 if isinstance(m, wire.End) and m.transfer == up.transfer]
         self.assertEqual([m for _, m in ends],
@@ -686,6 +768,32 @@ class UploadSchedulerTests(SynchronousTestCase):
     def test_file_shrunk_during_upload(self):
         self.check_changed(lambda path: os.truncate(path, 25), 20)
 
+    def test_read_error(self):
+        """
+        A file that cannot be read (here: the descriptor is a directory's)
+        gives ERROR C{unavailable} for its transfer alone; the others go
+        on.
+        """
+        s = self.scheduler()
+        fd = open_dir(self.dir)
+        broken = Upload(transfer=1, fd=fd, entry=file_entry("gone", 50, digest(b"x")),
+                        position=0)
+        self.addCleanup(broken.close)
+        data = os.urandom(30)
+        up, _ = self.upload(2, data)
+        s.add(broken)
+        s.add(up)
+        self.clock.advance(0)
+        [error, end] = self.messages()
+        self.assertIsInstance(error, wire.Error)
+        self.assertEqual((error.code, error.transfer), ("unavailable", 1))
+        self.assertFalse(wire.has_control_chars(error.message))
+        self.assertEqual(broken.fd, -1)
+        self.assertFalse(is_open(fd))
+        self.assertEqual(self.payload(1), b"")
+        self.assertEqual(self.payload(2), data)
+        self.assertEndAfterLastChunk(up)
+
     def test_cancel(self):
         s = self.scheduler()
         up1, _ = self.upload(1, os.urandom(50))
@@ -792,9 +900,8 @@ class RateLimitTests(SynchronousTestCase):
         path = write(os.path.join(self.dir, f"big{transfer}"), b"\0" * (self.RATE * 20))
         fd = os.open(path, os.O_RDONLY)
         st = os.fstat(fd)
-        local = LocalFile(FileEntry("big", st.st_size, st.st_mtime_ns, "0" * 64), "big",
-                          st.st_ino)
-        up = Upload(transfer=transfer, fd=fd, local=local, position=0)
+        entry = file_entry("big", st.st_size, "0" * 64, mtime_ns=st.st_mtime_ns)
+        up = Upload(transfer=transfer, fd=fd, entry=entry, position=0)
         self.addCleanup(up.close)
         s.add(up)
         return s
@@ -843,7 +950,6 @@ class RateLimitTests(SynchronousTestCase):
         sent = self.send_for([a, b], 10)
         self.assertGreaterEqual(min(a.bytes_sent, b.bytes_sent), sent / 4,
                                 (a.bytes_sent, b.bytes_sent))
-
 
 
 # ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ NODE_ID = "ab" * 32
 
 
 def hello_frame(**fields):
-    body = {"versions": [1], "node_id": NODE_ID, "listen_ports": [12345], "name": "n"}
+    body = {"versions": [2], "node_id": NODE_ID, "listen_ports": [12345], "name": "n"}
     body.update(fields)
     for key in [k for k, v in body.items() if v is KeyError]:
         del body[key]
@@ -40,7 +40,7 @@ class RoundTripTests(SynchronousTestCase):
     def test_messages_round_trip(self):
         messages = [
             Hello(versions=(1, 2), node_id=NODE_ID, listen_ports=(1, 65535), name="Zoë"),
-            Hello(versions=(1,), node_id=NODE_ID, listen_ports=(), name=""),
+            Hello(versions=(2,), node_id=NODE_ID, listen_ports=(), name=""),
             Error(code="version", message="no common version"),
             Peers(addresses=(PeerAddress("10.0.0.1", 12345), PeerAddress("fe80::1", 1))),
             Peers(addresses=()),
@@ -104,7 +104,7 @@ class DecodeErrorTests(SynchronousTestCase):
         )
 
     def test_nan(self):
-        self.assertRejected(hello_frame().replace(b"[1]", b"[NaN]", 1), "not valid JSON")
+        self.assertRejected(hello_frame().replace(b"[2]", b"[NaN]", 1), "not valid JSON")
 
     def test_missing_field(self):
         self.assertRejected(hello_frame(node_id=KeyError), "lacks 'node_id'")

@@ -35,7 +35,7 @@ def frame(*items):
 class RoundTripTests(SynchronousTestCase):
     def test_hello(self):
         for have in ("", "fedcba9876543210"):
-            m = IndexHello(index_id=ID, have_index_id=have, have_sequence=42)
+            m = IndexHello(index_id=ID, have_index_id=have, have_sequence=42, sequence=7)
             self.assertEqual(decode_index_frame(encode_index_hello(m)), m)
 
     def test_entries_in_order_across_frames(self):

@@ -21,11 +21,11 @@ Index exchange, as the engine sees it:
 
 from __future__ import annotations
 
-import heapq
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import attrs
 
+from p2ptwisted.core.dirty import DirtyPaths
 from p2ptwisted.core.index import DIR, Entry, IndexStore, LocalIndex, Observed, entry_problem
 from p2ptwisted.core.planner import MOVE, SEND_RECEIVE, Action, pair_renames, plan, target
 from p2ptwisted.core.versions import VersionError, check_counters
@@ -86,7 +86,7 @@ class SyncEngine:
         self.mode = mode
         self.ignored = ignored
         self.peers: Dict[str, PeerState] = {}
-        self.dirty: Set[str] = set()
+        self.dirty = DirtyPaths()
         self.busy: Dict[str, Action] = {}
         self.waiting: Dict[str, float] = {}
 
@@ -211,6 +211,14 @@ class SyncEngine:
         made: List[Entry] = []
         with self.index.batch():
             for item in observed:
+                if item.kind == DIR and self._peers_directory(item.path):
+                    # A directory a peer has, or holds things in (we made
+                    # it for them, perhaps before the peer's entry for the
+                    # directory itself arrived; or the user made the
+                    # same): not a change of ours -- planning takes the
+                    # peer's version, permission bits and all.
+                    self.dirty.add(item.path)
+                    continue
                 entry = self.index.local_change(item, now)
                 if entry is not None:
                     made.append(entry)
@@ -222,6 +230,17 @@ class SyncEngine:
                     made.append(entry)
         self.dirty.update(e.path for e in made)
         return made
+
+    def _peers_directory(self, path: str) -> bool:
+        """
+        Whether C{path} is a live directory for some peer, or holds live
+        entries of some peer's, and nothing live here.
+        """
+        local = self.index.get(path)
+        if local is not None and local.live:
+            return False
+        return (any(e.live and e.kind == DIR for e in self.store.remote_for(path).values())
+                or self.store.remote_live_under(path))
 
     # -- planning and applying -----------------------------------------------------
 
@@ -235,17 +254,14 @@ class SyncEngine:
                 del self.waiting[path]
                 self.dirty.add(path)
         actions: List[Action] = []
-        # The first paths in order (parents before children), without
-        # sorting every dirty path each time: a sync of 100,000 files
-        # plans them a few hundred at a time.
-        ready = heapq.nsmallest(limit,
-                                (p for p in self.dirty if p not in self.busy))
-        for path in ready:
-            if len(actions) >= limit:
-                break
-            self.dirty.discard(path)
-            action = plan(path, self.index.get(path), self.store.remote_for(path),
-                          me=self.me, now=int(now), mode=self.mode)
+        # Urgent paths first, then in path order (parents before
+        # children): see L{p2ptwisted.core.dirty}.
+        for path in self.dirty.take(limit, self.busy):
+            local, remotes = self.index.get(path), self.store.remote_for(path)
+            is_dir = any(e.kind == DIR for e in [local, *remotes.values()] if e is not None)
+            if self.ignored(path, is_dir):
+                continue  # ignored since a peer told us of it: never touched
+            action = plan(path, local, remotes, me=self.me, now=int(now), mode=self.mode)
             if action is not None:
                 actions.append(action)
         actions = pair_renames(actions)

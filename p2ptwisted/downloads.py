@@ -1,0 +1,250 @@
+# -*- test-case-name: tests.test_transfer -*-
+"""
+Receiving file bytes: one file arriving into a partial file beside its
+destination, hashed as it comes, and handed over only once verified.
+
+The partial file's name depends only on the destination and the content
+(L{partial_name}), so an interrupted download resumes from whichever peer
+serves the same content next.  A verified download is not published here:
+the sync shell places it (L{p2ptwisted.apply.Disk.place}), checking first
+that the user has not changed the destination meanwhile.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Optional
+
+import attrs
+
+from p2ptwisted import wire
+from p2ptwisted.core.index import Entry
+from p2ptwisted.fsops import rename_noreplace
+from p2ptwisted.hashing import PARTIAL_PREFIX, new_hasher
+
+#: Files up to this size are gathered in memory and written to disk in one
+#: go, in a thread, when complete: the reactor then does no file-system work
+#: for them at all (creating files stalls behind other files' fsyncs).
+SMALL_FILE = 128 * 1024
+
+_PARTIAL_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class TransferFailed(Exception):
+    """
+    A download did not complete.  C{code} says why, in ERROR-code terms
+    (C{local} and C{space} for problems on our side).
+    """
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def partial_name(path: str, content_hash: str, purpose: str = "") -> str:
+    """
+    The name of the partial file for C{content_hash} arriving at C{path}
+    (for C{purpose}: an operator's fetch has its own, so it never shares a
+    partial file with the sync's fetch of the same version).
+    """
+    hasher = new_hasher()
+    key = f"{path}\0{content_hash}" + (f"\0{purpose}" if purpose else "")
+    hasher.update(key.encode("utf-8"))
+    return PARTIAL_PREFIX + hasher.hexdigest()[:32]
+
+
+@attrs.define(eq=False)
+class Download:
+    """
+    @ivar entry: the version being fetched (its path, size and hash).
+    @ivar dir_fd: the destination's directory, opened link-proof.
+    """
+
+    entry: Entry
+    dir_fd: int
+    transfer: int = 0
+    peer: object = None
+    fd: int = -1
+    offset: int = 0
+    received: int = 0
+    last_activity: float = 0.0
+    started_at: float = 0.0
+    resumed_from: int = 0
+    #: See L{partial_name}.
+    purpose: str = ""
+    _hasher: object = None
+    _memory: Optional[bytearray] = None
+
+    @property
+    def partial(self) -> str:
+        return partial_name(self.entry.path, self.entry.hash, self.purpose)
+
+    def open(self) -> int:
+        """
+        Open (or reopen) the partial file; return the offset to ask for.
+        Blocking: bytes already there are hashed first, so the final check
+        covers the whole file whoever sent which part.  A small file is
+        gathered in memory instead and touches the disk only in L{seal}.
+        """
+        self._hasher = new_hasher()
+        if self.entry.size <= SMALL_FILE:
+            self._memory = bytearray()
+            self.offset = self.resumed_from = 0
+            return 0
+        try:
+            st = self._open_partial()
+        except OSError as e:
+            self.close()
+            raise TransferFailed("local", f"cannot create partial file: {e}")
+        have = 0
+        if st.st_size > self.entry.size:
+            os.ftruncate(self.fd, 0)
+        else:
+            while have < st.st_size:
+                chunk = os.pread(self.fd, min(1 << 20, st.st_size - have), have)
+                if not chunk:
+                    break
+                self._hasher.update(chunk)
+                have += len(chunk)
+        self.offset = self.resumed_from = have
+        return have
+
+    def _open_partial(self) -> os.stat_result:
+        try:
+            self.fd = os.open(self.partial, _PARTIAL_FLAGS, 0o600, dir_fd=self.dir_fd)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            # A symlink planted at our partial name: remove it (never
+            # follow it) and start a fresh file.
+            os.unlink(self.partial, dir_fd=self.dir_fd)
+            self.fd = os.open(self.partial, _PARTIAL_FLAGS | os.O_EXCL, 0o600, dir_fd=self.dir_fd)
+        st = os.fstat(self.fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            # Something planted there (a FIFO, a hard link to a file
+            # elsewhere): never write into it; start a fresh file.
+            self.close()
+            os.unlink(self.partial, dir_fd=self.dir_fd)
+            self.fd = os.open(self.partial, _PARTIAL_FLAGS | os.O_EXCL, 0o600, dir_fd=self.dir_fd)
+            st = os.fstat(self.fd)
+        return st
+
+    def write(self, payload) -> None:
+        if self.offset + len(payload) > self.entry.size:
+            raise TransferFailed("size", "peer sent more bytes than the file has")
+        if self._memory is not None:
+            self._memory += payload
+            self.offset += len(payload)
+            self.received += len(payload)
+            self._hasher.update(payload)
+            return
+        view = memoryview(payload)
+        while view:
+            written = os.pwrite(self.fd, view, self.offset)
+            self.offset += written
+            self.received += written
+            view = view[written:]
+        self._hasher.update(payload)
+
+    def verify(self, end: wire.End) -> None:
+        """
+        Check that what arrived is the file we asked for.
+
+        @raise TransferFailed: it is not; the partial file is then removed,
+            so the bad data is never used.
+        """
+        entry = self.entry
+        if end.size != entry.size or end.hash != entry.hash:
+            self.discard()
+            raise TransferFailed("mismatch", "END does not describe the file we asked for")
+        if self.offset != entry.size:
+            self.discard()
+            raise TransferFailed("size", f"got {self.offset} of {entry.size} bytes")
+        digest = self._hasher.hexdigest()
+        if digest != entry.hash:
+            self.discard()
+            raise TransferFailed("mismatch", f"content hash {digest[:16]} is not {entry.hash[:16]}")
+
+    def seal(self) -> str:
+        """
+        Blocking: write a small file's bytes out, close the partial file,
+        and return its name (beside the destination) for the sync shell
+        to place.  The placing syncs it.
+
+        @raise TransferFailed: C{local}, if the bytes cannot be written.
+        """
+        try:
+            return self._seal()
+        except OSError as e:
+            self.close()
+            raise TransferFailed("local", f"cannot write the partial file: {e.strerror or e}")
+
+    def _seal(self) -> str:
+        if self._memory is not None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                self.fd = os.open(self.partial, flags, 0o600, dir_fd=self.dir_fd)
+            except FileExistsError:
+                # A stale partial, or something planted: replace it, never
+                # write through it.
+                os.unlink(self.partial, dir_fd=self.dir_fd)
+                self.fd = os.open(self.partial, flags, 0o600, dir_fd=self.dir_fd)
+            view = memoryview(self._memory)
+            while view:
+                view = view[os.write(self.fd, view):]
+            del view
+            # self._memory is dropped by release(), in the reactor thread:
+            # memory freed by the thread that allocated it is reused.
+        self.close()
+        return self.partial
+
+    def keep_as(self, name: str) -> str:
+        """
+        Blocking: publish the verified file as C{name} in its directory,
+        with the version's mtime and permission bits, never replacing
+        anything (an operator's fetch, outside the sync's decisions).
+
+        @raise TransferFailed: C{exists} if C{name} is taken.
+        """
+        self.seal()
+        fd = os.open(self.partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        try:
+            os.fchmod(fd, self.entry.perms)
+            os.utime(fd, ns=(self.entry.mtime_ns, self.entry.mtime_ns))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            rename_noreplace(self.dir_fd, self.partial, self.dir_fd, name)
+        except FileExistsError:
+            self.discard()
+            raise TransferFailed("exists", f"{wire.safe_text(name)} already exists") from None
+        return name
+
+    def discard(self) -> None:
+        """
+        Throw away the partial file: its bytes are known to be bad.
+        """
+        self.close()
+        self._memory = None
+        try:
+            os.unlink(self.partial, dir_fd=self.dir_fd)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def release(self) -> None:
+        """
+        Close everything; the partial file stays for a later resume.
+        """
+        self.close()
+        self._memory = None
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1

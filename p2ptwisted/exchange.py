@@ -1,0 +1,156 @@
+# -*- test-case-name: tests.test_exchange -*-
+"""
+Index exchange over the peer connections: the network's half of
+L{p2ptwisted.core.engine.SyncEngine}'s bookkeeping.
+
+On each new connection both ends send INDEX_HELLO (our index id, and how
+much of the peer's index we already hold); on the peer's, we send INDEX
+frames with every entry of ours after the sequence it holds -- nothing at
+all if it is up to date, so a reconnect costs two frames whatever the
+share's size.  Afterwards each change of our index is streamed to every
+connected peer as it happens (L{IndexExchange.announce}).
+
+Sending is paced: at most L{ENTRIES_PER_TURN} entries per peer per reactor
+turn, and none while the connection's output is backed up (its producer
+paused), so a slow peer never makes us buffer our whole index for it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Set
+
+from twisted.logger import Logger
+
+from p2ptwisted import wire
+from p2ptwisted.core.engine import Hello, SyncEngine
+from p2ptwisted.wire_index import Index, IndexHello, encode_index_hello, pack_index
+
+#: Entries sent to one peer per reactor turn.
+ENTRIES_PER_TURN = 2000
+
+#: Seconds to wait before trying again to send to a peer whose output is
+#: backed up.
+BACKED_UP_RETRY = 0.05
+
+
+class IndexExchange:
+    """
+    @param changed: called after entries from a peer were stored (the
+        shell plans again).
+    """
+
+    log = Logger()
+
+    def __init__(self, engine: SyncEngine, clock, connections: Callable[[], Dict[str, object]],
+                 changed: Callable[[], None]):
+        self.engine = engine
+        self.clock = clock
+        self.connections = connections
+        self.changed = changed
+        self._calls: Dict[str, object] = {}
+        #: Per connected peer: the sequence its INDEX_HELLO announced, until
+        #: we hold its index up to there (then logged once).
+        self._catching_up: Dict[str, int] = {}
+        #: Connected peers whose index we hold up to date.
+        self.up_to_date: Set[str] = set()
+        self.entries_sent = 0
+        self.entries_received = 0
+
+    def peer_ready(self, proto) -> None:
+        """
+        A handshaken connection: tell the peer what we hold of its index.
+        """
+        self._send_hello(proto, self.engine.peer_connected(proto.remote_id))
+
+    def _send_hello(self, proto, hello: Hello) -> None:
+        proto.send_frame(encode_index_hello(IndexHello(
+            index_id=hello.index_id, have_index_id=hello.have_index_id,
+            have_sequence=hello.have_sequence, sequence=self.engine.index.sequence)))
+
+    def hello_received(self, proto, message: IndexHello) -> None:
+        went_back = self.engine.hello_received(proto.remote_id, Hello(
+            index_id=message.index_id, have_index_id=message.have_index_id,
+            have_sequence=message.have_sequence))
+        self._catching_up[proto.remote_id] = message.sequence
+        self.up_to_date.discard(proto.remote_id)
+        self._caught_up(proto)
+        if went_back:
+            self.log.warn("{peer} holds more of our index than we do (a restored backup, or a"
+                          " crash lost its end): starting a new index id",
+                          peer=proto.describe())
+            for other in self.connections().values():
+                self._send_hello(other, self.engine.hello_for(other.remote_id))
+        self.announce()
+
+    def index_received(self, proto, message: Index) -> None:
+        state = self.engine.peers.get(proto.remote_id)
+        if state is None or not state.ready:
+            # Without its INDEX_HELLO we do not know which index these
+            # entries belong to: they would be dropped with it.
+            proto.drop("INDEX before INDEX_HELLO")
+            return
+        if message.rejected:
+            proto.log_limited(self.log.warn, "ignored {n} invalid index entries from {peer}",
+                              n=message.rejected)
+        self.entries_received += len(message.entries)
+        received = self.engine.entries_received(proto.remote_id, message.entries,
+                                                int(self.clock.seconds()))
+        if received.rejected:
+            proto.log_limited(self.log.warn,
+                              "ignored {n} index entries from {peer}: {why}",
+                              n=len(received.rejected),
+                              why=wire.safe_text(received.rejected[0], 120))
+        self._caught_up(proto)
+        self.changed()
+
+    def _caught_up(self, proto) -> None:
+        """
+        Log once per connection when we hold the peer's index up to the
+        sequence it announced: its files are known from then on.
+        """
+        peer = proto.remote_id
+        wanted = self._catching_up.get(peer)
+        store = self.engine.store
+        if wanted is None or int(store.meta(f"peer-sequence:{peer}") or 0) < wanted:
+            return
+        del self._catching_up[peer]
+        self.up_to_date.add(peer)
+        files, size = store.totals(peer) if hasattr(store, "totals") else (0, 0)
+        self.log.info("{peer} shares {files} files ({size} bytes); its index is up to date here",
+                      peer=proto.describe(), files=files, size=size)
+
+    def peer_lost(self, proto) -> None:
+        self._catching_up.pop(proto.remote_id, None)
+        self.up_to_date.discard(proto.remote_id)
+        call = self._calls.pop(proto.remote_id, None)
+        if call is not None and call.active():
+            call.cancel()
+        self.engine.peer_lost(proto.remote_id)
+
+    def announce(self) -> None:
+        """
+        Our index has entries some peers have not had: send them (paced).
+        """
+        for peer in list(self.connections()):
+            self._schedule(peer, 0)
+
+    def _schedule(self, peer: str, delay: float) -> None:
+        call = self._calls.get(peer)
+        if call is None or not call.active():
+            self._calls[peer] = self.clock.callLater(delay, self._send, peer)
+
+    def _send(self, peer: str) -> None:
+        self._calls.pop(peer, None)
+        proto = self.connections().get(peer)
+        if proto is None:
+            return
+        if proto.scheduler is not None and proto.scheduler.paused:
+            self._schedule(peer, BACKED_UP_RETRY)
+            return
+        entries = self.engine.outgoing(peer, limit=ENTRIES_PER_TURN)
+        if not entries:
+            return
+        for frame in pack_index(entries):
+            proto.send_frame(frame)
+        self.entries_sent += len(entries)
+        self._schedule(peer, 0)

@@ -1,0 +1,409 @@
+# -*- test-case-name: tests.test_exchange -*-
+"""
+Fetching file versions from peers: the network's half of a FETCH action.
+
+The sync shell (L{p2ptwisted.sync.FolderSync}) asks for a version and the
+peers that hold it; the fetcher picks a connected one, asks it with GET
+(path, hash, the offset a partial file already holds), writes the DATA
+frames into the partial file beside the destination, verifies the whole
+file against the hash at END, and fires with the partial file's name.
+Placing the file, and everything about versions, is the shell's.
+
+Limits: at most L{MAX_PER_PEER} downloads from one peer and L{MAX_TOTAL}
+in all; the rest wait in order.  A download that gets no DATA for the
+node's stall timeout is cancelled; a download whose peer goes away is
+asked of another source that holds the version, keeping the partial file
+(so it resumes), or fails if there is none (the shell retries later).
+
+A connection is used only through what this needs of it (C{send},
+C{remote_id}, C{downloads}, C{next_transfer_id}, C{cancel_transfer},
+C{describe}), so this module does not import the protocol.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from p2ptwisted import wire
+from p2ptwisted.core.index import Entry
+from p2ptwisted.downloads import Download, TransferFailed
+
+#: Downloads in flight from one peer, and in total.
+MAX_PER_PEER = 16
+MAX_TOTAL = 32
+
+#: Seconds between checks for stalled downloads.
+STALL_CHECK = 10.0
+
+#: Finished downloads remembered for operators.
+RECENT = 100
+
+#: Free space kept in reserve when deciding whether a download fits.
+SPACE_MARGIN = 16 * 1024 * 1024
+
+#: Files of at least this size get a log line each when they arrive.
+LOG_EACH_MIN = 1024 * 1024
+
+
+@attrs.define(eq=False)
+class Want:
+    """
+    One version to fetch, the peers that hold it, and who is waiting.
+    """
+
+    entry: Entry
+    sources: tuple
+    done: Deferred
+    #: Where the bytes go (the sync's destination directory by default).
+    open_dir: Optional[Callable[[str], int]] = None
+    #: An operator's fetch: the name to publish the file under itself.
+    keep: Optional[str] = None
+    #: Directories made for this fetch (removed if it fails).
+    made: list = attrs.field(factory=list)
+    tried: set = attrs.field(factory=set)
+    download: Optional[Download] = None
+    peer: str = ""
+    state: str = "waiting"  # waiting, opening, running
+    finished_at: Optional[float] = None
+
+    @property
+    def path(self) -> str:
+        return self.entry.path
+
+    def __repr__(self) -> str:
+        got = self.download.offset if self.download is not None else 0
+        return (f"<fetch {wire.safe_text(self.path, 60)!r} {self.state},"
+                f" {got} of {self.entry.size} bytes, from {self.peer[:12] or '?'}>")
+
+
+class Fetcher:
+    """
+    @param open_dir: C{path -> (dir fd, directories made)} (blocking):
+        the destination's directory, made if missing, opened link-proof
+        (L{p2ptwisted.apply.Disk.parent_made}).
+    @param remove_made: C{directories -> None} (blocking): removes the
+        directories made for a fetch that failed, if still empty.
+    @param connections: the handshaken connections by peer id.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, run_blocking, open_dir: Callable[[str], int],
+                 connections: Callable[[], Dict[str, object]], stall_timeout: float,
+                 remove_made: Callable[[list], None] = lambda paths: None):
+        self.clock = clock
+        self.run_blocking = run_blocking
+        self.open_dir = open_dir
+        self.connections = connections
+        self.stall_timeout = stall_timeout
+        self.remove_made = remove_made
+        self.queue: Deque[Want] = deque()
+        self.active: List[Want] = []
+        self.recent: Deque[Want] = deque(maxlen=RECENT)
+        self.completed = 0
+        self.bytes_received = 0
+        self.stopped = False
+        self._pump_call = None
+        self._stalls = LoopingCall(self._check_stalls)
+        self._stalls.clock = clock
+        self._stalls.start(STALL_CHECK, now=False)
+
+    # -- what the sync shell asks ------------------------------------------------
+
+    def fetch(self, entry: Entry, sources: tuple, open_dir=None,
+              keep: Optional[str] = None) -> Deferred:
+        """
+        Fetch C{entry}'s bytes from one of C{sources} (peer ids).
+
+        @param open_dir: C{path -> dir fd}, for bytes going elsewhere than
+            the destination's directory in the share.
+        @param keep: publish the file under this name (in that directory)
+            instead of handing the partial file over.
+        @return: a Deferred firing with the name of the verified partial
+            file in the destination's directory (or C{keep}), or failing
+            with L{TransferFailed}.
+        """
+        want = Want(entry=entry, sources=tuple(sources), done=Deferred(),
+                    open_dir=open_dir or self.open_dir, keep=keep)
+        self.queue.append(want)
+        self.pump()
+        return want.done
+
+    def pump(self) -> None:
+        self._pump_call = None
+        if self.stopped:
+            return
+        waiting: Deque[Want] = deque()
+        while self.queue and len(self.active) < MAX_TOTAL:
+            want = self.queue.popleft()
+            proto = self._pick_source(want)
+            if proto is None:
+                if self._any_source(want):
+                    waiting.append(want)  # its sources are busy: keep its place
+                else:
+                    self._fail(want, TransferFailed("unavailable",
+                                                    "no connected peer has this version"))
+                continue
+            self._start(want, proto)
+        waiting.extend(self.queue)
+        self.queue = waiting
+
+    def _connected_sources(self, want: Want) -> list:
+        connections = self.connections()
+        return [connections[s] for s in want.sources if s in connections]
+
+    def _any_source(self, want: Want) -> bool:
+        return bool(self._connected_sources(want))
+
+    def _pick_source(self, want: Want):
+        candidates = [p for p in self._connected_sources(want)
+                      if len(p.downloads) < MAX_PER_PEER]
+        if not candidates:
+            return None
+        # Untried peers first, then the least busy.
+        return min(candidates, key=lambda p: (p.remote_id in want.tried, len(p.downloads)))
+
+    def _start(self, want: Want, proto) -> None:
+        want.state, want.peer = "opening", proto.remote_id
+        want.tried.add(proto.remote_id)
+        self.active.append(want)
+        entry = want.entry
+        transfer = proto.next_transfer_id()
+        download = Download(entry=entry, dir_fd=-1, transfer=transfer, peer=proto,
+                            started_at=self.clock.seconds(),
+                            purpose="operator" if want.keep is not None else "")
+        want.download = download
+        proto.downloads[transfer] = download  # counts against the peer's limit now
+
+        def open_blocking() -> int:
+            download.dir_fd, made = want.open_dir(entry.path)
+            want.made.extend(made)
+            _check_space(download)
+            return download.open()
+
+        def opened(offset: int) -> None:
+            if want.download is not download:
+                download.release()  # given up while we opened it
+                return
+            want.state = "running"
+            download.last_activity = self.clock.seconds()
+            if offset:
+                self.log.info("resuming {path} from {peer} at byte {offset} of {size}",
+                              path=wire.safe_text(entry.path), peer=proto.describe(),
+                              offset=offset, size=entry.size)
+            proto.send(wire.Get(transfer=transfer, path=entry.path, hash=entry.hash,
+                                offset=offset))
+
+        def failed(failure) -> None:
+            if want.download is download:
+                self._finish(want, proto)
+                download.release()
+                why = failure.value
+                if not isinstance(why, TransferFailed):
+                    why = TransferFailed("local", str(why))
+                self._fail(want, why, logged=False)
+
+        self.run_blocking(open_blocking).addCallbacks(opened, failed)
+
+    # -- frames from peers -----------------------------------------------------------
+
+    def _want_of(self, proto, transfer: int) -> Optional[Want]:
+        download = proto.downloads.get(transfer)
+        if download is None:
+            return None
+        for want in self.active:
+            if want.download is download:
+                return want
+        return None
+
+    def data_received(self, proto, data: wire.Data) -> None:
+        download = proto.downloads.get(data.transfer)
+        if download is None:
+            if data.transfer not in proto.cancelled:
+                proto.drop(f"DATA for unknown transfer {data.transfer}")
+            return
+        if download.dir_fd < 0 or self._want_of(proto, data.transfer).state != "running":
+            proto.drop(f"DATA for transfer {data.transfer} before its GET")
+            return
+        try:
+            download.write(data.payload)
+        except TransferFailed as e:
+            self._give_up(proto, data.transfer, e, cancel=True, discard=True)
+            return
+        except OSError as e:
+            self._give_up(proto, data.transfer, TransferFailed("local", str(e)), cancel=True)
+            return
+        if len(data.payload):  # empty DATA frames do not keep a download alive
+            download.last_activity = self.clock.seconds()
+        self.bytes_received += len(data.payload)
+
+    def end_received(self, proto, end: wire.End) -> None:
+        want = self._want_of(proto, end.transfer)
+        if want is None or want.state != "running":
+            if end.transfer not in proto.cancelled:
+                proto.drop(f"END for unknown transfer {end.transfer}")
+            return
+        download = want.download
+        try:
+            download.verify(end)
+        except TransferFailed as e:
+            self._give_up(proto, end.transfer, e, discard=True, quiet=True)
+            self.log.warn("{peer} sent a bad copy of {path}: {why}; bad data discarded",
+                          peer=proto.describe(), path=wire.safe_text(want.path), why=str(e))
+            return
+        self._finish(want, proto)
+        if want.keep is not None:
+            d = self.run_blocking(download.keep_as, want.keep.rsplit("/", 1)[-1])
+        else:
+            d = self.run_blocking(download.seal)
+
+        def sealed(name: str) -> str:
+            download.release()
+            want.state = "done"
+            self.completed += 1
+            if want.entry.size >= LOG_EACH_MIN:
+                seconds = max(self.clock.seconds() - download.started_at, 1e-6)
+                self.log.info("fetched {path} ({size} bytes) from {peer} at {rate:.1f} MiB/s",
+                              path=wire.safe_text(want.path), size=want.entry.size,
+                              peer=proto.describe(), rate=download.received / seconds / 2**20)
+            return name
+
+        def unsealed(failure):
+            download.release()
+            want.state = f"failed: {getattr(failure.value, 'code', 'local')}"
+            return failure
+
+        d.addCallbacks(sealed, unsealed).chainDeferred(want.done)
+
+    def error_received(self, proto, error: wire.Error) -> None:
+        if self._want_of(proto, error.transfer) is None:
+            return  # an answer to a transfer we cancelled
+        self._give_up(proto, error.transfer,
+                      TransferFailed(error.code, wire.safe_text(error.message, 200)))
+
+    def peer_lost(self, proto) -> None:
+        """
+        The connection closed: its downloads keep their partial files and
+        are asked of another source, if one is connected.
+        """
+        for transfer in list(proto.downloads):
+            want = self._want_of(proto, transfer)
+            if want is None:
+                continue
+            self._finish(want, proto, record=False)
+            if want.state != "opening":
+                self.log.info("fetching {path} from {peer} interrupted; {kept} bytes kept for"
+                              " resuming", path=wire.safe_text(want.path),
+                              peer=proto.describe(), kept=want.download.offset)
+                want.download.release()
+            want.download, want.state = None, "waiting"
+            self.queue.appendleft(want)
+        proto.downloads.clear()
+        self._pump_soon()
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def _give_up(self, proto, transfer: int, why: TransferFailed, cancel: bool = False,
+                 discard: bool = False, quiet: bool = False) -> None:
+        want = self._want_of(proto, transfer)
+        if not quiet:
+            proto.log_limited(self.log.warn, "fetching {path} from {peer} failed: {why}{what}",
+                              path=wire.safe_text(want.path), why=str(why),
+                              what="; bad data discarded" if discard else "")
+        if cancel:
+            proto.cancel_transfer(transfer)
+        self._finish(want, proto)
+        if discard:
+            want.download.discard()
+        want.download.release()
+        self._fail(want, why)
+
+    def _finish(self, want: Want, proto, record: bool = True) -> None:
+        if want in self.active:
+            self.active.remove(want)
+        download = want.download
+        if download is not None:
+            proto.downloads.pop(download.transfer, None)
+        if record:
+            want.finished_at = self.clock.seconds()
+            self.recent.append(want)
+        self._pump_soon()
+
+    def _pump_soon(self) -> None:
+        """
+        Start waiting downloads in a later turn (not from inside the frame
+        handler that freed a slot), once per turn.
+        """
+        if self.queue and not self.stopped and (
+                self._pump_call is None or not self._pump_call.active()):
+            self._pump_call = self.clock.callLater(0, self.pump)
+
+    def _fail(self, want: Want, why: TransferFailed, logged: bool = True) -> None:
+        why.logged = logged  # the shell need not log it again
+        want.state = f"failed: {why.code}"
+        if want.made:
+            # A few rmdirs, at once (not in a thread), so that by the time
+            # anyone hears of the failure nothing of the fetch is left.
+            made, want.made = want.made, []
+            try:
+                self.remove_made(made)
+            except OSError as e:
+                self.log.warn("cannot remove directories made for {path}: {why}",
+                              path=wire.safe_text(want.path), why=str(e))
+        want.download = None
+        if not want.done.called:
+            want.done.errback(why)
+
+    def _check_stalls(self) -> None:
+        now = self.clock.seconds()
+        for want in list(self.active):
+            download = want.download
+            if (want.state == "running" and download is not None
+                    and now - download.last_activity >= self.stall_timeout):
+                proto = download.peer
+                self._give_up(proto, download.transfer, TransferFailed(
+                    "stalled", f"no data for {now - download.last_activity:.0f} seconds;"
+                    " trying again later"), cancel=True)
+
+    def transfers(self) -> List[Want]:
+        return list(self.recent) + self.active + list(self.queue)
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._stalls.running:
+            self._stalls.stop()
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        for want in self.active + list(self.queue):
+            if want.download is not None and want.state == "running":
+                want.download.release()
+            want.download = None
+        self.active.clear()
+        self.queue.clear()
+
+
+def _check_space(download: Download) -> None:
+    """
+    Blocking: refuse a download the file system has no room for (less
+    what a partial file already holds, plus a margin), before a byte is
+    written: a peer must not be able to fill our disk by announcing a
+    huge file.
+
+    @raise TransferFailed: C{space}.
+    """
+    try:
+        have = os.stat(download.partial, dir_fd=download.dir_fd, follow_symlinks=False).st_size
+    except OSError:
+        have = 0
+    need = download.entry.size - min(have, download.entry.size) + SPACE_MARGIN
+    st = os.fstatvfs(download.dir_fd)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise TransferFailed("space", f"needs {need} bytes of free space, {free} free")
