@@ -226,8 +226,17 @@ class FolderSync:
     # -- applying ------------------------------------------------------------------
 
     def kick(self) -> None:
-        if not self.stopped and (self._pump_call is None or not self._pump_call.active()):
+        """
+        Plan and apply soon: in the next turn, even if a later round is
+        already scheduled (for a retry).
+        """
+        if self.stopped:
+            return
+        call = self._pump_call
+        if call is None or not call.active():
             self._pump_call = self.clock.callLater(0, self.pump)
+        elif call.getTime() > self.clock.seconds():
+            call.reset(0)
 
     def pump(self) -> None:
         self._pump_call = None
@@ -242,7 +251,11 @@ class FolderSync:
                          reverse=True)
         for action in rest + deletes:
             self._apply(action)
-        if self.engine.waiting:
+        if room > 0 and len(actions) < room and self.engine.has_planning():
+            # Paths planned to nothing left room: plan the next ones in the
+            # next turn (a bounded batch per turn keeps the reactor free).
+            self._pump_call = self.clock.callLater(0, self.pump)
+        elif self.engine.waiting:
             soonest = min(self.engine.waiting.values())
             self._pump_call = self.clock.callLater(max(0.0, soonest - now), self.pump)
         for observer in list(self.observers):

@@ -325,6 +325,30 @@ class ChangesTests(SynchronousTestCase):
         self.assertEqual(tree(b.share_dir), {"moved.bin": (data, 0o644)})
         self.assertEqual([g.path for g in self.gets], ["big.bin"])
 
+    def test_renamed_directory_sends_no_bytes(self):
+        """
+        A directory of 300 files renamed, to a name sorting after the old
+        one and then to one sorting before it: planned a batch at a time,
+        every file is still moved locally on B -- deletions wait until the
+        files they hold are placed -- and no GET crosses the network.
+        """
+        mesh, a, b = self.mesh, self.a, self.b
+        past = int((time.time() - 60) * 1e9)
+        for i in range(300):
+            write_file(a.share_dir, f"album/track{i:03}.bin", b"track %d" % i, mtime_ns=past)
+        a.rescan()
+        mesh.settle(a, b)
+        before = len(self.gets)
+        self.assertEqual(before, 300)
+        for old, new in (("album", "zz-album"), ("zz-album", "a-album")):
+            os.rename(os.path.join(a.share_dir, old), os.path.join(a.share_dir, new))
+            a.rescan()
+            mesh.settle(a, b)
+            self.assertEqual(len(tree(b.share_dir)), 301)
+            self.assertEqual(read_file(b.share_dir, f"{new}/track123.bin"), b"track 123")
+        self.assertEqual(len(self.gets), before)
+        self.assertEqual(trashed(b), [])
+
     def test_metadata_and_empty_directories_travel(self):
         """
         Permission bits (a private file stays private, the executable bit

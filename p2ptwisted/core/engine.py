@@ -21,14 +21,20 @@ Index exchange, as the engine sees it:
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import attrs
 
 from p2ptwisted.core.dirty import DirtyPaths
 from p2ptwisted.core.index import DIR, Entry, IndexStore, LocalIndex, Observed, entry_problem
-from p2ptwisted.core.planner import MOVE, SEND_RECEIVE, Action, pair_renames, plan, target
+from p2ptwisted.core.planner import (DELETE, FETCH, MOVE, SEND_RECEIVE, Action, pair_renames, plan,
+                                     target)
 from p2ptwisted.core.versions import VersionError, check_counters
+
+
+#: Files of ours with a fetch's bytes looked at for a deletion to turn
+#: into a local move.
+MAX_PARTNERS = 4
 
 
 @attrs.define
@@ -89,6 +95,10 @@ class SyncEngine:
         self.dirty = DirtyPaths()
         self.busy: Dict[str, Action] = {}
         self.waiting: Dict[str, float] = {}
+        #: Deletions planned and held back (see L{_defer_deletes}): path
+        #: to the hash of the file to delete ("" for a directory).
+        self.deferred: Dict[str, str] = {}
+        self._released: Set[str] = set()
 
     def sweep(self) -> None:
         """
@@ -253,6 +263,7 @@ class SyncEngine:
             if when <= now:
                 del self.waiting[path]
                 self.dirty.add(path)
+        self._release_deletes()
         actions: List[Action] = []
         # Urgent paths first, then in path order (parents before
         # children): see L{p2ptwisted.core.dirty}.
@@ -264,12 +275,72 @@ class SyncEngine:
             action = plan(path, local, remotes, me=self.me, now=int(now), mode=self.mode)
             if action is not None:
                 actions.append(action)
-        actions = pair_renames(actions)
+        actions = self._defer_deletes(pair_renames(actions + self._partners(actions, now)))
         for action in actions:
             self.busy[action.path] = action
             if action.kind == MOVE:
                 self.busy[action.source.path] = action
         return actions
+
+    # Deletions wait until everything else is planned and applied: a
+    # file deleted here may be the bytes of a file added elsewhere (a
+    # renamed directory: its old paths sort before or after the new ones,
+    # and are planned a batch at a time), and a fetch planned after the
+    # deletion would ask the network for bytes we just threw away.  A
+    # fetch whose bytes a waiting deletion holds becomes a local move.
+
+    def _defer_deletes(self, actions: List[Action]) -> List[Action]:
+        if not (self.dirty or self._work_in_flight()):
+            return actions
+        kept = []
+        for action in actions:
+            if action.kind == DELETE and action.path not in self._released:
+                self.deferred[action.path] = action.local.hash if action.local else ""
+            else:
+                self._released.discard(action.path)
+                kept.append(action)
+        return kept
+
+    def has_planning(self) -> bool:
+        """
+        Whether L{next_actions} has paths to plan now.
+        """
+        return bool(self.dirty) or (bool(self.deferred) and not self._work_in_flight())
+
+    def _work_in_flight(self) -> bool:
+        return any(a.kind != DELETE for a in self.busy.values())
+
+    def _release_deletes(self) -> None:
+        if self.deferred and not self.dirty and not self._work_in_flight():
+            paths, self.deferred = list(self.deferred), {}
+            self._released = set(paths)  # their turn: not held back again
+            self.dirty.update(paths)
+
+    def _partners(self, actions: List[Action], now: float) -> List[Action]:
+        """
+        For each fetch, a file of ours with its bytes that is to be deleted
+        (planned afresh, wherever it is in the queue): the pair becomes a
+        local move (L{pair_renames}), in whichever order the two paths
+        came up.
+        """
+        found: List[Action] = []
+        taken = {a.path for a in actions}
+        for action in actions:
+            if action.kind != FETCH or action.conflict_copy is not None:
+                continue
+            for other in self.store.with_hash(action.entry.hash)[:MAX_PARTNERS]:
+                path = other.path
+                if path in taken or path in self.busy or not other.live:
+                    continue
+                partner = plan(path, other, self.store.remote_for(path), me=self.me,
+                               now=int(now), mode=self.mode)
+                if partner is not None and partner.kind == DELETE:
+                    taken.add(path)
+                    self.dirty.discard(path)
+                    self.deferred.pop(path, None)
+                    found.append(partner)
+                    break
+        return found
 
     def sources_for(self, action: Action) -> Tuple[str, ...]:
         """
@@ -361,4 +432,4 @@ class SyncEngine:
             self.busy.pop(action.source.path, None)
 
     def in_sync(self) -> bool:
-        return not (self.dirty or self.busy or self.waiting)
+        return not (self.dirty or self.busy or self.waiting or self.deferred)
