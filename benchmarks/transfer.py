@@ -121,6 +121,27 @@ class Node:
                     raise TimeoutError(pattern)
                 self.cond.wait(min(left, 1.0))
 
+    def wait_total(self, pattern, total, timeout=600.0):
+        """
+        Wait until the numbers the matching lines carry add up to C{total}
+        (a node may come in step more than once on the way); return the
+        time the last one arrived.
+        """
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                hits = [(t, int(m.group(1))) for t, line in self.lines
+                        for m in [regex.search(line)] if m]
+                if sum(n for _, n in hits) >= total:
+                    return hits[-1][0]
+                if self.proc.poll() is not None:
+                    raise RuntimeError("node exited:\n" + "\n".join(l for _, l in self.lines[-20:]))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(pattern)
+                self.cond.wait(min(left, 1.0))
+
     def peak_rss_mib(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
@@ -152,10 +173,10 @@ def node_transfer(source_dir: str, workdir: str, expect: int, extra=()):
     a = Node("A", source_dir, a_port, extra=("--state", state_a, *extra))
     b = None
     try:
-        a.wait_for(r"share scanned: ")
+        a.wait_for(r"first scan: ")
         b = Node("B", dest, b_port, peers=[f"127.0.0.1:{a_port}"], extra=extra)
         start = b.wait_for(r"connected to A ")
-        end = b.wait_for(rf"in step with peers: got {expect} files")
+        end = b.wait_total(r"in step with peers: applied \d+ changes, fetched (\d+) files", expect)
         return end - start, a.peak_rss_mib(), b.peak_rss_mib()
     finally:
         for node in (b, a):

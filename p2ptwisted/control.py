@@ -230,6 +230,10 @@ class Control:
             f" {'in step' if node.folder.in_sync() else 'syncing'}",
             f"  peers: {len(node.connections)} connected, {len(node.book)} in the peer book",
         ]
+        if node.folder.mode == "receive-only":
+            differ = sorted(node.folder.sync.local_changes)
+            lines.insert(4, f"  receive-only: {len(differ)} local changes not sent"
+                         + (f" (such as {differ[0]})" if differ else ""))
         for info in self.peers():
             lines.append(f"    {info.name} {info.id[:12]} {info.address} {info.direction}"
                          f" since {info.since}, in {_human(info.bytes_in)},"

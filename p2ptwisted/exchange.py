@@ -25,6 +25,10 @@ from p2ptwisted import wire
 from p2ptwisted.core.engine import Hello, SyncEngine
 from p2ptwisted.wire_index import Index, IndexHello, encode_index_hello, pack_index
 
+#: Entries of one peer's index we keep at most: a peer must not fill our
+#: disk with made-up paths.  (Ten times the largest share measured.)
+MAX_PEER_ENTRIES = 1_000_000
+
 #: Entries sent to one peer per reactor turn.
 ENTRIES_PER_TURN = 2000
 
@@ -51,6 +55,11 @@ class IndexExchange:
         #: Per connected peer: the sequence its INDEX_HELLO announced, until
         #: we hold its index up to there (then logged once).
         self._catching_up: Dict[str, int] = {}
+        #: Per peer: about how many entries of its index we hold (counted
+        #: afresh whenever the estimate nears the limit).
+        self._held: Dict[str, int] = {}
+        #: Per peer: the last C{through} we sent it.
+        self._through: Dict[str, int] = {}
         #: Connected peers whose index we hold up to date.
         self.up_to_date: Set[str] = set()
         self.entries_sent = 0
@@ -60,6 +69,7 @@ class IndexExchange:
         """
         A handshaken connection: tell the peer what we hold of its index.
         """
+        self._through.pop(proto.remote_id, None)
         self._send_hello(proto, self.engine.peer_connected(proto.remote_id))
 
     def _send_hello(self, proto, hello: Hello) -> None:
@@ -71,6 +81,8 @@ class IndexExchange:
         went_back = self.engine.hello_received(proto.remote_id, Hello(
             index_id=message.index_id, have_index_id=message.have_index_id,
             have_sequence=message.have_sequence))
+        state = self.engine.peers.get(proto.remote_id)
+        self._through[proto.remote_id] = state.sent if state is not None else 0
         self._catching_up[proto.remote_id] = message.sequence
         self.up_to_date.discard(proto.remote_id)
         self._caught_up(proto)
@@ -93,8 +105,16 @@ class IndexExchange:
             proto.log_limited(self.log.warn, "ignored {n} invalid index entries from {peer}",
                               n=message.rejected)
         self.entries_received += len(message.entries)
+        peer = proto.remote_id
+        held = self._held.get(peer)
+        if held is None or held + len(message.entries) > MAX_PEER_ENTRIES:
+            held = self.engine.store.remote_count(peer)  # counted afresh
+        if held + len(message.entries) > MAX_PEER_ENTRIES:
+            proto.drop(f"its index is larger than {MAX_PEER_ENTRIES} entries")
+            return
+        self._held[peer] = held + len(message.entries)
         received = self.engine.entries_received(proto.remote_id, message.entries,
-                                                int(self.clock.seconds()))
+                                                int(self.clock.seconds()), message.through)
         if received.rejected:
             proto.log_limited(self.log.warn,
                               "ignored {n} index entries from {peer}: {why}",
@@ -120,6 +140,7 @@ class IndexExchange:
                       peer=proto.describe(), files=files, size=size)
 
     def peer_lost(self, proto) -> None:
+        self._held.pop(proto.remote_id, None)
         self._catching_up.pop(proto.remote_id, None)
         self.up_to_date.discard(proto.remote_id)
         call = self._calls.pop(proto.remote_id, None)
@@ -148,9 +169,15 @@ class IndexExchange:
             self._schedule(peer, BACKED_UP_RETRY)
             return
         entries = self.engine.outgoing(peer, limit=ENTRIES_PER_TURN)
-        if not entries:
+        state = self.engine.peers.get(peer)
+        through = state.sent if state is not None else 0
+        if not entries and through <= self._through.get(peer, 0):
             return
-        for frame in pack_index(entries):
+        # Each batch says how far it completes the peer's copy, so the
+        # peer knows when it has caught up even past forgotten deletions.
+        self._through[peer] = through
+        for frame in pack_index(entries, through):
             proto.send_frame(frame)
         self.entries_sent += len(entries)
-        self._schedule(peer, 0)
+        if entries:
+            self._schedule(peer, 0)

@@ -253,6 +253,10 @@ class SqliteStore:
                                 (path + "/", path + "0", limit))
         return [_entry(row) for row in rows]
 
+    def remote_count(self, peer: str) -> int:
+        return self._db.execute("SELECT count(*) FROM remote WHERE peer = ?",
+                                (peer,)).fetchone()[0]
+
     def remote_live_under(self, path: str) -> bool:
         """
         Whether any peer has something live under directory C{path}.

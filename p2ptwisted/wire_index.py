@@ -8,8 +8,11 @@ Version 2 replaces version 1's LIST, CATALOG and HAVE with two frames:
     "have_index_id": "16 hex" or "", "have_sequence": n}}: the sender's
     index id and highest sequence, and how much of the receiver's index
     it already holds (see L{p2ptwisted.core.engine.SyncEngine.hello_for}).
-  - C{0x24} INDEX: C{{"entries": [entry, ...]}}: entries of the sender's
-    index in sequence order, after the sequence the receiver said it had.
+  - C{0x24} INDEX: C{{"entries": [entry, ...], "through": n}}: entries of
+    the sender's index in sequence order, after the sequence the receiver
+    said it had; C{through} (optional) is the sender's sequence up to
+    which the receiver now holds everything (gaps left by forgotten
+    deletions included), so the receiver knows when it has caught up.
 
 An entry is C{{"path", "kind": "file"|"dir", "size", "mtime" (ns),
 "perms" (0..0o777), "hash" (64 hex for a live file, else ""),
@@ -26,7 +29,7 @@ frames of types L{TYPES} here and every other frame to C{wire}.
 from __future__ import annotations
 
 import re
-from typing import List, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import attrs
 
@@ -67,6 +70,8 @@ class Index:
 
     entries: Tuple[Entry, ...]
     rejected: int = 0
+    #: The sender's sequence the receiver is now complete up to, if given.
+    through: Optional[int] = None
 
 
 def _short_id(value: object, what: str) -> str:
@@ -146,7 +151,9 @@ def decode_index_frame(frame: bytes) -> Union[IndexHello, Index]:
             have_sequence=_int(obj, "have_sequence", 0, 2**63 - 1, "INDEX_HELLO"),
             sequence=_int(obj, "sequence", 0, 2**63 - 1, "INDEX_HELLO"),
         )
-    raw = _field(_json_object(body, "INDEX"), "entries", list, "INDEX")
+    obj = _json_object(body, "INDEX")
+    raw = _field(obj, "entries", list, "INDEX")
+    through = (_int(obj, "through", 0, 2**63 - 1, "INDEX") if "through" in obj else None)
     entries: List[Entry] = []
     rejected = 0
     for item in raw:
@@ -154,7 +161,7 @@ def decode_index_frame(frame: bytes) -> Union[IndexHello, Index]:
             entries.append(decode_entry(item))
         except ProtocolError:
             rejected += 1
-    return Index(entries=tuple(entries), rejected=rejected)
+    return Index(entries=tuple(entries), rejected=rejected, through=through)
 
 
 def decode_any_frame(frame: bytes):
@@ -180,9 +187,11 @@ def encode_index_hello(m: IndexHello) -> bytes:
                                           "have_sequence": m.have_sequence})
 
 
-def pack_index(entries: List[Entry]) -> List[bytes]:
+def pack_index(entries: List[Entry], through: Optional[int] = None) -> List[bytes]:
     """
-    INDEX frames holding C{entries} in order, each within the body limit.
+    INDEX frames holding C{entries} in order, each within the body limit;
+    the last carries C{through}, if given (then there is one frame even
+    for no entries).
     """
     frames: List[bytes] = []
     group: List[bytes] = []
@@ -190,10 +199,15 @@ def pack_index(entries: List[Entry]) -> List[bytes]:
     for entry in entries:
         item = _dump(entry_to_json(entry))
         if group and size + len(item) + 1 > _PACK_LIMIT:
-            frames.append(bytes((INDEX,)) + b'{"entries":[' + b",".join(group) + b"]}")
+            frames.append(_index_frame(group, None))
             group, size = [], 0
         group.append(item)
         size += len(item) + 1
-    if group:
-        frames.append(bytes((INDEX,)) + b'{"entries":[' + b",".join(group) + b"]}")
+    if group or through is not None:
+        frames.append(_index_frame(group, through))
     return frames
+
+
+def _index_frame(group: List[bytes], through: Optional[int]) -> bytes:
+    tail = b"]}" if through is None else b'],"through":%d}' % through
+    return bytes((INDEX,)) + b'{"entries":[' + b",".join(group) + tail

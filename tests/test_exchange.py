@@ -494,6 +494,36 @@ class MeshTests(SynchronousTestCase):
                          ["IndexHello", "IndexHello"])
         self.assertEqual(len(tree(b.share_dir)), 310)
 
+    def test_caught_up_past_forgotten_deletions(self):
+        """
+        A's newest entries are deletions it has since forgotten: B, which
+        never saw them, still learns that it holds A's index up to date
+        (the batch says how far it goes), logs so once, and the next
+        reconnect sends no entries.
+        """
+        logs = capture_logs(self)
+        mesh = self.mesh
+        a, b = mesh.node("a"), mesh.node("b")
+        mesh.change(a, "kept.txt", b"kept")
+        mesh.change(a, "gone.txt", b"short-lived")
+        mesh.run(lambda: a.folder.in_sync())
+        mesh.change(a, "gone.txt", None)
+        mesh.run(lambda: a.folder.in_sync())
+        later = int(mesh.reactor.seconds()) + 10
+        self.assertEqual(a.folder.engine.expire_tombstones(later, lifetime=1), 1)
+        self.assertEqual(a.folder.store.get("gone.txt"), None)
+        _, _, pump = mesh.link(b, a)
+        mesh.settle(a, b)
+        self.assertIn(a.node_id, b.folder.exchange.up_to_date)
+        up = [line for line in logs() if line.startswith("a (") and "up to date here" in line]
+        self.assertEqual(len(up), 1, up)
+        mesh.cut(pump)
+        _, _, pump = mesh.link(b, a)
+        entries = record(pump.serverIO, INDEX)
+        mesh.settle(a, b)
+        self.assertEqual([e for m in entries for e in m.entries], [])
+        self.assertIn(a.node_id, b.folder.exchange.up_to_date)
+
     def test_concurrent_edits_leave_one_conflict_copy(self):
         """
         A and B edit the same file while apart: after they meet, both
@@ -549,6 +579,32 @@ class MeshTests(SynchronousTestCase):
                  and a.folder.in_sync() and b.folder.in_sync())
         self.assertEqual(set(tree(a.share_dir)), {"published.txt"})
 
+    def test_receive_only_node_keeps_its_changes_to_itself(self):
+        """
+        A receive-only node applies its peers' changes, publishes none of
+        its own, and its status says what differs; a newer version from a
+        peer replaces its local change (kept in the trash can).
+        """
+        from p2ptwisted.control import Control
+
+        mesh = self.mesh
+        a, b = mesh.node("a"), mesh.node("b", mode="receive-only")
+        mesh.link(b, a)
+        mesh.change(a, "shared.txt", b"from a")
+        mesh.settle(a, b)
+        mesh.change(b, "shared.txt", b"b's own edit")
+        mesh.change(b, "only-b.txt", b"b's own file")
+        mesh.run(lambda: b.folder.in_sync() and b.folder.sync.local_changes)
+        self.assertEqual(set(tree(a.share_dir)), {"shared.txt"})
+        self.assertEqual(read_file(a.share_dir, "shared.txt"), b"from a")
+        out = []
+        Control(b, out=out.append).status()
+        self.assertIn("receive-only: 2 local changes not sent", out[0])
+        mesh.change(a, "shared.txt", b"a's newer edit")
+        mesh.run(lambda: read_file(b.share_dir, "shared.txt") == b"a's newer edit"
+                 and b.folder.in_sync())
+        self.assertIn(b"b's own edit", trashed(b))
+
     def test_source_lost_mid_transfer_another_takes_over(self):
         """
         B fetches from A; A goes away mid-file; C, which has the same
@@ -570,6 +626,30 @@ class MeshTests(SynchronousTestCase):
         [get] = from_c
         self.assertGreaterEqual(get.offset, MiB)
         self.assertEqual(partials(b), set())
+
+
+class IndexLimitTests(SynchronousTestCase):
+    def test_a_peer_index_past_the_limit_is_refused(self):
+        """
+        A peer whose index would pass MAX_PEER_ENTRIES (made up paths to
+        fill our disk) is dropped with one line; what it sent before
+        stays, within the limit.
+        """
+        from p2ptwisted import exchange
+
+        self.patch(exchange, "MAX_PEER_ENTRIES", 250)
+        logs = capture_logs(self)
+        mesh = Mesh(self)
+        a, b = mesh.node("a"), mesh.node("b")
+        past = int((time.time() - 60) * 1e9)
+        for i in range(400):
+            write_file(b.share_dir, f"many/f{i}.txt", b"%d" % i, mtime_ns=past)
+        b.rescan()
+        mesh.link(a, b)
+        mesh.run(lambda: not a.connections)
+        self.assertLessEqual(a.folder.store.remote_count(b.node_id), 250)
+        dropped = [line for line in logs() if line.startswith("dropping") and "larger than 250" in line]
+        self.assertEqual(len(dropped), 1, dropped)
 
 
 class FaultTests(SynchronousTestCase):

@@ -46,6 +46,21 @@ class RoundTripTests(SynchronousTestCase):
         back = [e for f in frames for e in decode_index_frame(f).entries]
         self.assertEqual(back, entries)
 
+    def test_through(self):
+        """
+        The last frame of a batch says how far it completes the receiver's
+        copy; a batch with no entries is one frame saying only that.
+        """
+        entries = [entry(path=f"f{i}", sequence=i + 1) for i in range(3)]
+        [one] = pack_index(entries, through=9)
+        self.assertEqual(decode_index_frame(one).through, 9)
+        self.assertIsNone(decode_index_frame(pack_index(entries)[0]).through)
+        [empty] = pack_index([], through=12)
+        self.assertEqual(decode_index_frame(empty), Index(entries=(), through=12))
+        self.assertEqual(pack_index([]), [])
+        with self.assertRaises(ProtocolError):
+            decode_index_frame(bytes((INDEX,)) + b'{"entries": [], "through": -1}')
+
     def test_directory_and_tombstone(self):
         d = entry(kind=DIR, size=0, hash="", perms=0o755)
         t = entry(deleted=True, size=0, hash="")

@@ -175,7 +175,8 @@ class SyncEngine:
             state.sent = self.index.sequence
         return entries
 
-    def entries_received(self, peer: str, entries: Iterable[Entry], now: int) -> Received:
+    def entries_received(self, peer: str, entries: Iterable[Entry], now: int,
+                         through: Optional[int] = None) -> Received:
         """
         Store a peer's entries, refusing any that could harm us, and mark
         their paths for planning.
@@ -207,6 +208,8 @@ class SyncEngine:
         if good:
             self.store.remote_put(peer, good)
             self.dirty.update(e.path for e in good)
+        if through is not None:
+            top = max(top, through)
         self.store.set_meta(f"peer-sequence:{peer}", str(top))
         return Received(stored=len(good), rejected=tuple(rejected), stale=stale)
 
