@@ -60,6 +60,9 @@ STUCK_AFTER = 3
 #: less than this learns of it; one off for longer brings the file back.
 DELETION_LIFETIME = 180 * 24 * 3600
 
+#: Local changes recorded per index transaction.
+RECORD_CHUNK = 2000
+
 #: Actions in flight at most (fetches included): more would only queue,
 #: and a change that jumps the queue (L{p2ptwisted.core.dirty}) must not
 #: then wait behind them.
@@ -166,17 +169,35 @@ class FolderSync:
                           " {example}", n=len(skipped), example=skipped[0])
         self._skipped = skipped
         changed, gone = self._settled(report)
+        report.changed = report.gone = []  # freed chunk by chunk below
         if self.mode == RECEIVE_ONLY:
             self.local_changes = {o.path for o in changed} | set(gone)
-            made = []
+            made = 0
         else:
-            made = self.engine.local_changed(changed, gone, int(self.clock.seconds()))
+            made = self._record(changed, gone)
         if report.recheck_at is not None:
             self._rescan_in(max(0.0, report.recheck_at / 1e9 - self.clock.seconds()))
         if made:
             self.announce()
         self.kick()
-        return len(made)
+        return made
+
+    def _record(self, changed: list, gone: list) -> int:
+        """
+        Record local changes a chunk at a time, letting go of each chunk's
+        observations and new entries before the next: a first scan of
+        100,000 files must not hold them all at once.
+        """
+        now = int(self.clock.seconds())
+        made = 0
+        changed.reverse()  # popped from the end, in scan order
+        while changed:
+            chunk = [changed.pop() for _ in range(min(RECORD_CHUNK, len(changed)))]
+            made += len(self.engine.local_changed(chunk, (), now))
+        gone.sort(reverse=True)  # deepest first across chunks, as within one
+        for i in range(0, len(gone), RECORD_CHUNK):
+            made += len(self.engine.local_changed((), gone[i:i + RECORD_CHUNK], now))
+        return made
 
     def _settled(self, report):
         """
