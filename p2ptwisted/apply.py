@@ -56,6 +56,7 @@ from p2ptwisted.fsops import (
     META_FLAGS, READ_FLAGS, ROOT_FLAGS, ApplyError, closing, lstat_at, open_dirs,
     regular_at, rename_into, set_meta_fd, split_path, unlink_quietly,
 )
+from p2ptwisted.hashing import PARTIAL_PREFIX
 from p2ptwisted.reuse import LocalCopies
 from p2ptwisted.trash import DEFAULT_KEEP_DAYS, TrashCan, TrashedVersion
 
@@ -242,10 +243,30 @@ class Disk:
             try:
                 os.rmdir(name, dir_fd=dir_fd)  # never follows a link
             except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST) and self._only_partials(dir_fd, name):
+                    return self.rmdir(path)
                 if e.errno in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
                     return False
                 raise
             return True
+
+    def _only_partials(self, dir_fd: int, name: str) -> bool:
+        """
+        Remove our partial downloads from directory C{name} if they are
+        all it holds (downloads given up for a version since replaced):
+        they must not keep a deleted directory alive.  Whether any went.
+        """
+        try:
+            fd = os.open(name, fsops.DIR_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            return False
+        with closing(fd):
+            names = os.listdir(fd)
+            if not names or not all(n.startswith(PARTIAL_PREFIX) for n in names):
+                return False
+            for n in names:
+                unlink_quietly(fd, n)
+        return True
 
     # -- writing -----------------------------------------------------------------
 

@@ -29,6 +29,13 @@ from p2ptwisted.wire_index import Index, IndexHello, encode_index_hello, pack_in
 #: disk with made-up paths.  (Ten times the largest share measured.)
 MAX_PEER_ENTRIES = 1_000_000
 
+#: Seconds between two INDEX_HELLOs on one connection (the second one
+#: only when the peer's index id changed).
+HELLO_SPACING = 60.0
+
+#: Seconds between two new index ids because a peer held more of ours.
+WENT_BACK_SPACING = 3600.0
+
 #: Entries sent to one peer per reactor turn.
 ENTRIES_PER_TURN = 2000
 
@@ -58,6 +65,9 @@ class IndexExchange:
         #: Per peer: about how many entries of its index we hold (counted
         #: afresh whenever the estimate nears the limit).
         self._held: Dict[str, int] = {}
+        #: Per connected peer: the index id and time of its last INDEX_HELLO.
+        self._hellos: Dict[str, tuple] = {}
+        self._went_back_at = float("-inf")
         #: Per peer: the last C{through} we sent it.
         self._through: Dict[str, int] = {}
         #: Connected peers whose index we hold up to date.
@@ -70,6 +80,7 @@ class IndexExchange:
         A handshaken connection: tell the peer what we hold of its index.
         """
         self._through.pop(proto.remote_id, None)
+        self._hellos.pop(proto.remote_id, None)
         self._send_hello(proto, self.engine.peer_connected(proto.remote_id))
 
     def _send_hello(self, proto, hello: Hello) -> None:
@@ -78,6 +89,10 @@ class IndexExchange:
             have_sequence=hello.have_sequence, sequence=self.engine.index.sequence)))
 
     def hello_received(self, proto, message: IndexHello) -> None:
+        refusal = self._refuse_hello(proto, message)
+        if refusal is not None:
+            proto.drop(refusal)
+            return
         went_back = self.engine.hello_received(proto.remote_id, Hello(
             index_id=message.index_id, have_index_id=message.have_index_id,
             have_sequence=message.have_sequence))
@@ -87,12 +102,38 @@ class IndexExchange:
         self.up_to_date.discard(proto.remote_id)
         self._caught_up(proto)
         if went_back:
-            self.log.warn("{peer} holds more of our index than we do (a restored backup, or a"
-                          " crash lost its end): starting a new index id",
-                          peer=proto.describe())
+            proto.log_limited(self.log.warn,
+                              "{peer} holds more of our index than we do (a restored backup,"
+                              " or a crash lost its end): starting a new index id")
             for other in self.connections().values():
                 self._send_hello(other, self.engine.hello_for(other.remote_id))
         self.announce()
+
+    def _refuse_hello(self, proto, message: IndexHello):
+        """
+        Why an INDEX_HELLO is not to be acted on, if it is not.  Each one
+        makes us forget what the peer told us before (a new index id) or,
+        if it claims more of our index than we hold, start a new index
+        that every peer then fetches again: a peer may send one per
+        connection, another only when its index id changed (its index
+        went back) and not within L{HELLO_SPACING}; and the claim is
+        honoured once per L{WENT_BACK_SPACING} in all.
+        """
+        now = self.clock.seconds()
+        peer = proto.remote_id
+        before = self._hellos.get(peer)
+        if before is not None:
+            if before[0] == message.index_id:
+                return "second INDEX_HELLO for the same index"
+            if now - before[1] < HELLO_SPACING:
+                return f"INDEX_HELLO again within {HELLO_SPACING:g} seconds"
+        self._hellos[peer] = (message.index_id, now)
+        index = self.engine.index
+        if message.have_index_id == index.index_id and message.have_sequence > index.sequence:
+            if now - self._went_back_at < WENT_BACK_SPACING:
+                return "claims to hold more of our index than we do, again"
+            self._went_back_at = now
+        return None
 
     def index_received(self, proto, message: Index) -> None:
         state = self.engine.peers.get(proto.remote_id)
@@ -108,10 +149,12 @@ class IndexExchange:
         peer = proto.remote_id
         held = self._held.get(peer)
         if held is None or held + len(message.entries) > MAX_PEER_ENTRIES:
-            held = self.engine.store.remote_count(peer)  # counted afresh
-        if held + len(message.entries) > MAX_PEER_ENTRIES:
-            proto.drop(f"its index is larger than {MAX_PEER_ENTRIES} entries")
-            return
+            # Counted afresh (entries that update paths already held add
+            # none): a peer at the limit may still change what it has.
+            held = self.engine.store.remote_count(peer)
+            if held >= MAX_PEER_ENTRIES:
+                proto.drop(f"its index is larger than {MAX_PEER_ENTRIES} entries")
+                return
         self._held[peer] = held + len(message.entries)
         received = self.engine.entries_received(proto.remote_id, message.entries,
                                                 int(self.clock.seconds()), message.through)
@@ -140,7 +183,9 @@ class IndexExchange:
                       peer=proto.describe(), files=files, size=size)
 
     def peer_lost(self, proto) -> None:
+        self._hellos.pop(proto.remote_id, None)
         self._held.pop(proto.remote_id, None)
+        self._through.pop(proto.remote_id, None)
         self._catching_up.pop(proto.remote_id, None)
         self.up_to_date.discard(proto.remote_id)
         call = self._calls.pop(proto.remote_id, None)

@@ -283,8 +283,12 @@ class Fetcher:
         d.addCallbacks(sealed, unsealed).chainDeferred(want.done)
 
     def error_received(self, proto, error: wire.Error) -> None:
-        if self._want_of(proto, error.transfer) is None:
+        want = self._want_of(proto, error.transfer)
+        if want is None:
             return  # an answer to a transfer we cancelled
+        if want.state != "running":
+            proto.drop(f"ERROR for transfer {error.transfer} before its GET")
+            return
         self._give_up(proto, error.transfer,
                       TransferFailed(error.code, wire.safe_text(error.message, 200)))
 

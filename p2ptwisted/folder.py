@@ -120,13 +120,17 @@ class Folder:
                 seconds=self.clock.seconds() - started)
 
     def _check_waiters(self) -> None:
-        still = []
-        for condition, d in self._waiters:
-            if condition():
+        waiters, self._waiters = self._waiters, []
+        for condition, d in waiters:
+            try:
+                met = condition()
+            except Exception:
+                d.errback()  # the waiter hears of it; the folder goes on
+                continue
+            if met:
                 d.callback(None)
             else:
-                still.append((condition, d))
-        self._waiters = still
+                self._waiters.append((condition, d))
 
     def _kick(self) -> None:
         self.sync.kick()

@@ -151,18 +151,12 @@ class FolderSync:
         return d
 
     def _scanned(self, report) -> int:
+        if self.stopped:
+            return 0
         if report.ignore_error != self._ignore_error and report.ignore_error:
             self.log.warn("{why}; the ignore patterns before it stay in force",
                           why=report.ignore_error)
         self._ignore_error = report.ignore_error
-        first = not self.scans
-        self.scans += 1
-        if first or report.changed or report.gone:
-            self.log.info(
-                "{which} scan: {changed} new or changed, {gone} gone, {hashed} files hashed"
-                " ({seconds:.2f}s)", which="first" if first else "share",
-                changed=len(report.changed), gone=len(report.gone), hashed=report.hashed,
-                seconds=self.clock.seconds() - self._scan_started)
         skipped = tuple(report.skipped)
         if skipped and skipped != self._skipped:
             self.log.warn("not syncing {n} names that cannot travel on the wire, such as"
@@ -170,6 +164,14 @@ class FolderSync:
         self._skipped = skipped
         changed, gone = self._settled(report)
         report.changed = report.gone = []  # freed chunk by chunk below
+        first = not self.scans
+        self.scans += 1
+        if first or changed or gone:
+            self.log.info(
+                "{which} scan: {changed} new or changed, {gone} gone, {hashed} files hashed"
+                " ({seconds:.2f}s)", which="first" if first else "share",
+                changed=len(changed), gone=len(gone), hashed=report.hashed,
+                seconds=self.clock.seconds() - self._scan_started)
         if self.mode == RECEIVE_ONLY:
             self.local_changes = {o.path for o in changed} | set(gone)
             made = 0
@@ -276,9 +278,10 @@ class FolderSync:
             # Paths planned to nothing left room: plan the next ones in the
             # next turn (a bounded batch per turn keeps the reactor free).
             self._pump_call = self.clock.callLater(0, self.pump)
-        elif self.engine.waiting:
-            soonest = min(self.engine.waiting.values())
-            self._pump_call = self.clock.callLater(max(0.0, soonest - now), self.pump)
+        else:
+            due = [at for at in self.engine.waiting.values() if at != float("inf")]
+            if due:  # (held paths wait for their rescan, not for a time)
+                self._pump_call = self.clock.callLater(max(0.0, min(due) - now), self.pump)
         for observer in list(self.observers):
             observer()
 
@@ -357,6 +360,10 @@ class FolderSync:
                 self.engine.failed(action, self.clock.seconds() + delay)
             else:
                 self.trouble.failed(action.path)
+                # Released (so the scan records the path: it is no longer
+                # ours in flight) but held out of planning until the scan
+                # is done.
+                self.engine.hold(action)
                 d = self.rescan()
                 d.addBoth(lambda _: self._replan(action))
                 return
@@ -368,7 +375,17 @@ class FolderSync:
                 self.engine.revive(action, now)
                 self.announce()
             else:
-                self.engine.failed(action, self.clock.seconds() + RETRY_DELAY)
+                # Its files are gone here but for what we do not sync
+                # (ignored, or names that cannot travel): the directory
+                # stays until they go.  Said once; tried again, less often.
+                delay, first = self.trouble.failed(action.path)
+                if first:
+                    self.log.warn(
+                        "cannot remove directory {path}: it holds files that are not synced"
+                        " (ignored, or names that cannot travel); remove them to let it go."
+                        " Trying again in {delay:.0f}s", path=wire.safe_text(action.path),
+                        delay=delay)
+                self.engine.failed(action, self.clock.seconds() + delay)
         elif outcome == NEED_BYTES:
             self._fetch(action)
             return
@@ -379,7 +396,7 @@ class FolderSync:
     def _replan(self, action: Action) -> None:
         # After a short pause: a file still being written is not recorded
         # by the scan, and would otherwise be checked again at once.
-        self.engine.failed(action, self.clock.seconds() + RESCAN_PAUSE)
+        self.engine.retry(action, self.clock.seconds() + RESCAN_PAUSE)
         self.kick()
 
     def _fetch(self, action: Action) -> None:

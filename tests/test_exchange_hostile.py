@@ -33,7 +33,7 @@ from p2ptwisted.downloads import SMALL_FILE, partial_name
 from p2ptwisted.node import Node
 from p2ptwisted.peers import PeerBook
 from p2ptwisted.tap import Options, makeService
-from p2ptwisted.wire_index import INDEX, INDEX_HELLO
+from p2ptwisted.wire_index import INDEX, INDEX_HELLO, IndexHello, encode_index_hello
 
 from .helpers import capture_logs, first_pause, indexed, until_settled
 from .test_exchange import (
@@ -929,3 +929,74 @@ class ScanningTests(SynchronousTestCase):
         os.unlink(path)
         os.symlink(os.path.join(self.a.share_dir, "sub", "f.txt"), path)
         self.assertFalse(folder.is_current("sub/f.txt"))
+
+
+class IndexHelloTests(SynchronousTestCase):
+    """
+    INDEX_HELLO makes a node forget what a peer told it, or start a new
+    index every peer fetches again: a peer must not be able to repeat it.
+    """
+
+    def test_repeated_claims_cannot_make_peers_fetch_everything_again(self):
+        logs = capture_logs(self)
+        mesh = Mesh(self)
+        a, b, h = mesh.node("a"), mesh.node("b"), mesh.node("h")
+        mesh.link(b, a)
+        mesh.link(h, a)
+        for i in range(300):
+            write_file(a.share_dir, f"dir/file{i:04}.txt", b"x%d" % i,
+                       mtime_ns=past_ns(mesh))
+        a.rescan()
+        mesh.settle(a, b, h)
+        sent_before = a.folder.exchange.entries_sent
+        ids = {a.folder.index.index_id}
+        for _ in range(5):
+            proto = h.connections.get(a.node_id)
+            if proto is None:
+                mesh.link(h, a)
+                mesh.settle(a, b, h)
+                proto = h.connections[a.node_id]
+            proto.send_frame(encode_index_hello(IndexHello(
+                index_id=h.folder.index.index_id, have_index_id=a.folder.index.index_id,
+                have_sequence=2**62, sequence=0)))
+            mesh.run(lambda: a.folder.in_sync() and b.folder.in_sync())
+            ids.add(a.folder.index.index_id)
+        # The first claim on a connection that has already said hello is
+        # refused; so is every later one: no new index at all.
+        self.assertEqual(len(ids), 1)
+        self.assertLess(a.folder.exchange.entries_sent - sent_before, 300)
+        self.assertTrue(any("second INDEX_HELLO" in line or "again" in line
+                            for line in logs() if line.startswith("dropping")))
+
+    def test_a_went_back_claim_is_honoured_once(self):
+        """
+        A connection whose INDEX_HELLO claims more of our index than we
+        hold (as after restoring a backup here) starts a new index, once;
+        the same claim over another connection soon after is refused.
+        """
+        mesh = Mesh(self)
+        a, h = mesh.node("a"), mesh.node("h")
+        write_file(a.share_dir, "f.txt", b"f", mtime_ns=past_ns(mesh))
+        a.rescan()
+        mesh.run(lambda: a.folder.in_sync())
+        ids = [a.folder.index.index_id]
+
+        def claim(frame):
+            if frame[0] == INDEX_HELLO:
+                return encode_index_hello(IndexHello(
+                    index_id=h.folder.index.index_id, have_index_id=a.folder.index.index_id,
+                    have_sequence=2**62, sequence=0))
+            return frame
+
+        outcomes = []
+        for _ in range(2):
+            client, server, pump = mesh.link(h, a)
+            tap(pump.clientIO, claim)
+            mesh.run(lambda: server.transport.disconnecting or (
+                a.folder.exchange.up_to_date and h.node_id in a.connections))
+            outcomes.append(server.transport.disconnecting)
+            ids.append(a.folder.index.index_id)
+            mesh.cut(pump)
+        self.assertNotEqual(ids[1], ids[0])
+        self.assertEqual(ids[2], ids[1])
+        self.assertEqual(outcomes, [False, True])

@@ -18,6 +18,8 @@ from p2ptwisted.scanner import Scanner
 from p2ptwisted.hashing import hash_fd
 from p2ptwisted.sync import FolderSync
 
+from .helpers import capture_logs
+
 S = 10**9
 START = 1_800_000_000
 
@@ -281,3 +283,77 @@ class ReceiveOnlyTests(TwoFolders):
         trashed = [open(os.path.join(self.b.state, "trash", v.trashed), "rb").read()
                    for v in self.b.disk.trash_list()]
         self.assertEqual(trashed, [b"local edit"])
+
+
+class LoopTests(TwoFolders):
+    """
+    Things that must not make a folder loop or retry without bound.
+    """
+
+    def test_no_spin_while_a_busy_path_is_dirty_again(self):
+        """
+        A newer version arrives for a path whose fetch is still in flight:
+        the path waits for the fetch to end; planning does not run again
+        and again in the meantime (a core at 100% for the whole fetch).
+        """
+        from twisted.internet.defer import Deferred
+
+        held = []
+        self.b.sync.fetch = lambda action, sources: held.append(action) or Deferred()
+        self.a.write("big.bin", b"v1" * 1000, mtime=(START - 60) * S)
+        self.clock.advance(2)
+        self.a.sync.rescan()
+        self.clock.advance(0)
+        self.assertEqual([a.path for a in held], ["big.bin"])
+        self.a.write("big.bin", b"v2" * 1000, mtime=(START - 30) * S)
+        self.a.sync.rescan()
+        calls = []
+        real = self.b.sync.pump
+
+        def counting():
+            calls.append(None)
+            if len(calls) > 1000:
+                raise AssertionError("pump spins")
+            real()
+
+        self.b.sync.pump = counting
+        self.b.sync.kick()
+        self.clock.advance(0)
+        self.clock.advance(0)
+        self.assertLess(len(calls), 5)
+        self.assertIn("big.bin", self.b.engine.dirty)
+
+    def test_directory_kept_by_an_ignored_file_backs_off(self):
+        """
+        A directory a peer deleted still holds a file ignored here: it
+        stays (nothing of ours is deleted), the log says why once, and
+        the removal is tried again less and less often, not every few
+        seconds forever.
+        """
+        logs = capture_logs(self)
+        self.a.write(".p2pignore", b"*.log\n")
+        self.b.write(".p2pignore", b"*.log\n")
+        self.a.write("d/f.txt", b"shared")
+        self.settle()
+        self.b.write("d/local.log", b"b's own log, ignored")
+        os.unlink(self.a.path("d/f.txt"))
+        os.rmdir(self.a.path("d"))
+        tries = []
+        real = self.b.disk.rmdir
+
+        def counting(path):
+            tries.append(self.clock.seconds())
+            return real(path)
+
+        self.b.disk.rmdir = counting
+        self.clock.advance(2)
+        self.a.sync.rescan()
+        end = self.clock.seconds() + 3600
+        while self.clock.getDelayedCalls() and self.clock.seconds() < end:
+            self.clock.advance(min(c.getTime() for c in self.clock.getDelayedCalls())
+                               - self.clock.seconds())
+        self.assertEqual(self.b.read("d/local.log"), b"b's own log, ignored")
+        self.assertLess(len(tries), 25, tries)
+        warned = [line for line in logs() if line.startswith("cannot remove directory d:")]
+        self.assertEqual(len(warned), 1, warned)
+

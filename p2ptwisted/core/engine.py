@@ -99,6 +99,7 @@ class SyncEngine:
         #: to the hash of the file to delete ("" for a directory).
         self.deferred: Dict[str, str] = {}
         self._released: Set[str] = set()
+        self.last_taken = 0
 
     def sweep(self) -> None:
         """
@@ -270,7 +271,10 @@ class SyncEngine:
         actions: List[Action] = []
         # Urgent paths first, then in path order (parents before
         # children): see L{p2ptwisted.core.dirty}.
-        for path in self.dirty.take(limit, self.busy):
+        taken = self.dirty.take(limit, self.busy)
+        #: How many paths the last call planned (none: the rest are busy).
+        self.last_taken = len(taken)
+        for path in taken:
             local, remotes = self.index.get(path), self.store.remote_for(path)
             is_dir = any(e.kind == DIR for e in [local, *remotes.values()] if e is not None)
             if self.ignored(path, is_dir):
@@ -306,9 +310,25 @@ class SyncEngine:
 
     def has_planning(self) -> bool:
         """
-        Whether L{next_actions} has paths to plan now.
+        Whether L{next_actions} may have paths to plan now: its last call
+        planned some (so there may be more), and some are waiting.  Dirty
+        paths with an action in flight wait for it to end.
         """
-        return bool(self.dirty) or (bool(self.deferred) and not self._work_in_flight())
+        return self.last_taken > 0 and (
+            bool(self.dirty) or (bool(self.deferred) and not self._work_in_flight()))
+
+    def hold(self, action: Action) -> None:
+        """
+        Release C{action}'s paths but plan them again only when L{retry}
+        says (the shell rescans them first: the scan must see them as not
+        in flight, and planning must not race it).
+        """
+        self.failed(action, float("inf"))
+
+    def retry(self, action: Action, at: float) -> None:
+        for path in (action.path, action.source.path if action.kind == MOVE else None):
+            if path is not None and path in self.waiting:
+                self.waiting[path] = at
 
     def _work_in_flight(self) -> bool:
         return any(a.kind != DELETE for a in self.busy.values())
@@ -356,6 +376,8 @@ class SyncEngine:
         The shell applied C{action} to the disk: adopt its versions.
         """
         self._release(action)
+        for path in (action.path, action.source.path if action.kind == MOVE else None):
+            self.waiting.pop(path, None)  # a retry planned for it is moot now
         adopted = [self.index.adopt(action.entry)]
         if action.kind == MOVE:
             adopted.append(self.index.adopt(action.source.entry))
