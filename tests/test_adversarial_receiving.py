@@ -544,7 +544,7 @@ class PlantedTests(TestCase):
         """
         before = target.baseline()
         sync = target.node.folder.sync
-        scans = sync.scans
+        scans = sync.scans.count
         conv = await Conversation.open(target)
         conv.offer(conv.entry(name, content), conv.entry(SENTINEL, SENTINEL_BYTES))
         get = await conv.next(wire.Get)
@@ -557,7 +557,7 @@ class PlantedTests(TestCase):
         # A few rescans tell a thing a scan does not index from a user's
         # edit in progress; then the node backs off (one more scan may come
         # from the sentinel's arrival).
-        self.assertLessEqual(sync.scans - scans, STUCK_AFTER + 2,
+        self.assertLessEqual(sync.scans.count - scans, STUCK_AFTER + 2,
                              "rescanning while something is in the way")
         await conv.roundtrip()
         self.assertEqual([g.path for g in conv.all(wire.Get)], [SENTINEL])

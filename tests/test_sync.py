@@ -251,7 +251,7 @@ class FolderSyncTests(TwoFolders):
         self.a.write(".p2pignore", b"*.log\n!\n")
         self.settle()
         self.assertNotIn("x.log", self.b.files())
-        self.assertTrue(self.a.sync._ignore_error.startswith(".p2pignore line 2: "))
+        self.assertTrue(self.a.sync.scans.ignore_error.startswith(".p2pignore line 2: "))
 
 
 class SendOnlyTests(TwoFolders):
