@@ -149,6 +149,40 @@ class SecurityOptionsTests(SynchronousTestCase):
         self.assertEqual(entry.expected_id, self.node_id)
 
 
+class SyncOptionsTests(SynchronousTestCase):
+    def test_defaults(self):
+        options = parse()
+        self.assertEqual((options["mode"], options["keep-versions"], options["keep-deletions"]),
+                         ("send-receive", 30, 180))
+
+    def test_values_reach_the_folder(self):
+        """
+        --mode, --keep-versions and --keep-deletions reach the running
+        folder: its mode, its trash can's keep-days, its deletion lifetime.
+        """
+        memory = MemoryReactorClock()
+        service = makeService(parse("--port", "tcp:4001:interface=127.0.0.1",
+                                    "--share", self.mktemp(), "--mode", "receive-only",
+                                    "--keep-versions", "0", "--keep-deletions", "7"),
+                              reactor=memory)
+        service.startService()
+        self.addCleanup(service.stopService)
+        folder = service.getServiceNamed("node").folder
+        self.assertEqual(folder.mode, "receive-only")
+        self.assertEqual(folder.disk.keep_days, 0)
+        self.assertEqual(folder.deletion_lifetime, 7 * 24 * 3600)
+
+    def test_no_sync_is_send_only(self):
+        self.assertEqual(parse("--no-sync")["mode"], "send-only")
+
+    def test_bad_values_are_usage_errors(self):
+        for args, text in ((["--mode", "mirror"], "--mode mirror: not one of send-receive"),
+                           (["--keep-versions", "-1"], "--keep-versions: days cannot be"),
+                           (["--keep-deletions", "0"], "--keep-deletions: at least 1 day")):
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertIn(text, str(e))
+
+
 class MakeServiceTests(SynchronousTestCase):
     def test_service_tree(self):
         share = self.mktemp()

@@ -1,0 +1,196 @@
+# -*- test-case-name: tests.test_node -*-
+"""
+The node's connection policy: which connections it admits (limits, the
+allow list, the id expected at an address), which one of two to the same
+node it keeps, and what a finished handshake or a lost connection means
+for the peer book, the folder and the doctor's record of who reached
+whom.  A mixin of L{p2ptwisted.node.Node}, kept apart so the node class
+stays readable; it uses the node's C{connections}, C{pending}, C{book},
+C{folder}, C{known_ids}, C{allow}, C{tls}, C{limits}, C{clock}, C{log},
+C{max_connections}, C{max_per_address}, C{reach}, C{node_id} and its
+gossip (L{p2ptwisted.gossip}).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import attrs
+
+from p2ptwisted import wire
+from p2ptwisted.identity import format_id
+from p2ptwisted.protocol import PeerProtocol
+
+#: Nodes whose reachability (who dialled whom) we remember for the doctor.
+MAX_REACH = 1024
+
+
+@attrs.define
+class Reach:
+    """
+    How this node and one peer have reached each other: the last time a
+    connection we dialled, and one it dialled, completed the handshake.
+    """
+
+    name: str = ""
+    outbound: Optional[float] = None
+    inbound: Optional[float] = None
+    address: Optional[str] = None
+
+
+class ConnectionsMixin:
+    def connection_made(self, proto: PeerProtocol) -> None:
+        """
+        A connection opened (either way): refuse it if it would pass the
+        limits on connections in total or from one remote address, so no
+        single host can use up the node.
+        """
+        total = len(self.pending) + len(self.connections)
+        host = getattr(proto.transport.getPeer(), "host", None)
+        same_host = sum(
+            1 for p in list(self.pending) + list(self.connections.values())
+            if getattr(p.transport.getPeer(), "host", None) == host
+        )
+        if total >= self.max_connections:
+            proto.drop(f"already {total} connections (limit {self.max_connections})")
+        elif same_host >= self.max_per_address:
+            proto.drop(f"already {same_host} connections from {host}"
+                       f" (limit {self.max_per_address})")
+        else:
+            self.pending.append(proto)
+
+    def certificate_received(self, proto: PeerProtocol, node_id: str) -> Optional[str]:
+        """
+        Over TLS, before either side says HELLO: may the node whose
+        certificate proves C{node_id} talk to us?  Returns why not, or
+        C{None}.
+
+        Fails closed: with an allow list, anyone not on it is refused; a
+        dial to an address where we expect a particular node is refused if
+        another one answers.
+        """
+        if node_id == self.node_id:
+            return None  # a self-connection: HELLO handling says so and stops dialling it
+        if self.allow is not None and node_id not in self.allow:
+            return f"node {format_id(node_id)} is not in the allowed ids"
+        entry = proto.dialed
+        if entry is not None and entry.expected_id is not None and entry.expected_id != node_id:
+            return (f"expected node {entry.expected_id[:12]} at {entry.key}"
+                    f" but {node_id[:12]} answered")
+        return None
+
+    def handshake_completed(self, proto: PeerProtocol) -> None:
+        """
+        The peer said HELLO: decide whether this connection is the one we
+        keep to that node.
+        """
+        if proto in self.pending:
+            self.pending.remove(proto)
+        remote = proto.remote_id
+        if remote != self.node_id:
+            self._record_reach(proto)
+        if remote == self.node_id:
+            if proto.dialed is not None:
+                self.book.mark_self(proto.dialed)
+                proto.close("self", f"connected to ourselves at {proto.dialed.key};"
+                            " not dialling it again")
+            else:
+                proto.close("self", "connected to ourselves")
+            return
+        existing = self.connections.get(remote)
+        if existing is not None:
+            loser = self._duplicate_loser(existing, proto)
+            if loser is proto:
+                if proto.dialed is not None:
+                    self.book.connected(proto.dialed, remote)
+                proto.close("duplicate", "already connected to this node")
+                self._check_waiters()  # the dialled address is now known to be connected
+                return
+            existing.close("duplicate", "a preferred connection to this node opened")
+        self.connections[remote] = proto
+        if self.known_ids.add(remote):
+            self.log.info(
+                "first contact with node {readable} ({name}){hint}",
+                readable=format_id(remote), name=wire.safe_text(proto.hello.name, 32),
+                hint="" if self.allow is not None or not self.tls else
+                "; list known ids with --allow or --trust to admit only them",
+            )
+        address = self._listen_address(proto)
+        if proto.dialed is not None:
+            self.book.connected(proto.dialed, remote)
+        if address is not None:
+            self.book.learn(address, self.clock.seconds(), node_id=remote)
+        self.log.info(
+            "connected to {peer} ({direction})",
+            peer=proto.describe(),
+            direction="outbound" if proto.dialed is not None else "inbound",
+        )
+        proto.start_files()
+        self.folder.peer_ready(proto)
+        self._peers_changed()
+
+    def _record_reach(self, proto: PeerProtocol) -> None:
+        """
+        Remember that this node and that one reached each other, and which
+        way: the doctor's answer to "why do files move one way only?".
+        """
+        reach = self.reach.pop(proto.remote_id, None) or Reach()
+        reach.name = wire.safe_text(proto.hello.name, 32)
+        now = self.clock.seconds()
+        if proto.dialed is not None:
+            reach.outbound = now
+            reach.address = proto.dialed.key
+        else:
+            reach.inbound = now
+        self.reach[proto.remote_id] = reach  # most recent last
+        while len(self.reach) > MAX_REACH:
+            del self.reach[next(iter(self.reach))]
+
+    def _duplicate_loser(self, existing: PeerProtocol, new: PeerProtocol) -> PeerProtocol:
+        """
+        Two connections to one node: pick the one to close.
+
+        Both ends must close the same one whatever order they saw the
+        handshakes in, so the rule uses only what both ends see alike: keep
+        the connection dialled by the node with the smaller id; if one node
+        dialled both, keep the one from the lower source port.
+        """
+        def rank(p: PeerProtocol):
+            if p.dialed is not None:
+                dialer, dialer_side = self.node_id, p.transport.getHost()
+            else:
+                dialer, dialer_side = p.remote_id, p.transport.getPeer()
+            return (dialer, getattr(dialer_side, "port", 0))
+
+        return new if rank(new) > rank(existing) else existing
+
+    def connection_lost(self, proto: PeerProtocol, reason) -> None:
+        if proto in self.pending:
+            self.pending.remove(proto)
+        timer = self._gossip_timers.pop(proto, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._last_gossip.pop(proto, None)
+        now = self.clock.seconds()
+        remote = proto.remote_id
+        if remote is not None and self.connections.get(remote) is proto:
+            del self.connections[remote]
+            self.log.info(
+                "{peer} left: {why}", peer=proto.describe(),
+                why=proto.closed_because or reason.getErrorMessage(),
+            )
+            for entry in self.book.entries_for(remote):
+                self.book.disconnected(entry, now, now - proto.connected_at)
+            self.folder.peer_lost(proto)
+            self._peers_changed()
+        elif proto.downloads and self.folder is not None:
+            # A replaced connection's downloads go to the one that stays.
+            self.folder.fetcher.peer_lost(proto)
+        if proto.dialed is not None and proto.dialed.dialing:
+            # The dial reached something that never became a connection of
+            # ours: no HELLO, or no common protocol version.
+            self.book.dial_failed(proto.dialed, now,
+                                  proto.closed_because or reason.getErrorMessage())
+        # Waiters may watch pending connections too (a script waiting for a
+        # refused stranger to be gone, say).
+        self._check_waiters()

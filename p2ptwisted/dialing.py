@@ -1,0 +1,130 @@
+# -*- test-case-name: tests.test_node -*-
+"""
+Dialling: the peer book's addresses turned into outbound connections,
+within limits, and LAN discovery's news fed into the book.  A mixin of
+L{p2ptwisted.node.Node}, kept apart so the node class stays readable; it
+uses the node's C{book}, C{connections}, C{clock}, C{log}, C{running},
+C{dial_factory}, C{_dials} and C{_endpoint_for}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.internet import endpoints
+from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IStreamClientEndpoint
+
+from p2ptwisted import wire
+from p2ptwisted.protocol import PeerProtocol
+from p2ptwisted.peers import BookEntry, parse_dial_target, split_expected_id
+
+#: Dials in flight at once, so a flood of gossip cannot turn us into a
+#: tool for flooding someone else.
+MAX_PENDING_DIALS = 8
+
+#: TCP connect timeout for a dial.
+CONNECT_TIMEOUT = 10.0
+
+
+def default_endpoint(reactor, entry: BookEntry) -> IStreamClientEndpoint:
+    """
+    The client endpoint that dials a book entry.
+
+    Gossiped addresses are IP literals and get a plain TCP endpoint;
+    operator-given names and endpoint strings are resolved as Twisted does.
+    """
+    if entry.endpoint is not None:
+        return endpoints.clientFromString(reactor, entry.endpoint)
+    host, port = entry.address.host, entry.address.port
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return endpoints.HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
+    cls = endpoints.TCP6ClientEndpoint if ip.version == 6 else endpoints.TCP4ClientEndpoint
+    return cls(reactor, host, port, timeout=CONNECT_TIMEOUT)
+
+
+class DialingMixin:
+    def add_bootstrap(self, text: str) -> BookEntry:
+        """
+        Add an operator-named peer: C{host:port} or a client endpoint
+        string, optionally prefixed with C{ID@} to require that node there.
+        """
+        expected, target = split_expected_id(text)
+        key, address, endpoint = parse_dial_target(target)
+        entry = self.book.add_bootstrap(key, address=address, endpoint=endpoint)
+        if expected is not None:
+            entry.expected_id = expected
+        return entry
+
+    def dial_due(self) -> None:
+        """
+        Dial every address whose time has come, within the pending limit.
+        """
+        if not self.running:
+            return
+        now = self.clock.seconds()
+        for entry in self.book.due(now, set(self.connections)):
+            if len(self._dials) >= MAX_PENDING_DIALS:
+                break
+            self._dial(entry)
+
+    def _dial(self, entry: BookEntry) -> None:
+        self.book.dial_started(entry)
+        try:
+            endpoint = self._endpoint_for(entry)
+        except Exception as e:
+            self.book.dial_failed(entry, self.clock.seconds())
+            self.log.warn("cannot dial {key}: {error}", key=entry.key, error=e)
+            return
+        self.log.debug("dialling {key}", key=entry.key)
+        d = endpoint.connect(self.dial_factory)
+        self._dials.add(d)
+
+        def connected(proto: PeerProtocol) -> None:
+            self._dials.discard(d)
+            getattr(proto, "wrappedProtocol", proto).dialed = entry
+
+        def failed(failure) -> None:
+            self._dials.discard(d)
+            self.book.dial_failed(entry, self.clock.seconds(), failure.getErrorMessage())
+            if failure.check(CancelledError) and not self.running:
+                return
+            self.log.info(
+                "could not reach {key} (attempt {n}, next in {delay:.0f}s): {why}",
+                key=entry.key, n=entry.failures,
+                delay=entry.next_attempt - self.clock.seconds(),
+                why=failure.getErrorMessage(),
+            )
+
+        d.addCallbacks(connected, failed)
+
+    def discovered(self, host: str, port: int, node_id: str, restarted: bool) -> None:
+        """
+        LAN discovery heard node C{node_id} announce C{host:port}: dial it
+        unless we are connected to it.
+
+        The address goes through the peer book like any other, so its
+        backoff holds; only a node that restarted (a new instance id) is
+        dialled at once.  Who answers is proven by TLS, not by the datagram.
+        """
+        if node_id in self.connections or not self.running:
+            return
+        try:
+            address = wire.parse_address(str(wire.PeerAddress(wire.normalize_host(host), port)))
+        except wire.ProtocolError:
+            return
+        now = self.clock.seconds()
+        entry = self.book.get(str(address)) or self.book.learn(address, now)
+        if entry is None or entry.is_self:
+            return
+        if not entry.discovered:
+            entry.discovered = True
+            self.log.info("heard node {id} on the LAN at {address}",
+                          id=node_id[:12], address=str(address))
+        if restarted and not entry.dialing and entry.node_id == node_id:
+            # That very node answered here before and has restarted: dial
+            # now.  (A datagram alone never cuts an address's backoff.)
+            entry.next_attempt = min(entry.next_attempt, now)
+        self.dial_due()

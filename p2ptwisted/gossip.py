@@ -1,0 +1,114 @@
+# -*- test-case-name: tests.test_node -*-
+"""
+Gossip: the PEERS frames a node sends and what it learns from those it
+gets.  A mixin of L{p2ptwisted.node.Node}, kept apart so the node class
+stays readable; it uses the node's C{connections}, C{book}, C{limits},
+C{clock}, C{log}, C{dial_due} and C{_check_waiters}, and its
+C{_gossip_timers} and C{_last_gossip}.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from p2ptwisted import wire
+from p2ptwisted.protocol import PeerProtocol
+
+#: Seconds between two PEERS frames to the same peer.
+GOSSIP_INTERVAL = 2.0
+
+
+class GossipMixin:
+    def peers_received(self, proto: PeerProtocol, message: wire.Peers) -> None:
+        """
+        Learn the addresses a peer gossips, within bounds.
+        """
+        now = self.clock.seconds()
+        last = proto.peers_received_at
+        if last is not None and now - last < self.limits.gossip_spacing:
+            self.log.debug("ignoring PEERS from {peer}: too frequent", peer=proto.describe())
+            return
+        proto.peers_received_at = now
+        from_loopback = wire.is_loopback(getattr(proto.transport.getPeer(), "host", ""))
+        ignored = message.rejected
+        learned = 0
+        ignored += max(0, len(message.addresses) - self.limits.gossip_entries)
+        for address in message.addresses[: self.limits.gossip_entries]:
+            if wire.is_loopback(address.host) and not from_loopback:
+                # A remote peer naming a loopback address would have us
+                # dial services on our own machine.
+                ignored += 1
+                continue
+            if self.book.learn(address, now) is not None:
+                learned += 1
+        if ignored:
+            self.log.info(
+                "ignored {n} invalid entries in PEERS from {peer}",
+                n=ignored, peer=proto.describe(),
+            )
+        if learned:
+            self.log.debug("learned {n} addresses from {peer}", n=learned, peer=proto.describe())
+            self.dial_due()
+
+    # -- gossip ------------------------------------------------------------------
+
+    def _listen_address(self, proto: PeerProtocol) -> Optional[wire.PeerAddress]:
+        """
+        Where the peer on C{proto} accepts connections, if it told us.
+
+        For a connection we dialled that is the address we reached; for an
+        inbound one it is the peer's host and the port its HELLO announced,
+        never the ephemeral source port.
+        """
+        peer = proto.transport.getPeer()
+        host = getattr(peer, "host", None)
+        if proto.dialed is not None:
+            port = getattr(peer, "port", None)
+        elif proto.hello.listen_ports:
+            port = proto.hello.listen_ports[0]
+        else:
+            return None
+        if not isinstance(host, str) or not isinstance(port, int):
+            return None  # not an IP connection (say, a UNIX socket)
+        try:
+            return wire.parse_address(str(wire.PeerAddress(wire.normalize_host(host), port)))
+        except wire.ProtocolError:
+            return None
+
+    def gossip_for(self, proto: PeerProtocol) -> wire.Peers:
+        """
+        The PEERS frame for one peer: the listen addresses of the other
+        peers we are connected to.
+        """
+        to_loopback = wire.is_loopback(getattr(proto.transport.getPeer(), "host", ""))
+        addresses = []
+        for remote, other in self.connections.items():
+            if other is proto or remote == proto.remote_id:
+                continue
+            address = self._listen_address(other)
+            if address is None or (wire.is_loopback(address.host) and not to_loopback):
+                continue
+            addresses.append(address)
+            if len(addresses) == self.limits.gossip_entries:
+                break
+        return wire.Peers(addresses=tuple(addresses))
+
+    def _peers_changed(self) -> None:
+        for proto in list(self.connections.values()):
+            self._schedule_gossip(proto)
+        self._check_waiters()
+
+    def _schedule_gossip(self, proto: PeerProtocol) -> None:
+        if proto in self._gossip_timers:
+            return  # a send is already scheduled and will carry the new set
+        last = self._last_gossip.get(proto)
+        now = self.clock.seconds()
+        delay = 0.0 if last is None else max(0.0, last + GOSSIP_INTERVAL - now)
+        self._gossip_timers[proto] = self.clock.callLater(delay, self._send_gossip, proto)
+
+    def _send_gossip(self, proto: PeerProtocol) -> None:
+        self._gossip_timers.pop(proto, None)
+        if self.connections.get(proto.remote_id) is not proto:
+            return
+        self._last_gossip[proto] = self.clock.seconds()
+        proto.send(self.gossip_for(proto))
