@@ -24,6 +24,10 @@ from p2ptwisted.protocol import PeerProtocol
 #: Nodes whose reachability (who dialled whom) we remember for the doctor.
 MAX_REACH = 1024
 
+#: Seconds a connection we keep has to answer a PING when its node
+#: connects again (see L{ConnectionsMixin._probe}).
+PROBE_TIMEOUT = 3.0
+
 
 @attrs.define
 class Reach:
@@ -101,12 +105,59 @@ class ConnectionsMixin:
         if existing is not None:
             loser = self._duplicate_loser(existing, proto)
             if loser is proto:
-                if proto.dialed is not None:
-                    self.book.connected(proto.dialed, remote)
-                proto.close("duplicate", "already connected to this node")
-                self._check_waiters()  # the dialled address is now known to be connected
+                self._probe(existing, proto)
                 return
             existing.close("duplicate", "a preferred connection to this node opened")
+        self._register(proto)
+
+    def _probe(self, existing: PeerProtocol, new: PeerProtocol) -> None:
+        """
+        The node we are connected to dialled again (or answered our dial):
+        the connection we would keep may be dead on its side (a broken
+        path it noticed and we did not).  Ask it (PING): if it answers
+        within L{PROBE_TIMEOUT}, the new connection is the duplicate; if
+        not, the old one goes and the new one takes its place -- so a peer
+        behind a path that broke is back within seconds, not after the
+        idle timeout.  Frames on the new connection wait meanwhile.
+        """
+        remote = new.remote_id
+        new.paused = True  # FrameReceiver buffers what arrives meanwhile
+        decided = []
+
+        def decide(alive: bool) -> None:
+            if decided:
+                return
+            decided.append(alive)
+            if timer.active():
+                timer.cancel()
+            if new._lost or new._closing:
+                return
+            if self.connections.get(remote) is not existing:
+                alive = False  # the old one is gone meanwhile
+            elif not alive:
+                existing.drop(f"no answer to a PING within {PROBE_TIMEOUT:g} seconds while"
+                              " its node connected again")
+            if alive:
+                if new.dialed is not None:
+                    self.book.connected(new.dialed, remote)
+                new.close("duplicate", "already connected to this node")
+                self._check_waiters()  # the dialled address is now known to be connected
+                return
+            if self.connections.get(remote) is existing:
+                del self.connections[remote]
+                self.folder.peer_lost(existing)
+            self._register(new)
+            new.paused = False
+            new.dataReceived(b"")  # what arrived meanwhile
+
+        timer = self.clock.callLater(PROBE_TIMEOUT, decide, False)
+        existing.probe(decide)
+
+    def _register(self, proto: PeerProtocol) -> None:
+        """
+        C{proto} is our one connection to its node from now on.
+        """
+        remote = proto.remote_id
         self.connections[remote] = proto
         if self.known_ids.add(remote):
             self.log.info(

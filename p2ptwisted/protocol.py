@@ -22,11 +22,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.basic import Int32StringReceiver
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from p2ptwisted import wire, wire_index
+from p2ptwisted.framing import FrameReceiver
+from p2ptwisted.liveness import LivenessMixin
 from p2ptwisted.tls import describe_tls_error, peer_id
 from p2ptwisted.uploads import UploadScheduler
 
@@ -39,7 +40,7 @@ TRANSPORT_BUFFER = 1 << 20
 
 
 @implementer(IHandshakeListener)
-class PeerProtocol(Int32StringReceiver):
+class PeerProtocol(LivenessMixin, FrameReceiver):
     """
     One connection to one peer, inbound or outbound.
 
@@ -67,6 +68,7 @@ class PeerProtocol(Int32StringReceiver):
     _timer = None
     _last_frame = 0.0
     _ping_nonce: Optional[int] = None
+    _probe = None  # (nonce, callback) of a PING whose answer someone waits for
     tls = False
     certificate_id: Optional[str] = None
     #: Why we closed the connection, if we did.
@@ -78,8 +80,7 @@ class PeerProtocol(Int32StringReceiver):
         self.node = node
         self.clock = node.clock
         self._lost_waiters: list = []
-        self._buffer = bytearray()
-        self._parsing = False
+        FrameReceiver.__init__(self)
         self.scheduler: Optional[UploadScheduler] = None
         self.downloads: Dict[int, object] = {}  # p2ptwisted.downloads.Download
         self.cancelled: Deque[int] = deque(maxlen=256)
@@ -246,90 +247,17 @@ class PeerProtocol(Int32StringReceiver):
             return
         self.send(self.node.make_hello())
 
-    def dataReceived(self, data: bytes) -> None:
+    def view_received(self, frame: memoryview) -> bool:
         """
-        Split the stream into frames.
-
-        Int32StringReceiver's own parser joins its whole buffer with every
-        read, which is quadratic in the frame size.  This one parses frames
-        straight out of what arrived, keeping only an incomplete tail for
-        next time, and hands DATA payloads on as views into the received
-        bytes, so file data is not copied in Python at all.  It keeps
-        Int32StringReceiver's contract: the same length prefix, the
-        MAX_LENGTH check before any body is buffered, and C{pauseProducing}
-        stopping delivery at once.
+        DATA payloads go to the fetcher as views into the received bytes,
+        never copied in Python (see L{FrameReceiver}).
         """
-        self.bytes_in += len(data)
-        if self._parsing:
-            # Re-entered through resumeProducing from a frame handler: the
-            # outer call carries on where it is.
-            if data:
-                self._buffer += data
-            return
-        self._parsing = True
-        try:
-            self._receive(data)
-        finally:
-            self._parsing = False
-
-    def _receive(self, data: bytes) -> None:
-        buffer = self._buffer
-        pos = 0
-        if buffer:
-            # The buffer holds the start of a frame: copy in only the bytes
-            # that complete it, not the whole read.
-            if len(buffer) < 4:
-                pos = min(4 - len(buffer), len(data))
-                buffer += data[:pos]
-            if len(buffer) >= 4:
-                length = int.from_bytes(buffer[:4], "big")
-                missing = 4 + length - len(buffer)
-                if length <= self.MAX_LENGTH and missing > 0:
-                    take = min(missing, len(data) - pos)
-                    buffer += memoryview(data)[pos : pos + take]
-                    pos += take
-                del buffer[: self._parse(buffer)]
-            if self._closing:
-                self._buffer = bytearray()
-                return
-            if buffer or self.paused:
-                buffer += memoryview(data)[pos:]
-                return
-        rest = memoryview(data)[pos:]
-        used = self._parse(rest)
-        if self._closing:
-            self._buffer = bytearray()
-        elif used < len(rest):
-            self._buffer += rest[used:]
-
-    def _parse(self, source) -> int:
-        """
-        Deliver every complete frame in C{source}; return how many bytes
-        were used.
-        """
-        view = memoryview(source)
-        try:
-            offset = 0
-            available = len(view)
-            while available - offset >= 4 and not self.paused and not self._closing:
-                length = int.from_bytes(view[offset : offset + 4], "big")
-                if length > self.MAX_LENGTH:
-                    self.lengthLimitExceeded(length)
-                    return available
-                end = offset + 4 + length
-                if end > available:
-                    break
-                if length > 4 and view[offset + 4] == wire.DATA and self.scheduler is not None:
-                    self._last_frame = self.clock.seconds()
-                    self._ping_nonce = None
-                    self.node.folder.fetcher.data_received(
-                        self, wire.decode_data(view[offset + 4 : end]))
-                else:
-                    self.stringReceived(bytes(view[offset + 4 : end]))
-                offset = end
-            return offset
-        finally:
-            del view
+        if len(frame) > 4 and frame[0] == wire.DATA and self.scheduler is not None:
+            self._last_frame = self.clock.seconds()
+            self._ping_nonce = None
+            self.node.folder.fetcher.data_received(self, wire.decode_data(frame))
+            return True
+        return False
 
     def lengthLimitExceeded(self, length: int) -> None:
         if self.hello is None and not self.tls and (length >> 16) in _TLS_RECORD_STARTS:
@@ -364,6 +292,10 @@ class PeerProtocol(Int32StringReceiver):
                              why=describe_tls_error(reason))
         self._lost = True
         self._cancel_timer()
+        if self._probe is not None:
+            _, answered = self._probe
+            self._probe = None
+            answered(False)
         if self.scheduler is not None:
             self.scheduler.stopProducing()
         self.node.connection_lost(self, reason)
@@ -414,9 +346,22 @@ class PeerProtocol(Int32StringReceiver):
         self.send(wire.Pong(message.nonce))
 
     def _pong_received(self, message: wire.Pong) -> None:
-        # Any frame counts as liveness (see stringReceived); the nonce only
-        # lets someone reading a capture match answers to questions.
-        pass
+        # Any frame counts as liveness (see stringReceived); the nonce
+        # matches an answer to a probe (see probe).
+        if self._probe is not None and message.nonce == self._probe[0]:
+            _, answered = self._probe
+            self._probe = None
+            answered(True)
+
+    def probe(self, answered) -> None:
+        """
+        Ask the peer whether this connection still works: C{answered(True)}
+        is called when its PONG arrives, C{answered(False)} if the
+        connection is lost first.
+        """
+        nonce = secrets.randbits(64)
+        self._probe = (nonce, answered)
+        self.send(wire.Ping(nonce))
 
     def _to_folder(part, name):
         def handler(self, message):
@@ -441,42 +386,6 @@ class PeerProtocol(Int32StringReceiver):
         wire.Pong: _pong_received,
     }
     del _to_folder
-
-    # -- timers ---------------------------------------------------------------
-
-    def _set_timer(self, delay: float, callback) -> None:
-        self._cancel_timer()
-        self._timer = self.clock.callLater(delay, callback)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _handshake_timeout(self) -> None:
-        self._timer = None
-        self.drop(f"no {'TLS handshake and ' if self.tls else ''}HELLO within"
-                  f" {self.node.limits.handshake_timeout:g} seconds")
-
-    def _idle_check(self) -> None:
-        """
-        Ping a peer that has been quiet for PING_INTERVAL (once per quiet
-        spell) and drop one that has been quiet for IDLE_TIMEOUT.
-        """
-        self._timer = None
-        limits = self.node.limits
-        quiet = self.clock.seconds() - self._last_frame
-        if quiet >= limits.idle_timeout:
-            self.drop(f"silent for {quiet:.0f} seconds")
-            return
-        if quiet >= limits.ping_interval:
-            if self._ping_nonce is None:
-                self._ping_nonce = secrets.randbits(64)
-                self.send(wire.Ping(self._ping_nonce))
-            next_check = limits.idle_timeout - quiet
-        else:
-            next_check = limits.ping_interval - quiet
-        self._set_timer(next_check, self._idle_check)
 
 
 #: The first two bytes of a TLS record (handshake or alert, version 3.x),

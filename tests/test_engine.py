@@ -6,6 +6,7 @@ and the life of an action.
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2ptwisted.core.dirty import URGENT_BATCH, DirtyPaths
 from p2ptwisted.core.engine import SyncEngine
 from p2ptwisted.core.index import DIR, FILE, LocalIndex, MemoryStore, Observed
 from p2ptwisted.core.planner import ADOPT, DELETE, FETCH, MKDIR, MOVE
@@ -352,3 +353,317 @@ class TombstoneLifetimeTests(SynchronousTestCase):
 
 class SqliteTombstoneLifetimeTests(SqliteMixin, TombstoneLifetimeTests):
     pass
+
+
+class DirtyPathsTests(SynchronousTestCase):
+    """
+    L{DirtyPaths} on its own: path order a limit at a time, small batches
+    first, busy paths kept for later.
+    """
+
+    def test_taken_in_path_order_a_limit_at_a_time(self):
+        d = DirtyPaths(["c", "a", "e", "b", "d"])
+        self.assertEqual(d.urgent, set())
+        self.assertEqual(d.take(2, ()), ["a", "b"])
+        self.assertEqual(d, {"c", "d", "e"})
+        self.assertEqual(d.take(2, ()), ["c", "d"])
+        self.assertEqual(d.take(10, ()), ["e"])
+        self.assertEqual(d.take(10, ()), [])
+        self.assertEqual(len(d), 0)
+
+    def test_adding_twice_takes_once(self):
+        d = DirtyPaths(["b"])
+        d.add("a")
+        d.add("a")
+        d.add("b")
+        self.assertEqual(sorted(d._heap), ["a", "b"])
+        d.discard("a")
+        d.add("a")  # pushed again: the heap holds it twice
+        self.assertEqual(d.take(5, ()), ["a", "b"])
+        self.assertEqual(d.take(5, ()), [])
+
+    def test_small_batch_jumps_the_queue(self):
+        d = DirtyPaths()
+        bulk = [f"bulk{i:02}" for i in range(URGENT_BATCH + 1)]
+        d.update(bulk)
+        self.assertEqual(d.urgent, set())
+        d.update(iter(["z2", "z1"]))  # any iterable, not only a list
+        self.assertEqual(d.urgent, {"z1", "z2"})
+        self.assertEqual(d.take(3, ()), ["z1", "z2", "bulk00"])
+        self.assertEqual(d.urgent, set())
+        self.assertEqual(len(d), URGENT_BATCH)
+
+    def test_a_batch_of_exactly_urgent_batch_is_urgent(self):
+        d = DirtyPaths(["a"])
+        batch = [f"z{i:02}" for i in range(URGENT_BATCH)]
+        d.update(batch)
+        self.assertEqual(d.urgent, set(batch))
+        self.assertEqual(d.take(1, ()), ["z00"])
+
+    def test_each_batch_judged_on_its_own(self):
+        d = DirtyPaths()
+        d.update([f"bulk{i:02}" for i in range(URGENT_BATCH + 1)], ["small"])
+        self.assertEqual(d.urgent, {"small"})
+
+    def test_urgent_paths_limited_too(self):
+        d = DirtyPaths(["a"])
+        d.update(["u3", "u1", "u2"])
+        self.assertEqual(d.take(2, ()), ["u1", "u2"])
+        self.assertEqual(d.urgent, {"u3"})
+        self.assertEqual(d.take(1, ()), ["u3"])
+        self.assertEqual(d.take(1, ()), ["a"])
+
+    def test_busy_paths_skipped_and_kept(self):
+        d = DirtyPaths(["a", "b", "c"])
+        self.assertEqual(d.take(2, {"a"}), ["b", "c"])
+        self.assertEqual(d, {"a"})
+        self.assertEqual(d.take(2, {"a"}), [])
+        self.assertEqual(d.take(2, ()), ["a"])
+
+    def test_busy_urgent_path_stays_urgent(self):
+        d = DirtyPaths(["a", "b"])
+        d.update(["z"])
+        self.assertEqual(d.take(1, {"z"}), ["a"])
+        self.assertEqual(d.urgent, {"z"})
+        self.assertEqual(d.take(1, ()), ["z"])
+        self.assertEqual(d.take(1, ()), ["b"])
+
+    def test_urgent_path_discarded_or_taken_is_no_longer_urgent(self):
+        d = DirtyPaths()
+        d.update(["x", "y"])
+        d.discard("x")
+        self.assertEqual(d.urgent, {"y"})
+        self.assertNotIn("x", d)
+        d.update(["w"])
+        d.urgent.add("gone")  # urgent, but no longer dirty
+        self.assertEqual(d.take(1, ()), ["w"])
+        self.assertEqual(d.urgent, {"y"})
+        self.assertEqual(d.take(5, ()), ["y"])
+
+    def test_clear(self):
+        d = DirtyPaths(["a", "b"])
+        d.update(["u"])
+        d.clear()
+        self.assertEqual((set(d), d._heap, d.urgent), (set(), [], set()))
+        d.add("c")
+        self.assertEqual(d.take(5, ()), ["c"])
+
+    def test_limits_past_the_small_int_cache(self):
+        """
+        Limits above 256 (ints CPython does not share): the count is
+        compared by value.
+        """
+        d = DirtyPaths(f"p{i:03}" for i in range(400))
+        self.assertEqual(len(d.take(300, ())), 300)
+        self.assertEqual(len(d), 100)
+        u = DirtyPaths()
+        for b in range(10):
+            u.update([f"u{b}{i:02}" for i in range(30)])
+        self.assertEqual(len(u.urgent), 300)
+        self.assertEqual(len(u.take(257, ())), 257)
+        self.assertEqual(len(u.urgent), 43)
+
+    def test_urgent_batch_is_thirty_two(self):
+        self.assertEqual(URGENT_BATCH, 32)
+        d = DirtyPaths()
+        d.update([f"a{i:02}" for i in range(32)])
+        d.update([f"b{i:02}" for i in range(33)])
+        self.assertEqual(len(d.urgent), 32)
+
+
+class EngineEdgeTests(SynchronousTestCase):
+    """
+    Edges of L{SyncEngine} that the scenario tests above pass over.
+    """
+
+    def setUp(self):
+        self.a, self.b = engine(A), engine(B)
+
+    def test_options_are_keyword_only(self):
+        store = MemoryStore()
+        self.assertRaises(TypeError, SyncEngine, LocalIndex(store, A), store, "send-receive")
+        SyncEngine(index=LocalIndex(store, A), store=store)
+
+    def test_first_hello_claims_nothing(self):
+        self.assertEqual(self.a.peer_connected("B").have_index_id, "")
+        self.assertEqual(self.a.peer_connected("B").have_sequence, 0)
+
+    def test_hello_about_another_index_sends_from_the_start(self):
+        add(self.a, "f", "x")
+        self.a.peer_connected("B")
+        hello = self.b.peer_connected("A")
+        self.a.hello_received("B", attrs.evolve(hello, have_index_id="other", have_sequence=5))
+        self.assertEqual(self.a.peers["B"].sent, 0)
+        self.assertEqual([e.path for e in self.a.outgoing("B")], ["f"])
+
+    def test_no_planning_before_the_first_plan(self):
+        add(self.a, "f", "x")
+        self.assertTrue(self.a.dirty)
+        self.assertFalse(self.a.has_planning())
+
+    def test_nothing_to_plan_once_done(self):
+        connect(self.a, "A", self.b, "B")
+        add(self.a, "f", "x")
+        pump(self.a, "A", self.b, "B")
+        self.assertFalse(self.b.in_sync())  # dirty, nothing busy yet
+        [action] = self.b.next_actions(NOW)
+        self.b.done(action)
+        self.assertEqual((set(self.b.dirty), self.b.deferred, self.b.busy), (set(), {}, {}))
+        self.assertFalse(self.b.has_planning())
+
+    def test_ignore_rule_told_whether_a_path_is_a_directory(self):
+        b = engine(B, ignored=lambda path, is_dir: path.endswith(".log") and not is_dir)
+        connect(self.a, "A", b, "B")
+        add(self.a, "a.log", "x")
+        self.a.local_changed([Observed("d.log", DIR, 0, 0, 0o755)], [], NOW)
+        pump(self.a, "A", b, "B")
+        self.assertEqual(b.store.remote_for("a.log"), {})
+        self.assertIn("A", b.store.remote_for("d.log"))
+
+    def test_directory_where_a_peer_has_a_file_is_our_change(self):
+        connect(self.a, "A", self.b, "B")
+        add(self.a, "x", "file")
+        pump(self.a, "A", self.b, "B")
+        made = self.b.local_changed([Observed("x", DIR, 0, 0, 0o755)], [], NOW)
+        self.assertEqual([(e.path, e.kind) for e in made], [("x", DIR)])
+
+    def test_directory_holding_a_peers_files_is_not_our_change(self):
+        connect(self.a, "A", self.b, "B")
+        add(self.a, "d/f", "x")  # the peer's entry for d itself not (yet) here
+        pump(self.a, "A", self.b, "B")
+        self.assertEqual(self.b.store.remote_for("d"), {})
+        self.b.dirty.clear()
+        self.assertEqual(self.b.local_changed([Observed("d", DIR, 0, 0, 0o755)], [], NOW), [])
+        self.assertIn("d", self.b.dirty)
+
+    def test_held_action_planned_again_when_retry_says(self):
+        connect(self.a, "A", self.b, "B")
+        add(self.a, "f", "x")
+        pump(self.a, "A", self.b, "B")
+        [action] = self.b.next_actions(NOW)
+        self.b.hold(action)
+        self.assertEqual(self.b.next_actions(NOW + 1000), [])  # held: no time set
+        self.b.retry(action, NOW + 5)
+        self.assertEqual(self.b.next_actions(NOW + 4), [])
+        self.assertEqual([a.path for a in self.b.next_actions(NOW + 5)], ["f"])
+
+    def test_held_move_released_on_both_paths(self):
+        connect(self.a, "A", self.b, "B")
+        add(self.a, "old", "bytes")
+        pump(self.a, "A", self.b, "B")
+        self.b.done(self.b.next_actions(NOW)[0])
+        self.a.local_changed([Observed("new", FILE, 5, NOW * 10**9, 0o644, "bytes")], ["old"],
+                             NOW + 1)
+        pump(self.a, "A", self.b, "B")
+        [move] = self.b.next_actions(NOW + 1)
+        self.assertEqual(move.kind, MOVE)
+        self.b.hold(move)
+        self.b.retry(move, NOW + 2)
+        self.assertEqual(self.b.waiting, {"new": NOW + 2, "old": NOW + 2})
+
+    def test_retry_leaves_paths_not_held_alone(self):
+        connect(self.a, "A", self.b, "B")
+        add(self.a, "f", "x")
+        pump(self.a, "A", self.b, "B")
+        [action] = self.b.next_actions(NOW)
+        self.b.retry(action, NOW + 5)
+        self.assertEqual(self.b.waiting, {})
+
+    def test_tombstone_pages_not_read_twice(self):
+        calls = []
+
+        class Counting(MemoryStore):
+            def tombstones(self, after, limit):
+                calls.append(after)
+                return super().tombstones(after, limit)
+
+        a = engine(A, Counting())
+        for p in ("t1", "t2", "t3"):
+            add(a, p, "x")
+        a.local_changed([], ["t1", "t2", "t3"], NOW)
+        self.assertEqual(a.expire_tombstones(NOW + 10, 1000, batch=2), 0)
+        self.assertEqual(calls, ["", "t2", "t3"])
+
+    def test_me_is_the_index_owner(self):
+        self.assertEqual(self.a.me, A)
+
+    def test_outgoing_sends_a_thousand_at_a_time(self):
+        for i in range(1001):
+            add(self.a, f"f{i:04}", f"c{i}")
+        connect(self.a, "A", self.b, "B")
+        self.assertEqual(len(self.a.outgoing("B")), 1000)
+        self.assertEqual(len(self.a.outgoing("B")), 1)
+
+    def test_sequence_of_a_peer_never_helloed_starts_at_zero(self):
+        self.b.entries_received("X", [], NOW)
+        self.assertEqual(self.b.store.meta("peer-sequence:X"), "0")
+
+    def test_next_actions_plans_256_at_a_time(self):
+        for i in range(257):
+            add(self.a, f"f{i:03}", f"c{i}")
+        connect(self.a, "A", self.b, "B")
+        pump(self.a, "A", self.b, "B")
+        self.assertEqual(len(self.b.next_actions(NOW)), 256)
+
+    def test_ignore_rule_at_planning_told_whether_a_path_is_a_directory(self):
+        rules = set()
+        b = engine(B, ignored=lambda path, is_dir: (path, is_dir) in rules)
+        connect(self.a, "A", b, "B")
+        add(self.a, "a.log", "x")
+        self.a.local_changed([Observed("d.log", DIR, 0, 0, 0o755)], [], NOW)
+        pump(self.a, "A", b, "B")
+        rules.add(("a.log", False))  # a rule added since the peer told us
+        self.assertEqual([(a.path, a.kind) for a in b.next_actions(NOW)], [("d.log", MKDIR)])
+
+    def test_planning_goes_on_after_a_call_that_planned_one_path(self):
+        connect(self.a, "A", self.b, "B")
+        add(self.a, "f", "x")
+        add(self.a, "g", "y")
+        pump(self.a, "A", self.b, "B")
+        self.assertEqual(len(self.b.next_actions(NOW, limit=1)), 1)
+        self.assertTrue(self.b.has_planning())
+
+    def test_deletion_waits_for_a_fetch_in_flight(self):
+        connect(self.a, "A", self.b, "B")
+        add(self.a, "z-old", "old bytes")
+        pump(self.a, "A", self.b, "B")
+        self.b.done(self.b.next_actions(NOW)[0])
+        add(self.a, "a-new", "new bytes", now=NOW + 1)
+        self.a.local_changed([], ["z-old"], NOW + 1)
+        pump(self.a, "A", self.b, "B")
+        [fetch] = self.b.next_actions(NOW + 1, limit=1)
+        self.assertEqual((fetch.kind, fetch.path), (FETCH, "a-new"))
+        self.assertEqual(self.b.next_actions(NOW + 1, limit=1), [])
+        self.assertIn("z-old", self.b.deferred)
+        self.b.done(fetch)
+        self.assertEqual([(a.kind, a.path) for a in self.b.next_actions(NOW + 1)],
+                         [(DELETE, "z-old")])
+
+    def test_tombstone_exactly_lifetime_old_is_kept(self):
+        add(self.a, "t", "x")
+        [gone] = self.a.local_changed([], ["t"], NOW)
+        at = gone.version.counter(gone.modified_by) + 100
+        self.assertEqual(self.a.expire_tombstones(at, 100), 0)
+        self.assertEqual(self.a.expire_tombstones(at + 1, 100), 1)
+
+    def test_recent_tombstone_does_not_stop_the_page(self):
+        add(self.a, "a-recent", "x")
+        add(self.a, "b-old", "y")
+        self.a.local_changed([], ["b-old"], NOW)
+        self.a.local_changed([], ["a-recent"], NOW + 1000)
+        self.assertEqual(self.a.expire_tombstones(NOW + 500, 100), 1)
+        self.assertIsNone(self.a.index.get("b-old"))
+        self.assertTrue(self.a.index.get("a-recent").deleted)
+
+    def test_one_deleted_file_is_the_source_of_one_move(self):
+        connect(self.a, "A", self.b, "B")
+        add(self.a, "y", "bytes")
+        pump(self.a, "A", self.b, "B")
+        self.b.done(self.b.next_actions(NOW)[0])
+        self.a.local_changed([Observed("x1", FILE, 5, NOW * 10**9, 0o644, "bytes"),
+                              Observed("x2", FILE, 5, NOW * 10**9, 0o644, "bytes")], ["y"],
+                             NOW + 1)
+        pump(self.a, "A", self.b, "B")
+        got = sorted((a.kind, a.path, a.source.path if a.source else None)
+                     for a in self.b.next_actions(NOW + 1))
+        self.assertEqual([k for k, _, _ in got].count(MOVE), 1, got)

@@ -176,6 +176,56 @@ class ConnectionTests(SynchronousTestCase):
             lost = second if kept is first else first
             self.assertTrue(lost[0].transport.disconnecting)
 
+    def test_dead_connection_replaced_when_its_node_dials_again(self):
+        """
+        B lost its connection to A on a path A did not notice (A still
+        holds it); B dials again.  A asks the old connection (PING); with
+        no answer within PROBE_TIMEOUT the old one goes and the new one is
+        the connection, at once -- not after the idle timeout -- and the
+        folders talk over it.
+        """
+        from twisted.internet.error import ConnectionLost
+
+        from p2ptwisted.connections import PROBE_TIMEOUT
+
+        reactor = MemoryReactorClock()
+        a, b = make_node(self, "a", reactor=reactor), make_node(self, "b", reactor=reactor)
+        b_old, a_old, old = link(b, a)
+        flush(old)
+        self.assertIs(a.connections[b.node_id], a_old)
+        # B's side breaks; A hears nothing (the old link is never pumped again).
+        b_old.connectionLost(Failure(ConnectionLost("path broken")))
+        self.assertNotIn(a.node_id, b.connections)
+        b_new, a_new, new = link(b, a)
+        flush(new)
+        self.assertIs(a.connections[b.node_id], a_old)  # asked, not answered yet
+        reactor.advance(PROBE_TIMEOUT)
+        flush(new)
+        self.assertIs(a.connections[b.node_id], a_new)
+        self.assertIs(b.connections[a.node_id], b_new)
+        self.assertTrue(a_old.transport.disconnecting)
+        self.assertFalse(a_new.transport.disconnecting)
+        self.assertIn(b.node_id, a.folder.exchange.up_to_date)
+        self.assertIn(a.node_id, b.folder.exchange.up_to_date)
+
+    def test_live_connection_kept_when_its_node_dials_again(self):
+        """
+        The same, with the old connection alive: it answers the PING, and
+        the new connection is closed as the duplicate.
+        """
+        reactor = MemoryReactorClock()
+        a, b = make_node(self, "a", reactor=reactor), make_node(self, "b", reactor=reactor)
+        b_old, a_old, old = link(b, a)
+        flush(old)
+        b_new, a_new, new = link(b, a, entry=b.book.add_bootstrap(
+            "127.0.0.2:%d" % a.listen_ports[0]), listener_host="127.0.0.2")
+        flush(new, old)
+        flush(new, old)
+        self.assertIs(a.connections[b.node_id], a_old)
+        self.assertIs(b.connections[a.node_id], b_old)
+        self.assertTrue(a_new.transport.disconnecting or b_new.transport.disconnecting)
+        self.assertFalse(a_old.transport.disconnecting)
+
     def test_version_mismatch_does_not_wedge_address(self):
         """
         A dialled address whose node speaks no common version is retried

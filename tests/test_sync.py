@@ -17,6 +17,8 @@ from p2ptwisted.core.planner import RECEIVE_ONLY, SEND_ONLY, SEND_RECEIVE
 from p2ptwisted.scanner import Scanner
 from p2ptwisted.hashing import hash_fd
 from p2ptwisted.sync import FolderSync
+from p2ptwisted.core import trouble
+from p2ptwisted.core.trouble import Trouble
 
 from .helpers import capture_logs
 
@@ -357,3 +359,46 @@ class LoopTests(TwoFolders):
         warned = [line for line in logs() if line.startswith("cannot remove directory d:")]
         self.assertEqual(len(warned), 1, warned)
 
+
+class TroubleTests(SynchronousTestCase):
+    """
+    L{Trouble} on its own: the wait doubles with each failure in a row up
+    to the ceiling, only the first failure of a run is to be logged, a
+    success starts afresh, and at most MAX_PATHS paths are remembered.
+    """
+
+    def test_wait_doubles_up_to_the_ceiling(self):
+        t = Trouble(5.0, 30.0)
+        got = [t.failed("p") for _ in range(6)]
+        self.assertEqual(got, [(5.0, True), (10.0, False), (20.0, False), (30.0, False),
+                               (30.0, False), (30.0, False)])
+        self.assertEqual(t.in_a_row("p"), 6)
+
+    def test_paths_counted_apart_and_cleared(self):
+        t = Trouble(1.0, 100.0)
+        self.assertEqual(t.in_a_row("p"), 0)
+        t.failed("p")
+        t.failed("p")
+        self.assertEqual(t.failed("q"), (1.0, True))
+        self.assertEqual((t.in_a_row("p"), t.in_a_row("q")), (2, 1))
+        t.cleared("p")
+        t.cleared("never-failed")  # no error
+        self.assertEqual((t.in_a_row("p"), t.in_a_row("q")), (0, 1))
+        self.assertEqual(t.failed("p"), (1.0, True))
+
+    def test_oldest_path_forgotten_past_the_limit(self):
+        self.patch(trouble, "MAX_PATHS", 3)
+        t = Trouble(1.0, 100.0)
+        for p in "abc":
+            t.failed(p)
+        t.failed("a")  # a is now the most recent: b is the oldest
+        t.failed("d")
+        self.assertEqual(len(t.counts), 3)
+        self.assertEqual([t.in_a_row(p) for p in "abcd"], [2, 0, 1, 1])
+
+    def test_ten_thousand_paths_remembered(self):
+        t = Trouble(1.0, 100.0)
+        for i in range(10_001):
+            t.failed(f"p{i}")
+        self.assertEqual(len(t.counts), 10_000)
+        self.assertEqual((t.in_a_row("p0"), t.in_a_row("p1"), t.in_a_row("p10000")), (0, 1, 1))

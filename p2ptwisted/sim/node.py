@@ -17,11 +17,16 @@ import attrs
 from p2ptwisted.core.engine import SyncEngine
 from p2ptwisted.core.index import DIR, FILE, LocalIndex
 from p2ptwisted.core.planner import (ADOPT, DELETE, FETCH, MKDIR, MOVE, SET_META, Action)
+from p2ptwisted.core.trouble import Trouble
 from p2ptwisted.core.versions import short_id
 from p2ptwisted.sim.fs import Item, SimFS
 
-#: Seconds before a failed action is planned again.
+#: Seconds before a failed action is planned again (doubled with each
+#: failure in a row of a path, up to MAX_RETRY), and rescans in a row
+#: before a path waits (as in p2ptwisted.sync).
 RETRY = 2.0
+MAX_RETRY = 60.0
+STUCK_AFTER = 3
 
 
 class SimNode:
@@ -42,7 +47,8 @@ class SimNode:
         self.gets = 0
         self.engine: Optional[SyncEngine] = None
         self.links: Dict[str, object] = {}
-        self._fetches: Dict[int, Tuple[Action, str]] = {}  # request id: (action, peer asked)
+        self._fetches: Dict[int, Tuple[Action, str]] = {}
+        self.trouble = Trouble(RETRY, MAX_RETRY)  # request id: (action, peer asked)
         self._scan_call = None
         self._pump_call = None
 
@@ -167,12 +173,20 @@ class SimNode:
         self.announce()
 
     def _fail(self, action: Action, rescan: bool = False) -> None:
-        if rescan:
+        """
+        As the real shell (L{p2ptwisted.sync}): a path whose action fails
+        rescans and is planned again at once, but after STUCK_AFTER such
+        failures in a row it waits, longer each time, so a disk state the
+        scan does not record cannot make the node loop.
+        """
+        if rescan and self.trouble.in_a_row(action.path) < STUCK_AFTER:
+            self.trouble.failed(action.path)
             self.scan()
             self.engine.failed(action, None)
             self.kick()
         else:
-            self.engine.failed(action, self.sim.clock.seconds() + RETRY)
+            delay, _ = self.trouble.failed(action.path)
+            self.engine.failed(action, self.sim.clock.seconds() + delay)
 
     def apply(self, action: Action) -> None:
         fs = self.fs
@@ -287,6 +301,7 @@ class SimNode:
         self._done(action)
 
     def _done(self, action: Action) -> None:
+        self.trouble.cleared(action.path)
         self.engine.done(action)
         self.announce()
 
