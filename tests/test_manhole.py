@@ -387,6 +387,20 @@ class ManholeSessionTests(ManholeTestCase):
         self.assertEqual(match.group("outcome"), "called back", session.transcript())
         return match.group("result")
 
+    async def in_step_here(self, session: SSHClient) -> None:
+        """
+        Wait, through the prompt, until the node's folder is in step.
+        """
+        since = len(session.raw)
+        answer = (await session.command("node.folder.when(node.folder.in_sync)")).strip()
+        pending = PENDING.match(answer)
+        if pending is None:
+            self.assertIn("current result: None", answer, session.transcript())
+            return
+        fired = re.compile(FIRED.format(n=pending.group("n")))
+        await session.wait_output(lambda text: fired.search(text), since,
+                                  what="the folder in step")
+
     async def test_operator_session(self) -> None:
         """
         An operator logs into A's manhole with the real ssh client, sees A
@@ -509,6 +523,9 @@ class ManholeSessionTests(ManholeTestCase):
         with open(os.path.join(share_b, "later.txt"), "rb") as f:
             self.assertEqual(f.read(), b"later\n")
 
+        # A may still be planning B's news (nothing to do, send-only):
+        # wait for it to say so, through the same prompt.
+        await self.in_step_here(session)
         status = await session.command("status()")
         total = len(hello) + len(b"A's own\n") + len(b"later\n")
         self.assertIn(f"sharing 3 files ({total / 1024:.1f} KiB); mode send-only, in step",
