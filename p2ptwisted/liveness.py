@@ -4,7 +4,7 @@ A connection's timers: the handshake deadline, then pings for a quiet
 peer and a drop for a silent one.  A mixin of
 L{p2ptwisted.protocol.PeerProtocol}, kept apart so the protocol class stays
 readable; it uses the protocol's C{clock}, C{node.limits}, C{tls},
-C{drop}, C{send}, C{_timer}, C{_last_frame} and C{_ping_nonce}.
+C{drop}, C{send}, C{_timer}, C{_last_frame}, C{_ping_nonce} and C{_probe}.
 """
 
 from __future__ import annotations
@@ -48,3 +48,13 @@ class LivenessMixin:
         else:
             next_check = limits.ping_interval - quiet
         self._set_timer(next_check, self._idle_check)
+
+    def probe(self, answered) -> None:
+        """
+        Ask the peer whether this connection still works: C{answered(True)}
+        is called when its PONG arrives, C{answered(False)} if the
+        connection is lost first.
+        """
+        nonce = secrets.randbits(64)
+        self._probe = (nonce, answered)
+        self.send(wire.Ping(nonce))

@@ -13,7 +13,6 @@ methods named here.
 
 from __future__ import annotations
 
-import secrets
 from collections import deque
 from typing import Deque, Dict, Optional
 
@@ -352,16 +351,6 @@ class PeerProtocol(LivenessMixin, FrameReceiver):
             _, answered = self._probe
             self._probe = None
             answered(True)
-
-    def probe(self, answered) -> None:
-        """
-        Ask the peer whether this connection still works: C{answered(True)}
-        is called when its PONG arrives, C{answered(False)} if the
-        connection is lost first.
-        """
-        nonce = secrets.randbits(64)
-        self._probe = (nonce, answered)
-        self.send(wire.Ping(nonce))
 
     def _to_folder(part, name):
         def handler(self, message):

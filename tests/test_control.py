@@ -8,9 +8,7 @@ C{transfers()} and C{status()}, and the log line it ends with.
 """
 
 import os
-import random
 import re
-import struct
 
 import attrs
 from twisted.internet.address import IPv4Address
@@ -24,13 +22,14 @@ from p2ptwisted import wire
 from p2ptwisted.control import Control, PeerInfo
 from p2ptwisted.core.index import DIR, FILE, Entry
 from p2ptwisted.downloads import TransferFailed, partial_name
-from p2ptwisted.hashing import PARTIAL_PREFIX, new_hasher
+from p2ptwisted.hashing import PARTIAL_PREFIX
 from p2ptwisted.identity import format_id
 from p2ptwisted.limits import PING_INTERVAL
 from p2ptwisted.uploads import CHUNK_SIZE
 from p2ptwisted.wire_index import decode_any_frame
 
 from .helpers import capture_logs, link, make_node
+from .test_exchange import content, content_hash, tap, throttle
 
 MiB = 1024 * 1024
 
@@ -51,16 +50,6 @@ FETCHED = re.compile(r"^fetched (?P<path>\S+) \((?P<size>\d+) bytes\) from (?P<p
 
 # ---------------------------------------------------------------------------
 # Helpers
-
-
-def content(seed, size):
-    return random.Random(seed).randbytes(size)
-
-
-def content_hash(data):
-    hasher = new_hasher()
-    hasher.update(data)
-    return hasher.hexdigest()
 
 
 def write_file(root, path, data, mtime_ns=None):
@@ -95,69 +84,6 @@ def names_in(root):
 def partials(node):
     return {n for n in names_in(node.share_dir)
             if n.rsplit("/", 1)[-1].startswith(PARTIAL_PREFIX)}
-
-
-def throttle(pump, limit=WINDOW):
-    """
-    Give both fake transports of an iosim pump TCP-like back-pressure: a
-    registered streaming producer is paused once more than C{limit} bytes
-    wait to be delivered, and resumed when the pump takes them -- what a
-    real TCP transport does with its send buffer.  (iosim's transport never
-    pauses its producer, so without this a whole file would cross in one
-    step.)
-    """
-    for io in (pump.clientIO, pump.serverIO):
-        _throttle(io, limit)
-
-
-def _throttle(io, limit):
-    write, get = io.write, io.getOutBuffer
-    state = {"buffered": 0, "paused": False}
-
-    def throttled_write(data):
-        write(data)
-        if io.disconnecting:
-            return
-        state["buffered"] += len(data)
-        if io.producer is not None and io.streamingProducer and state["buffered"] > limit:
-            state["paused"] = True
-            io.producer.pauseProducing()
-
-    def throttled_get():
-        data = get()
-        state["buffered"] = 0
-        if state["paused"] and io.producer is not None:
-            state["paused"] = False
-            io.producer.resumeProducing()
-        return data
-
-    io.write = throttled_write
-    io.getOutBuffer = throttled_get
-
-
-def tap(io, edit):
-    """
-    See every frame a fake transport carries: C{edit(frame)} gets each
-    frame (type byte and body) and returns the frame to deliver.
-    """
-    get = io.getOutBuffer
-    held = bytearray()
-
-    def tapped():
-        data = get()
-        if data:
-            held.extend(data)
-        out = []
-        while len(held) >= 4:
-            (length,) = struct.unpack("!I", held[:4])
-            if len(held) < 4 + length:
-                break
-            frame = edit(bytes(held[4:4 + length]))
-            out.append(struct.pack("!I", len(frame)) + frame)
-            del held[:4 + length]
-        return b"".join(out) or None
-
-    io.getOutBuffer = tapped
 
 
 def record_frames(io):
