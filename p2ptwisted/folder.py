@@ -37,6 +37,10 @@ from p2ptwisted.trash import DEFAULT_KEEP_DAYS
 #: versions removed).
 TIDY_INTERVAL = 24 * 3600.0
 
+#: Meta key set once a scan has completed: the stored index is then whole
+#: as of the last run, and can be sent before this run's first scan.
+WHOLE_KEY = "scanned_whole"
+
 
 class Folder:
     """
@@ -70,8 +74,9 @@ class Folder:
                                announce=self.exchange.announce, run_blocking=run_blocking,
                                mode=mode)
         self._tidy_call = clock.callLater(TIDY_INTERVAL, self.tidy)
-        #: Whether the first scan is done (see L{start}).
-        self.ready = False
+        #: Whether peers may hear of our index (see L{start}): at once if
+        #: it is whole as of our last run, else once the first scan is done.
+        self.ready = self.store.meta(WHOLE_KEY) == "1"
         #: Connections waiting for our first scan, with the INDEX_HELLO each
         #: peer sent meanwhile (None until it comes).
         self._hello_waiting: Dict[object, object] = {}
@@ -146,23 +151,36 @@ class Folder:
 
     def start(self) -> Deferred:
         """
-        The first scan.  Peers hear of our index only once it is done: an
-        index sent before would be partial, and a peer would log it as
-        complete.  A peer's INDEX_HELLO that arrives meanwhile is held, and
-        handled once ours is sent, so the exchange always starts in order.
+        The first scan.  A new index is not sent before it is done: it
+        would be partial, and a peer would log it as complete.  A peer's
+        INDEX_HELLO that arrives meanwhile is held, and handled once ours
+        is sent, so the exchange always starts in order.
+
+        An index that a whole scan has filled before (a restart) is sent
+        at once: it is what peers last saw of us, whole, and the scan then
+        streams what changed while we were off, as any change.  Peers are
+        safe meanwhile: we serve a file only if the disk still has the
+        size and mtime the index says, and we replace nothing on disk that
+        differs from what we last scanned.
         """
         def scanned(result):
-            self.ready = True
-            waiting, self._hello_waiting = self._hello_waiting, {}
-            connected = self.exchange.connections()
-            for proto, held in waiting.items():
-                if connected.get(proto.remote_id) is proto:
-                    self.exchange.peer_ready(proto)
-                    if held is not None:
-                        self.exchange.hello_received(proto, held)
+            if self.sync.scans.count and self.store.meta(WHOLE_KEY) != "1":
+                self.store.set_meta(WHOLE_KEY, "1")
+            if not self.ready:
+                self.ready = True
+                self._release_held()
             return result
 
         return self.rescan().addCallback(scanned)
+
+    def _release_held(self) -> None:
+        waiting, self._hello_waiting = self._hello_waiting, {}
+        connected = self.exchange.connections()
+        for proto, held in waiting.items():
+            if connected.get(proto.remote_id) is proto:
+                self.exchange.peer_ready(proto)
+                if held is not None:
+                    self.exchange.hello_received(proto, held)
 
     def peer_ready(self, proto) -> None:
         if self.ready:

@@ -30,6 +30,7 @@ from p2ptwisted import fetcher as fetcher_module
 from p2ptwisted import scanner as scanner_module
 from p2ptwisted import wire
 from p2ptwisted.downloads import SMALL_FILE, partial_name
+from p2ptwisted.folder import WHOLE_KEY
 from p2ptwisted.node import Node
 from p2ptwisted.peers import PeerBook
 from p2ptwisted.tap import Options, makeService
@@ -810,22 +811,87 @@ class FirstScanTests(SynchronousTestCase):
         write_file(b.share_dir, "one.txt", b"one", mtime_ns=past_ns(self.mesh))
         self.check_early(b, held, [("one.txt", b"one")])
 
-    def test_restarted_node_meets_a_new_peer(self):
+    def restarted_b(self, files):
         """
-        B restarts with an index from its last run, and A, which has never
-        met B, connects during B's first scan: B sends none of its stored
-        index before its INDEX_HELLO (A would take such entries as coming
-        before B's index id and drop them).
+        B, with C{files} scanned into its index, ready to be restarted.
         """
         b = self.mesh.node("b")
-        files = [("one.txt", b"one"), ("dir/two.txt", b"two")]
         for path, data in files:
             write_file(b.share_dir, path, data, mtime_ns=past_ns(self.mesh))
         b.rescan()
         self.mesh.run(b.folder.in_sync)
+        return b
+
+    def test_restarted_node_sends_its_index_at_once(self):
+        """
+        B restarts with an index that a whole scan filled in its last run,
+        and A, which has never met B, connects during B's first scan: B
+        sends its INDEX_HELLO and its index at once, without waiting for
+        the scan (a restart must not keep peers waiting for a scan of the
+        whole share), and serves its files meanwhile.
+        """
+        files = [("one.txt", b"one"), ("dir/two.txt", b"two")]
+        b = self.restarted_b(files)
+        held = Held(auto=True, hold=lambda f: getattr(f, "__name__", "") == "scan")
+        b = restart(self, self.mesh, b, run_blocking=held)
+        client, _, pump = self.mesh.link(self.a, b)
+        from_b = record(pump.serverIO, INDEX_HELLO, INDEX)
+        self.mesh.run(lambda: all(os.path.exists(os.path.join(self.a.share_dir, path))
+                                  for path, _ in files) and self.a.folder.in_sync(),
+                      timeout=10)
+        self.assertTrue(held.named("scan"), "B's first scan ended: the test proves nothing")
+        self.assertEqual(type(from_b[0]).__name__, "IndexHello")
+        for path, data in files:
+            self.assertEqual(read_file(self.a.share_dir, path), data)
+        self.assertIn(f"{client.describe()} shares 2 files (6 bytes);"
+                      " its index is up to date here", self.logs())
+
+    def test_interrupted_first_scan_is_not_sent_early(self):
+        """
+        B's index was never filled by a whole scan (its first scan was
+        interrupted: the state directory says so), so after a restart it
+        waits for this run's first scan, as a new node does: what it holds
+        may be a fraction of its share.
+        """
+        files = [("one.txt", b"one"), ("dir/two.txt", b"two")]
+        b = self.restarted_b(files)
+        b.folder.store.set_meta(WHOLE_KEY, "0")
         held = Held()
         b = restart(self, self.mesh, b, run_blocking=held)
         self.check_early(b, held, files)
+
+    def test_file_changed_while_off_is_not_served_stale(self):
+        """
+        B's file was edited while B was off.  B sends its stored index at
+        once, which still names the old version; A asks for it, and B
+        refuses (the disk no longer has it) rather than send the new bytes
+        under the old version.  B's scan then announces the edit and A
+        gets the new content; the old bytes reach A's share nowhere.
+        """
+        b = self.restarted_b([("one.txt", b"old bytes")])
+        # (B scans only when asked: this edit is news to its next run.)
+        write_file(b.share_dir, "one.txt", b"new content, longer",
+                   mtime_ns=past_ns(self.mesh) + 10**9)
+        held = Held(auto=True, hold=lambda f: getattr(f, "__name__", "") == "scan")
+        b = restart(self, self.mesh, b, run_blocking=held)
+        _, _, pump = self.mesh.link(self.a, b)
+        from_a = record(pump.clientIO, wire.GET)
+        self.mesh.run(lambda: from_a, timeout=10)
+        later = self.mesh.reactor.seconds() + 5
+        self.mesh.run(lambda: self.mesh.reactor.seconds() >= later, timeout=6)
+        self.assertFalse(os.path.exists(os.path.join(self.a.share_dir, "one.txt")))
+        self.assertTrue([line for line in self.logs() if line.startswith("fetching one.txt")
+                         and line.endswith("failed: the file changed since it was indexed")],
+                        "B did not refuse the version its disk no longer has")
+        held.hold = lambda f: False
+        held.run_all()
+        self.mesh.run(lambda: os.path.exists(os.path.join(self.a.share_dir, "one.txt"))
+                      and self.a.folder.in_sync() and b.folder.in_sync(), timeout=120)
+        self.assertEqual(read_file(self.a.share_dir, "one.txt"), b"new content, longer")
+        for root, _, names in os.walk(self.a.share_dir):
+            for name in names:
+                with open(os.path.join(root, name), "rb") as f:
+                    self.assertNotIn(b"old bytes", f.read())
 
 
 # ---------------------------------------------------------------------------
