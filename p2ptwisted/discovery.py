@@ -23,7 +23,7 @@ import random
 import secrets
 import socket
 import struct
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import attrs
 from twisted.application.service import Service
@@ -178,11 +178,12 @@ class Discovery(Service):
     """
 
     log = Logger()
-    name = "discovery"
+    name = "discovery"  # type: ignore[assignment]  # (Service annotates it as None)
 
     def __init__(self, node, reactor, listen_host: str = "",
                  interfaces: Callable[[], List[Interface]] = ipv4_interfaces,
-                 port: int = PORT, group: str = GROUP, rng: random.Random = None):
+                 port: int = PORT, group: str = GROUP,
+                 rng: Optional[random.Random] = None):
         self.node = node
         self.reactor = reactor
         self.listen_host = listen_host
@@ -204,7 +205,7 @@ class Discovery(Service):
         self.malformed = 0
         self._reactions: Dict[str, float] = {}
         self._source_ids: Dict[str, Dict[str, float]] = {}
-        self._listening = None
+        self._listening: Any = None  # IListeningPort once on
         self._timer = None
 
     # -- life cycle ---------------------------------------------------------

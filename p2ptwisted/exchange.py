@@ -17,7 +17,7 @@ paused), so a slow peer never makes us buffer our whole index for it.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Set
+from typing import Any, Callable, Dict, Set
 
 from twisted.logger import Logger
 
@@ -52,13 +52,13 @@ class IndexExchange:
 
     log = Logger()
 
-    def __init__(self, engine: SyncEngine, clock, connections: Callable[[], Dict[str, object]],
+    def __init__(self, engine: SyncEngine, clock, connections: Callable[[], Dict[str, Any]],
                  changed: Callable[[], None]):
         self.engine = engine
         self.clock = clock
         self.connections = connections
         self.changed = changed
-        self._calls: Dict[str, object] = {}
+        self._calls: Dict[str, Any] = {}  # IDelayedCall
         #: Per connected peer: the sequence its INDEX_HELLO announced, until
         #: we hold its index up to there (then logged once).
         self._catching_up: Dict[str, int] = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 import unicodedata
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -32,6 +32,7 @@ from p2ptwisted.serving import Server
 from p2ptwisted.store import SqliteStore
 from p2ptwisted.sync import DELETION_LIFETIME, FolderSync
 from p2ptwisted.trash import DEFAULT_KEEP_DAYS
+from p2ptwisted.wire_index import IndexHello
 
 #: Seconds between two tidy-ups (old deletions forgotten, old trash-can
 #: versions removed).
@@ -52,7 +53,7 @@ class Folder:
     log = Logger()
 
     def __init__(self, root: str, state_dir: str, node_id: str, clock, run_blocking,
-                 connections: Callable[[], Dict[str, object]], *, mode: str = SEND_RECEIVE,
+                 connections: Callable[[], Dict[str, Any]], *, mode: str = SEND_RECEIVE,
                  keep_days: int = DEFAULT_KEEP_DAYS, deletion_lifetime: int = DELETION_LIFETIME,
                  stall_timeout: float = 60.0, uploads_per_peer: int = 64):
         self.root = root
@@ -79,7 +80,7 @@ class Folder:
         self.ready = self.store.meta(WHOLE_KEY) == "1"
         #: Connections waiting for our first scan, with the INDEX_HELLO each
         #: peer sent meanwhile (None until it comes).
-        self._hello_waiting: Dict[object, object] = {}
+        self._hello_waiting: Dict[Any, Optional[IndexHello]] = {}
         self._waiters: List[Tuple[Callable[[], bool], Deferred]] = []
         self._busy_since: Optional[Tuple[float, int, int, int]] = None
         self.sync.observers.append(self._observe)
@@ -90,7 +91,7 @@ class Folder:
         after every round of planning (a script's, or a test's, way to
         wait for the folder: C{folder.when(folder.in_sync)}).
         """
-        d = Deferred()
+        d: Deferred[None] = Deferred()
         if condition():
             d.callback(None)
         else:

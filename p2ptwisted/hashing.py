@@ -15,10 +15,7 @@ from typing import Callable, Tuple
 
 from p2ptwisted import wire
 
-try:
-    from blake3 import blake3 as _blake3
-except ImportError:  # pragma: no cover - blake3 is a declared dependency
-    _blake3 = None
+from blake3 import blake3 as _blake3
 
 #: Name prefix of partial downloads, beside their destination.
 PARTIAL_PREFIX = wire.RESERVED_PREFIX + "-part-"

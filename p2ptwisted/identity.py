@@ -160,16 +160,19 @@ def load_or_create_identity(state_dir: str) -> Identity:
             if os.stat(key_path).st_mode & 0o077:
                 os.chmod(key_path, 0o600)
             with open(key_path, "rb") as f:
-                key = serialization.load_pem_private_key(f.read(), password=None)
-            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                loaded = serialization.load_pem_private_key(f.read(), password=None)
+            if not isinstance(loaded, ec.EllipticCurvePrivateKey):
                 raise ValueError("not an elliptic-curve key")
+            key = loaded
         if not os.path.exists(cert_path):
             certificate = _new_certificate(key)
             _write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
         else:
             with open(cert_path, "rb") as f:
                 certificate = x509.load_pem_x509_certificate(f.read())
-            if certificate.public_key().public_numbers() != key.public_key().public_numbers():
+            public = certificate.public_key()
+            if (not isinstance(public, ec.EllipticCurvePublicKey)
+                    or public.public_numbers() != key.public_key().public_numbers()):
                 raise ValueError(f"{CERT_FILE} does not belong to {KEY_FILE}")
     except Exception as e:  # OSError, ValueError, TypeError (encrypted), UnsupportedAlgorithm
         raise StateError(

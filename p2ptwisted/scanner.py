@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import stat as stat_module
 import unicodedata
-from typing import Callable, List, Optional, Set, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 import attrs
 
@@ -121,7 +121,7 @@ class Scanner:
         connection of its own (L{p2ptwisted.store.SqliteStore.reader}).
         """
         opened = getattr(self.store, "reader", None)
-        reading = opened() if opened is not None else self.store
+        reading: Any = opened() if opened is not None else self.store
         try:
             return self._scan(now_ns, reading)
         finally:
@@ -213,6 +213,7 @@ class Scanner:
         verdict = classify(found, entry, now_ns)
         perms = found.mode & 0o777
         if verdict == META:
+            assert entry is not None  # (META: a known file whose bits changed)
             report.changed.append(Observed(path, FILE, found.size, found.mtime_ns, perms,
                                            entry.hash))
         elif verdict == WAIT:

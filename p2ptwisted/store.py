@@ -26,7 +26,7 @@ import json
 import os
 import sqlite3
 import urllib.parse
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Literal, Optional, Tuple
 
 from p2ptwisted.core.index import FILE, Entry
 from p2ptwisted.core.versions import Vector
@@ -121,7 +121,7 @@ class _Write:
             raise StoreError(f"cannot write index {self.store.path}: {e}") from None
         return self.store._db
 
-    def __exit__(self, kind, value, tb) -> bool:
+    def __exit__(self, kind, value, tb) -> Literal[False]:
         db = self.store._db
         if kind is None:
             try:
@@ -285,10 +285,10 @@ class SqliteStore:
         return [_entry(row) for row in rows]
 
     def forget(self, paths: Iterable[str]) -> None:
-        paths = [(p,) for p in paths]
+        rows = [(p,) for p in paths]
         with _Write(self) as db:
-            db.executemany("DELETE FROM local WHERE path = ?", paths)
-            db.executemany("DELETE FROM remote WHERE path = ? AND deleted = 1", paths)
+            db.executemany("DELETE FROM local WHERE path = ?", rows)
+            db.executemany("DELETE FROM remote WHERE path = ? AND deleted = 1", rows)
 
     def remote_paths(self, peer: str) -> List[str]:
         rows = self._db.execute("SELECT path FROM remote WHERE peer = ? ORDER BY path", (peer,))

@@ -178,7 +178,9 @@ class FolderSync:
             return DONE
         if checked and not disk.check(action.local or _nothing(action.path)):
             return RESCAN  # changed, or appeared, since we last scanned it
-        if action.kind == MOVE and not disk.check(action.source.local):
+        # (a MOVE's source is the DELETE of a file we hold: it has a local entry)
+        moved = action.source.local if action.source is not None else None
+        if action.kind == MOVE and (moved is None or not disk.check(moved)):
             return RESCAN
         kind, entry = action.kind, action.entry
         if kind == ADOPT:
@@ -187,7 +189,7 @@ class FolderSync:
             disk.set_meta(entry)
             return DONE
         if kind == DELETE:
-            if action.local.kind == DIR:
+            if action.local is not None and action.local.kind == DIR:
                 return DONE if disk.rmdir(action.path) else BLOCKED
             disk.trash(action.path, now_ns)
             return DONE
@@ -200,8 +202,8 @@ class FolderSync:
         if kind == MKDIR:
             disk.mkdir(entry, now_ns)
             return DONE
-        if kind == MOVE:
-            return DONE if disk.move_local(action.source.local, entry, now_ns) else FAILED
+        if kind == MOVE and moved is not None:
+            return DONE if disk.move_local(moved, entry, now_ns) else FAILED
         for path in local_copies:
             if disk.copy_local(path, entry, now_ns):
                 return DONE

@@ -14,7 +14,7 @@ the id it expected at a dialled address.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import hashlib
 
@@ -77,7 +77,11 @@ def wrap(identity: Identity, factory, is_client: bool, clock) -> TLSMemoryBIOFac
     """
     C{factory} behind TLS, as the dialling (C{is_client}) or accepting side.
     """
-    return TLSMemoryBIOFactory(PeerTLS(identity), is_client, factory, clock=clock)
+    # (PeerTLS provides the connection-creator interfaces, through zope)
+    creator: Any = PeerTLS(identity)
+    wrapper = TLSMemoryBIOFactory(creator, is_client, factory, clock=clock)
+    wrapper.noisy = False  # no "PeerFactory (TLS) starting on ..." per port
+    return wrapper
 
 
 def peer_id(transport) -> Optional[str]:

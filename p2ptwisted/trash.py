@@ -44,7 +44,7 @@ import os
 import re
 import threading
 import time
-from typing import Callable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Generator, Iterator, List, NamedTuple, Optional, Tuple
 
 import attrs
 
@@ -154,7 +154,7 @@ def _move_numbered(src_fd: int, src: str, dst_fd: int,
 
 
 def _walk(dir_fd: int, prefix: str = "",
-          prune: bool = False) -> Iterator[Tuple[int, os.DirEntry, str]]:
+          prune: bool = False) -> Generator[Tuple[int, os.DirEntry, str], None, None]:
     """
     The regular files under C{dir_fd}, depth first in name order, never
     through a link: each as the fd of its directory (open until the next
@@ -206,6 +206,7 @@ class TrashCan:
         directory to refuse it.
         """
         self._open()
+        assert self._state_id is not None  # (set by _open)
         return self._state_id
 
     def _open(self) -> int:
@@ -276,7 +277,8 @@ class TrashCan:
         removed = 0
         for dir_fd, item, _ in _walk(self._open(), prune=True):
             parsed = parse_trash_name(item.name)
-            if parsed is not None and (cutoff is None or stamp_seconds(parsed[1]) <= cutoff):
+            # (a name parse_trash_name accepts has a valid stamp)
+            if parsed is not None and (cutoff is None or (stamp_seconds(parsed[1]) or 0) <= cutoff):
                 unlink_quietly(dir_fd, item.name)
                 removed += 1
         return removed

@@ -20,13 +20,14 @@ import ctypes.util
 import errno
 import os
 import struct
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from p2ptwisted import wire
 
+inotify: Any
 try:
     from twisted.internet import inotify
 except ImportError:  # not Linux: poll
@@ -54,7 +55,13 @@ if inotify is not None:
     _libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
 
 
-class _Notifier(inotify.INotify if inotify is not None else object):
+if TYPE_CHECKING or inotify is not None:
+    from twisted.internet.inotify import INotify as _NotifierBase
+else:  # not Linux
+    _NotifierBase = object
+
+
+class _Notifier(_NotifierBase):
     """
     Twisted's INotify for its descriptor and reactor plumbing only: every
     event goes, raw, to one handler, and nothing here drops a watch or the
@@ -160,10 +167,10 @@ class ShareWatcher:
                                       | inotify.IN_MOVE_SELF):
                 self._fallback("the share directory was moved, deleted or unmounted")
             return
-        name = os.fsdecode(name)
-        if name.startswith(wire.RESERVED_PREFIX):
+        text = os.fsdecode(name)
+        if text.startswith(wire.RESERVED_PREFIX):
             return  # our own partial downloads and state (never watched either)
-        relative = os.path.join(base, name) if base else name
+        relative = os.path.join(base, text) if base else text
         if mask & inotify.IN_ISDIR:
             if mask & inotify.IN_MOVED_FROM:
                 self._forget(relative)
@@ -221,7 +228,8 @@ class ShareWatcher:
         """
         old = self._wds.pop(wd, None)
         if old is not None:
-            node, chain = self._tree, []
+            node: Any = self._tree
+            chain: List[tuple] = []
             for part in old.split(os.sep) if old else ():
                 chain.append((node, part))
                 node = node.get(part)
@@ -245,7 +253,8 @@ class ShareWatcher:
         Drop the watches on directory C{relative} and under it: it was moved
         away, and if it is still in the share, its new name is watched anew.
         """
-        node, wds = self._tree, []
+        node: Any = self._tree
+        wds: List[int] = []
         for part in relative.split(os.sep):
             node = node.get(part, {})
         todo = [node]
@@ -254,7 +263,8 @@ class ShareWatcher:
                 (todo if name else wds).append(value)  # "" holds the wd
         for wd in wds:
             self._label(wd, None)
-            self._notifier.unwatch(wd)
+            if self._notifier is not None:
+                self._notifier.unwatch(wd)
 
     def _resync(self) -> None:
         """Watch the whole share as it is now; drop watches left over."""

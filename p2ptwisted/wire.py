@@ -308,7 +308,7 @@ class Data:
     """
 
     transfer: int
-    payload: bytes = attrs.field(eq=False)
+    payload: Union[bytes, memoryview] = attrs.field(eq=False)
 
 
 @attrs.frozen
@@ -477,7 +477,7 @@ def _encode_error(m: Error) -> bytes:
     if len(message) > MAX_ERROR_MESSAGE or has_control_chars(message):
         # An ERROR we send must be one we would accept ourselves.
         message = safe_text(message, MAX_ERROR_MESSAGE - 3)
-    body = {"code": m.code, "message": message}
+    body: Dict[str, object] = {"code": m.code, "message": message}
     if m.transfer is not None:
         body["transfer"] = m.transfer
     return _dump(body)
@@ -555,7 +555,8 @@ _DECODERS: Dict[int, Tuple[str, Callable[[bytes], Message]]] = {
     ERROR: ("ERROR", _decode_error),
     PEERS: ("PEERS", _decode_peers),
     GET: ("GET", _decode_get),
-    DATA: ("DATA", None),  # decoded in decode_frame, without copying
+    # (decode_frame decodes DATA itself, without copying the payload)
+    DATA: ("DATA", lambda body: decode_data(memoryview(bytes((DATA,)) + body))),
     END: ("END", _decode_end),
     CANCEL: ("CANCEL", _decode_cancel),
     PING: ("PING", lambda body: Ping(_decode_nonce(body, "PING"))),

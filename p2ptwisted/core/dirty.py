@@ -79,7 +79,7 @@ class DirtyPaths(set):
             self.discard(path)
         return taken
 
-    def discard(self, path: str) -> None:
+    def discard(self, path: object) -> None:
         super().discard(path)
         self.urgent.discard(path)
 

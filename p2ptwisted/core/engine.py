@@ -163,9 +163,8 @@ class SyncEngine:
                 actions.append(action)
         actions = self._defer_deletes(pair_renames(actions + self._partners(actions, now)))
         for action in actions:
-            self.busy[action.path] = action
-            if action.kind == MOVE:
-                self.busy[action.source.path] = action
+            for path in action.paths:
+                self.busy[path] = action
         return actions
 
     # Deletions wait until everything else is planned and applied: a
@@ -205,8 +204,8 @@ class SyncEngine:
         self.failed(action, float("inf"))
 
     def retry(self, action: Action, at: float) -> None:
-        for path in (action.path, action.source.path if action.kind == MOVE else None):
-            if path is not None and path in self.waiting:
+        for path in action.paths:
+            if path in self.waiting:
                 self.waiting[path] = at
 
     def _work_in_flight(self) -> bool:
@@ -255,10 +254,10 @@ class SyncEngine:
         The shell applied C{action} to the disk: adopt its versions.
         """
         self._release(action)
-        for path in (action.path, action.source.path if action.kind == MOVE else None):
+        for path in action.paths:
             self.waiting.pop(path, None)  # a retry planned for it is moot now
         adopted = [self.index.adopt(action.entry)]
-        if action.kind == MOVE:
+        if action.source is not None:
             adopted.append(self.index.adopt(action.source.entry))
         return adopted
 
@@ -269,8 +268,7 @@ class SyncEngine:
         C{None} (say, once the shell has rescanned it).
         """
         self._release(action)
-        paths = [action.path] + ([action.source.path] if action.kind == MOVE else [])
-        for path in paths:
+        for path in action.paths:
             if retry_at is None:
                 self.dirty.add(path)
             else:
@@ -331,9 +329,8 @@ class SyncEngine:
                 forgotten += len(old)
 
     def _release(self, action: Action) -> None:
-        self.busy.pop(action.path, None)
-        if action.kind == MOVE:
-            self.busy.pop(action.source.path, None)
+        for path in action.paths:
+            self.busy.pop(path, None)
 
     def in_sync(self) -> bool:
         return not (self.dirty or self.busy or self.waiting or self.deferred)

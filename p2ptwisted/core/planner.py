@@ -82,6 +82,16 @@ class Action:
     conflict_copy: Optional[str] = None
     source: Optional["Action"] = None
 
+    @property
+    def paths(self) -> Tuple[str, ...]:
+        """
+        The paths the action touches: its own, and for a L{MOVE} the path
+        whose file it takes.
+        """
+        if self.source is not None:
+            return (self.path, self.source.path)
+        return (self.path,)
+
 
 def rank(entry: Entry) -> tuple:
     """
@@ -177,7 +187,7 @@ def plan(path: str, local: Optional[Entry], remotes: Mapping[str, Entry], *, me:
     want = goal.entry
     lost = local is not None and any(
         l.version == local.version and l.same_content(local) for l in goal.losers)
-    if lost:
+    if lost and local is not None:
         # We hold a losing head: we resolve the conflict for our version,
         # with one that has seen both it and the winner, so it cannot come
         # back (and nobody else's loser is overruled by it).

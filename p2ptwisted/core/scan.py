@@ -51,8 +51,8 @@ def classify(stat: Stat, entry: Optional[Entry], now_ns: int,
         if entry is None or entry.deleted or entry.kind != DIR or entry.perms != perms:
             return HASH  # nothing to hash: a new version of the directory
         return UNCHANGED
-    known = entry is not None and entry.live and entry.kind == FILE
-    if known and (entry.size, entry.mtime_ns) == (stat.size, stat.mtime_ns):
+    if (entry is not None and entry.live and entry.kind == FILE
+            and (entry.size, entry.mtime_ns) == (stat.size, stat.mtime_ns)):
         return UNCHANGED if entry.perms == perms else META
     if 0 <= now_ns - stat.mtime_ns < quiet_ns:
         return WAIT

@@ -294,15 +294,15 @@ def check_converged(sim: Simulation) -> Report:
     for node in nodes:
         every.update(node.store.local_paths())
     for node in nodes:
-        if not node.engine.in_sync():
-            problems.append(f"{node.name} not idle: dirty={sorted(node.engine.dirty)[:5]}"
-                            f" busy={sorted(node.engine.busy)[:5]}"
-                            f" waiting={sorted(node.engine.waiting)[:5]}")
+        if not node.live_engine.in_sync():
+            problems.append(f"{node.name} not idle: dirty={sorted(node.live_engine.dirty)[:5]}"
+                            f" busy={sorted(node.live_engine.busy)[:5]}"
+                            f" waiting={sorted(node.live_engine.waiting)[:5]}")
         for path in sorted(every):
             local = node.store.get(path)
             remotes = {o.name: o.store.get(path) for o in nodes
                        if o is not node and o.store.get(path) is not None}
-            action = plan(path, local, remotes, me=node.engine.me, now=sim.now())
+            action = plan(path, local, remotes, me=node.live_engine.me, now=sim.now())
             if action is not None:
                 problems.append(f"{node.name} would still {action.kind} {path}")
                 break

@@ -54,12 +54,21 @@ class SimNode:
 
     # -- life cycle ----------------------------------------------------------
 
+    @property
+    def live_engine(self) -> SyncEngine:
+        """
+        The engine of a node that is up (a stopped node has none, and the
+        simulator never drives one).
+        """
+        assert self.engine is not None, f"{self.name} is down"
+        return self.engine
+
     def start(self) -> None:
         self.running = True
         index = LocalIndex(self.store, short_id(self.node_id),
                            index_id=self.sim.random_hex(16))
         self.engine = SyncEngine(index, self.store)
-        self.engine.sweep()
+        self.live_engine.sweep()
         self.scan()
 
     def stop(self) -> None:
@@ -89,7 +98,7 @@ class SimNode:
         observed = [item.observed(path) for path, item in sorted(self.fs.items.items())]
         gone = [p for p in self.store.local_paths()
                 if p not in self.fs.items and not self.store.get(p).deleted]
-        made = self.engine.local_changed(observed, gone, self.sim.now())
+        made = self.live_engine.local_changed(observed, gone, self.sim.now())
         for entry in made:
             if entry.live and entry.kind == FILE:
                 self.sim.published.add(entry.hash)
@@ -100,17 +109,17 @@ class SimNode:
 
     def connected(self, peer: str) -> None:
         self.links[peer] = True
-        hello = self.engine.peer_connected(peer)
+        hello = self.live_engine.peer_connected(peer)
         self.sim.send(self.name, peer, ("hello", hello))
 
     def lost(self, peer: str) -> None:
         self.links.pop(peer, None)
         if self.engine is not None:
-            self.engine.peer_lost(peer)
+            self.live_engine.peer_lost(peer)
         for rid, (action, source) in list(self._fetches.items()):
             if source == peer:
                 del self._fetches[rid]
-                self.engine.failed(action, self.sim.clock.seconds() + RETRY)
+                self.live_engine.failed(action, self.sim.clock.seconds() + RETRY)
                 self.kick()
 
     def received(self, peer: str, message: tuple) -> None:
@@ -118,12 +127,12 @@ class SimNode:
             return
         kind = message[0]
         if kind == "hello":
-            if self.engine.hello_received(peer, message[1]):
+            if self.live_engine.hello_received(peer, message[1]):
                 for other in list(self.links):
-                    self.sim.send(self.name, other, ("hello", self.engine.hello_for(other)))
+                    self.sim.send(self.name, other, ("hello", self.live_engine.hello_for(other)))
             self.announce()
         elif kind == "entries":
-            self.engine.entries_received(peer, message[1], self.sim.now())
+            self.live_engine.entries_received(peer, message[1], self.sim.now())
             self.kick()
         elif kind == "get":
             _, rid, content = message
@@ -134,7 +143,7 @@ class SimNode:
             action, _ = self._fetches.pop(rid, (None, None))
             if action is not None:
                 if content is None:
-                    self.engine.failed(action, self.sim.clock.seconds() + RETRY)
+                    self.live_engine.failed(action, self.sim.clock.seconds() + RETRY)
                 else:
                     self._place(action, content)
                 self.kick()
@@ -144,7 +153,7 @@ class SimNode:
             return
         for peer in list(self.links):
             while True:
-                entries = self.engine.outgoing(peer, limit=50)
+                entries = self.live_engine.outgoing(peer, limit=50)
                 if not entries:
                     break
                 self.sim.send(self.name, peer, ("entries", entries))
@@ -159,15 +168,15 @@ class SimNode:
         self._pump_call = None
         if not self.running:
             return
-        actions = self.engine.next_actions(self.sim.clock.seconds())
+        actions = self.live_engine.next_actions(self.sim.clock.seconds())
         # Parents before children; deletions last and deepest first, so
         # directories are empty before they go.
         deletes = sorted((a for a in actions if a.kind == DELETE), key=lambda a: a.path,
                          reverse=True)
         for action in sorted((a for a in actions if a.kind != DELETE), key=lambda a: a.path) + deletes:
             self.apply(action)
-        if self.engine.waiting:
-            soonest = min(self.engine.waiting.values())
+        if self.live_engine.waiting:
+            soonest = min(self.live_engine.waiting.values())
             self._pump_call = self.sim.clock.callLater(
                 max(0.0, soonest - self.sim.clock.seconds()), self.pump)
         self.announce()
@@ -182,11 +191,11 @@ class SimNode:
         if rescan and self.trouble.in_a_row(action.path) < STUCK_AFTER:
             self.trouble.failed(action.path)
             self.scan()
-            self.engine.failed(action, None)
+            self.live_engine.failed(action, None)
             self.kick()
         else:
             delay, _ = self.trouble.failed(action.path)
-            self.engine.failed(action, self.sim.clock.seconds() + delay)
+            self.live_engine.failed(action, self.sim.clock.seconds() + delay)
 
     def apply(self, action: Action) -> None:
         fs = self.fs
@@ -200,7 +209,7 @@ class SimNode:
         if not fs.holds(action.path, action.local):
             self._fail(action, rescan=True)
             return
-        if action.kind == MOVE and not fs.holds(action.source.path, action.source.local):
+        if action.source is not None and not fs.holds(action.source.path, action.source.local):
             self._fail(action, rescan=True)
             return
         kind = action.kind
@@ -225,6 +234,7 @@ class SimNode:
             fs.items[action.path] = Item(DIR, perms=action.entry.perms)
             self._done(action)
         elif kind == MOVE:
+            assert action.source is not None  # (a move always has one)
             item = fs.items[action.source.path]
             if not self._make_room(action):
                 return
@@ -237,7 +247,7 @@ class SimNode:
             if local is not None:
                 self._place(action, action.entry.hash)
                 return
-            sources = self.engine.sources_for(action)
+            sources = self.live_engine.sources_for(action)
             if not sources:
                 self._fail(action)
                 return
@@ -284,8 +294,8 @@ class SimNode:
             if not self.fs.holds(child, self.store.get(child)):
                 self._fail(action, rescan=True)
                 return
-        if self.engine.needed_under(action.path, self.sim.now()):
-            self.engine.revive(action, self.sim.now())
+        if self.live_engine.needed_under(action.path, self.sim.now()):
+            self.live_engine.revive(action, self.sim.now())
             self.announce()
             self.kick()
         else:
@@ -302,7 +312,7 @@ class SimNode:
 
     def _done(self, action: Action) -> None:
         self.trouble.cleared(action.path)
-        self.engine.done(action)
+        self.live_engine.done(action)
         self.announce()
 
     def holds_content(self) -> List[str]:
