@@ -118,12 +118,13 @@ class Folder:
         started, applied, fetched, received = self._busy_since
         self._busy_since = None
         if self.sync.applied > applied:
+            seconds = self.clock.seconds() - started
+            size = fetcher.bytes_received - received
             self.log.info(
                 "in step with peers: applied {changes} changes, fetched {files} files"
-                " ({size} bytes) in {seconds:.1f}s",
+                " ({size} bytes) in {seconds:.1f}s, {rate:.1f} MiB/s",
                 changes=self.sync.applied - applied, files=fetcher.completed - fetched,
-                size=fetcher.bytes_received - received,
-                seconds=self.clock.seconds() - started)
+                size=size, seconds=seconds, rate=size / max(seconds, 1e-3) / 2**20)
 
     def _check_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []

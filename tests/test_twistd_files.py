@@ -63,7 +63,7 @@ SYNC_TIMEOUT = 20.0
 # Log lines, as written by p2ptwisted (folder.py, exchange.py, fetcher.py).
 IN_STEP = re.compile(
     r"in step with peers: applied (?P<changes>\d+) changes, fetched (?P<n>\d+) files"
-    r" \((?P<bytes>\d+) bytes\) in [\d.]+s$"
+    r" \((?P<bytes>\d+) bytes\) in [\d.]+s, [\d.]+ MiB/s$"
 )
 SHARES = (r"{peer} shares (?P<n>\d+) files \((?P<bytes>\d+) bytes\);"
           r" its index is up to date here$")
