@@ -17,6 +17,7 @@ with --allow admits the listed node and refuses the other.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -457,6 +458,67 @@ class OpenSSLProcess(ProcessProtocol):
             except ProcessExitedAlready:
                 pass
             return self.ended
+
+
+def handshakes(port: int, state_dir: str, version) -> List[Tuple[bool, bool]]:
+    """
+    Two TLS connections to 127.0.0.1:C{port} with the stdlib C{ssl} client
+    (a client that caches sessions, as most do), the second offering the
+    session of the first.  Each reads the node's HELLO (so any session
+    ticket, which TLS 1.3 sends after the handshake, has come).  Blocking:
+    run it in a thread.
+
+    @return: for each connection, (whether it resumed a session, whether
+        the server gave it a ticket).
+    """
+    import socket
+    import ssl
+
+    load_or_create_identity(state_dir)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.maximum_version = version
+    context.load_cert_chain(os.path.join(state_dir, "node.crt"),
+                            os.path.join(state_dir, "node.key"))
+    found, session = [], None
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw:
+            with context.wrap_socket(raw, session=session) as tls:
+                tls.recv(4)  # the length of the node's HELLO
+                session = tls.session
+                found.append((tls.session_reused, bool(session and session.has_ticket)))
+                # A clean TLS close: OpenSSL forgets a session whose
+                # connection ended without one, which would make the
+                # resumption fail for a reason other than the node's.
+                with contextlib.suppress(OSError):
+                    tls.unwrap()
+    return found
+
+
+class SessionTests(TestCase):
+    timeout = 60
+
+    async def test_no_session_tickets_and_no_resumption(self):
+        """
+        The node resumes no session, over TLS 1.3 or 1.2, and gives TLS 1.2
+        clients no ticket (as tls.py promises): a resumed session would
+        skip the certificate exchange, and with it the proof of the peer's
+        id.  (Issue 15: a planted bug allowing tickets and the session cache
+        survived the whole suite.)  Over TLS 1.3 OpenSSL still sends a
+        stateful ticket, which names a session the server never kept.
+        """
+        import ssl
+
+        from twisted.internet.threads import deferToThread
+
+        target = await Target.start(self)
+        found = await deferToThread(handshakes, target.port, self.mktemp(),
+                                    ssl.TLSVersion.TLSv1_3)
+        self.assertEqual([resumed for resumed, _ in found], [False, False])
+        found = await deferToThread(handshakes, target.port, self.mktemp(),
+                                    ssl.TLSVersion.TLSv1_2)
+        self.assertEqual(found, [(False, False), (False, False)])
 
 
 class TwistdTLSTests(TestCase):

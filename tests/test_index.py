@@ -23,7 +23,7 @@ from p2ptwisted.core.index import (
     DIR, FILE, PERM_MASK, Entry, LocalIndex, MemoryStore, Observed, new_index_id)
 from p2ptwisted.core.planner import (
     ADOPT, DELETE, FETCH, MKDIR, MOVE, RECEIVE_ONLY, SEND_ONLY, SET_META, Action,
-    conflict_name, heads, pair_renames, plan, sources, target)
+    conflict_name, heads, pair_renames, plan, rank, sources, target)
 from p2ptwisted.core.versions import (
     MAX_AHEAD, MAX_COUNTER, MAX_COUNTERS, Order, Vector, VersionError, check_counters)
 
@@ -821,3 +821,41 @@ class ReviewFoundTests(SynchronousTestCase):
                          (FETCH, conflict_name("f.txt", mine)))
 
 
+
+
+class WinnerIsATotalOrderTests(SynchronousTestCase):
+    """
+    Every node must pick the same winner among concurrent versions,
+    whatever order it learned them in: the rank may tie only for versions
+    that are the same in every way the planner compares.  (Issue 15: with
+    a tie-break missing, two nodes each picked the other's version.)
+    """
+
+    def base(self, **changes):
+        fields = dict(version={ME: 5}, mtime=10, hash="h1", by=ME, perms=0o644)
+        fields.update(changes)
+        return pentry(**fields)
+
+    def check_order_free(self, one, other):
+        self.assertNotEqual(rank(one), rank(other), "two different versions tie")
+        first = target([one, other]).entry
+        second = target([other, one]).entry
+        self.assertEqual((first.hash, first.perms, first.mtime_ns, first.modified_by),
+                         (second.hash, second.perms, second.mtime_ns, second.modified_by))
+
+    def test_same_author_same_mtime_different_content(self):
+        """
+        Versions alike but for their bytes, under the same vector (two
+        nodes that merged overlapping sets of heads can make that, see
+        L{heads}): the hash decides.
+        """
+        self.check_order_free(self.base(hash="h1"), self.base(hash="h2"))
+
+    def test_equal_mtimes_different_authors(self):
+        """
+        Concurrent edits with the same mtime on two nodes: one winner.
+        """
+        self.check_order_free(self.base(by=ME, hash="h1"), self.base(by=PEER, hash="h2"))
+
+    def test_only_the_permission_bits_differ(self):
+        self.check_order_free(self.base(perms=0o644), self.base(perms=0o600))
