@@ -52,7 +52,8 @@ def _why(error: BaseException, service: Service) -> str:
     if isinstance(error, CannotListenError):
         cause = error.socketError
         reason = getattr(cause, "strerror", None) or str(cause)
-        option = LISTEN_OPTIONS.get(service.name, service.name or "listen")
+        name = service.name or ""
+        option = LISTEN_OPTIONS.get(name, name or "listen")
         return f"{error.interface or '*'}:{error.port} ({option}): {reason}"
     if isinstance(error, OSError) and error.filename is not None:
         return f"{error.strerror}: {error.filename}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import signal
 from typing import List, Optional, Sequence
 
 from twisted.internet import reactor
@@ -127,12 +128,13 @@ class StartupTestCase(unittest.TestCase):
 
     def _kill_daemon(self) -> None:
         """
-        A daemon that did start (the test failed) must not outlive the test.
+        A daemon that did start (so the test failed) must not outlive the
+        test: its pidfile names it.
         """
         try:
             with open(self.pidfile) as f:
                 pid = int(f.read())
-            os.kill(pid, 9)
+            os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             pass
 
