@@ -41,9 +41,14 @@ class StateLock:
     _fd: Optional[int] = None
 
     def acquire(self) -> None:
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         path = os.path.join(self.state_dir, LOCK_FILE)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            # The cause first: twistd shows a daemon's parent only the
+            # first ~65 characters.
+            raise StateError(f"state directory unusable ({e.strerror}): {e.filename}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -51,9 +56,8 @@ class StateLock:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise StateError(
-                    f"state directory {self.state_dir} is in use by another node"
-                    f" (pid {holder or 'unknown'}); give each node its own --state"
-                    " (or its own --share)"
+                    f"state directory in use by another node (pid {holder or 'unknown'}):"
+                    f" {self.state_dir}; give each node its own --state (or its own --share)"
                 ) from None
             raise StateError(f"cannot lock {path}: {e}") from None
         os.ftruncate(fd, 0)

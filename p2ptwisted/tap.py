@@ -8,85 +8,33 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 
+from twisted import copyright
 from twisted.application.service import MultiService
 from twisted.internet import endpoints
-from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
 from twisted.python import usage
 
-from p2ptwisted import wire
+from p2ptwisted import __version__, wire
 from p2ptwisted.identity import parse_id, read_trust_file
 from p2ptwisted.limits import Limits
-from p2ptwisted.peers import parse_dial_target, split_expected_id
-from p2ptwisted.state import StateError
+from p2ptwisted.optcheck import (
+    DEFAULT_PORT,
+    check_directory,
+    check_peer,
+    parse_rate,
+    server_description,
+    whole_number,
+)
+from p2ptwisted.peers import split_expected_id
+from p2ptwisted.startup import NodeService, StartupError
 
-DEFAULT_PORT = 12345
 DEFAULT_SHARE = "~/P2PShare"
 DEFAULT_MANHOLE_KEYS = "~/.ssh/authorized_keys"
 STATE_SUBDIR = ".p2pshare"
 
 #: The folder modes (L{p2ptwisted.core.planner}).
 MODES = ("send-receive", "send-only", "receive-only")
-
-
-class _ParseOnly:
-    """
-    Stands in for the reactor while endpoint strings are checked at option
-    time: twistd has not installed its reactor yet, and parsing must not
-    install one.
-    """
-
-
-def _server_description(option: str, value: str, interface: str = "") -> str:
-    """
-    A server endpoint string from a port number or an endpoint string.
-
-    A bare port listens on C{interface} (all interfaces if empty).
-    """
-    if value.isdigit():
-        port = int(value)
-        if not 0 <= port <= 65535:
-            raise usage.UsageError(f"{option} {value}: not a TCP port number")
-        return f"tcp:{port}" + (f":interface={interface}" if interface else "")
-    try:
-        endpoints.serverFromString(_ParseOnly(), value)
-    except Exception as e:
-        raise usage.UsageError(
-            f"{option} {value!r}: not a port number or server endpoint string ({e})"
-        ) from None
-    return value
-
-
-def _check_peer(value: str) -> str:
-    try:
-        target = split_expected_id(value)[1]
-    except ValueError as e:
-        raise usage.UsageError(f"--peer {value!r}: {e}") from None
-    key, address, endpoint = parse_dial_target(target)
-    if endpoint is not None:
-        try:
-            endpoints.clientFromString(_ParseOnly(), endpoint)
-        except Exception as e:
-            raise usage.UsageError(
-                f"--peer {value!r}: not host:port or a client endpoint string ({e})"
-            ) from None
-    return value
-
-
-def _rate(value):
-    if value is None:
-        return None
-    text = value.strip().upper()
-    scale = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
-    number = text[:-1] if scale > 1 else text
-    try:
-        rate = float(number) * scale
-    except ValueError:
-        rate = 0
-    if not rate > 0:
-        raise usage.UsageError(f"--max-rate {value!r}: a positive number of bytes per second")
-    return rate
 
 
 class Options(usage.Options):
@@ -114,9 +62,9 @@ class Options(usage.Options):
          "authorized_keys file of the keys that may log into the manhole"
          " [default: ~/.ssh/authorized_keys]."],
         ["max-connections", None, 256,
-         "Connections at most, in total (either direction).", int],
+         "Connections at most, in total (either direction).", whole_number("--max-connections")],
         ["max-per-address", None, 16,
-         "Connections at most from one remote IP address.", int],
+         "Connections at most from one remote IP address.", whole_number("--max-per-address")],
         ["max-rate", None, None,
          "Cap on the node's total upload rate, in bytes per second; K, M and G"
          " suffixes (powers of 1024) allowed, e.g. 20M [default: no cap]."],
@@ -126,10 +74,11 @@ class Options(usage.Options):
          " changes, publish none of ours; status() shows what differs)."],
         ["keep-versions", None, 30,
          "Days a replaced or deleted file is kept in the trash can (STATE/trash);"
-         " 0 turns the trash can off.", int],
+         " 0 turns the trash can off.", whole_number("--keep-versions")],
         ["keep-deletions", None, 180,
          "Days a deletion is remembered, so a node that was off for less than"
-         " this learns of it (one off for longer brings the file back).", int],
+         " this learns of it (one off for longer brings the file back).",
+         whole_number("--keep-deletions")],
     ]
 
     optFlags = [
@@ -140,7 +89,7 @@ class Options(usage.Options):
          " announcements (UDP multicast); peers then come from --peer and gossip."],
         ["no-tls", None,
          "Talk to peers in plaintext, for debugging only: no encryption and"
-         " no proof of who a peer is.  Such a node and a TLS node cannot talk."],
+         " no proof of who a peer is. Such a node and a TLS node cannot talk."],
     ]
 
     def __init__(self):
@@ -150,6 +99,30 @@ class Options(usage.Options):
         self["trust"] = []  # the ids read from the --trust files
         self["trust-files"] = []
         self["limit"] = []
+        # --help shows docstrings with their line breaks and indentation
+        # turned into runs of spaces: make each one plain text.
+        self.docs = {name: " ".join(doc.split()) for name, doc in self.docs.items()}
+
+    def parseOptions(self, options=None) -> None:
+        """
+        Parse, and under twistd (or twist) report a mistake in one line
+        with a hint, instead of twistd's 60 lines of usage before it.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            command = f"{_program()} p2pshare"
+            sys.stderr.write(f"{command}: {e}\nRun '{command} --help' for the options.\n")
+            raise SystemExit(1) from None
+
+    def opt_version(self) -> None:
+        """
+        Print the versions of p2ptwisted and Twisted, and exit.
+        """
+        print(f"p2ptwisted {__version__} (Twisted {copyright.version})")
+        sys.exit(0)
 
     def opt_limit(self, value: str) -> None:
         """
@@ -164,7 +137,7 @@ class Options(usage.Options):
     def opt_allow(self, value: str) -> None:
         """
         Admit only nodes with these ids (repeatable); the id is what a node
-        prints at start-up.  Without --allow or --trust any node may join.
+        prints at start-up. Without --allow or --trust any node may join.
         """
         try:
             self["allow"].append(parse_id(value))
@@ -189,12 +162,12 @@ class Options(usage.Options):
         tcp:host=10.0.0.2:port=12345, optionally prefixed with ID@ to
         require that node there (repeatable).
         """
-        self["peers"].append(_check_peer(value))
+        self["peers"].append(check_peer(value))
 
     opt_P = opt_peer
 
     def postOptions(self) -> None:
-        self["listen"] = _server_description("--port", self["port"])
+        self["listen"] = server_description("--port", self["port"], tcp_only=True)
         if self["mode"] not in MODES:
             raise usage.UsageError(f"--mode {self['mode']}: not one of {', '.join(MODES)}")
         if self["no-sync"]:
@@ -205,23 +178,21 @@ class Options(usage.Options):
         if self["keep-deletions"] < 1:
             raise usage.UsageError("--keep-deletions: at least 1 day")
         share = os.path.abspath(os.path.expanduser(self["share"]))
-        if os.path.exists(share) and not os.path.isdir(share):
-            raise usage.UsageError(f"--share {share}: not a directory")
+        check_directory("--share", share)
         self["share"] = share
         state = self["state"]
         self["state"] = (
             os.path.abspath(os.path.expanduser(state)) if state
             else os.path.join(share, STATE_SUBDIR)
         )
-        if os.path.exists(self["state"]) and not os.path.isdir(self["state"]):
-            raise usage.UsageError(f"--state {self['state']}: not a directory")
+        check_directory("--state", self["state"])
         name = self["name"] if self["name"] is not None else socket.gethostname()
         if len(name) > wire.MAX_NAME or wire.has_control_chars(name):
             raise usage.UsageError(
                 f"--name: at most {wire.MAX_NAME} printable characters"
             )
         self["name"] = name
-        self["max-rate"] = _rate(self["max-rate"])
+        self["max-rate"] = parse_rate(self["max-rate"])
         for limit in ("max-connections", "max-per-address"):
             if self[limit] < 1:
                 raise usage.UsageError(f"--{limit}: at least 1")
@@ -246,7 +217,7 @@ class Options(usage.Options):
         if self["manhole"] is not None:
             # A bare port binds the manhole to loopback only: it is a Python
             # prompt into the node, not something to offer the LAN by accident.
-            self["manhole"] = _server_description("--manhole", self["manhole"], "127.0.0.1")
+            self["manhole"] = server_description("--manhole", self["manhole"], "127.0.0.1")
             keys = self["manhole-keys"] or os.path.expanduser(DEFAULT_MANHOLE_KEYS)
             if not os.path.isfile(keys):
                 raise usage.UsageError(
@@ -265,35 +236,33 @@ class Options(usage.Options):
                 raise usage.UsageError(str(e)) from None
 
 
+def _program() -> str:
+    """
+    The name the operator ran: twistd or twist.
+    """
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return name if name in ("twistd", "twist") else "twistd"
+
+
+def _refuse(options: Options, message: str) -> None:
+    """
+    Stop on a mistake found while building the service tree: under twistd
+    (which calls makeService before it starts logging or daemonizes, and
+    would show a traceback) one line on stderr and exit status 1;
+    otherwise a L{usage.UsageError}.
+    """
+    if options.parent is None:
+        raise usage.UsageError(message)
+    sys.stderr.write(f"{_program()} p2pshare: {message}\n")
+    raise StartupError(message)
+
+
 def _listen_host(description: str) -> str:
     """
     The address a server endpoint string binds ("" for all interfaces).
     """
     match = re.search(r"(?:^|:)interface=((?:\\.|[^:])*)", description)
     return match.group(1).replace("\\", "") if match else ""
-
-
-class NodeService(MultiService):
-    """
-    The top of a node's service tree.
-
-    Turns the start-up failures an operator can cause -- a port already in
-    use, a state directory held by another node -- into one clear line and
-    a non-zero exit, instead of a traceback.
-    """
-
-    log = Logger()
-
-    def startService(self) -> None:
-        try:
-            MultiService.startService(self)
-        except (CannotListenError, StateError) as e:
-            message = str(e.socketError) if isinstance(e, CannotListenError) else str(e)
-            where = f" on {e.interface or '*'}:{e.port}" if isinstance(e, CannotListenError) else ""
-            self.log.critical("cannot start{where}: {why}", where=where, why=message)
-            # Undo what did start (timers, the state lock) before leaving.
-            self.stopService()
-            raise SystemExit(1) from None
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
@@ -348,5 +317,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
                 Control(node).namespace(), reactor,
             ).setServiceParent(top)
         except ManholeError as e:
-            raise usage.UsageError(str(e)) from None
+            _refuse(options, str(e))
+        except OSError as e:
+            # The host key is made here, in the state directory.
+            _refuse(options, f"--manhole: cannot create its host key: {e.filename}: {e.strerror}")
     return top

@@ -3,8 +3,12 @@ Tests for L{p2ptwisted.tap} (options and the service tree), the listener,
 and the twistd dropin.
 """
 
+import io
 import os
+import re
+import sys
 
+from twisted import copyright
 from twisted.application.service import IServiceMaker
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -15,6 +19,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import p2ptwisted
 from p2ptwisted.identity import format_id
 from p2ptwisted.limits import Limits
 from p2ptwisted.node import Node
@@ -51,6 +56,30 @@ class OptionsTests(SynchronousTestCase):
             e = self.assertRaises(usage.UsageError, parse, "--port", bad)
             self.assertIn("--port", str(e))
 
+    def test_port_out_of_range(self):
+        """
+        A negative or too large number is called what it is, not an
+        unknown endpoint type.
+        """
+        for bad in ["-1", "70000", "+99999"]:
+            e = self.assertRaises(usage.UsageError, parse, "--port", bad)
+            self.assertEqual(str(e), f"--port {bad}: not a port number (0 to 65535)")
+
+    def test_port_must_be_tcp(self):
+        """
+        Peers reach a node at the TCP port it announces: a UNIX socket is
+        refused in one line; tcp6 is fine.
+        """
+        e = self.assertRaises(usage.UsageError, parse, "--port", "unix:/tmp/p2p.sock")
+        self.assertIn("--port 'unix:/tmp/p2p.sock': peers reach a node at a TCP port", str(e))
+        self.assertEqual(parse("--port", "tcp6:0")["listen"], "tcp6:0")
+
+    def test_numbers_name_their_option(self):
+        for option in ["--max-connections", "--max-per-address", "--keep-versions",
+                       "--keep-deletions"]:
+            e = self.assertRaises(usage.UsageError, parse, option, "ten")
+            self.assertEqual(str(e), f"{option} 'ten': not a whole number")
+
     def test_peers_repeatable(self):
         options = parse("--peer", "10.0.0.1:12345", "-P", "tcp:host=h:port=1",
                         "--peer", "[::1]:5")
@@ -60,6 +89,22 @@ class OptionsTests(SynchronousTestCase):
         e = self.assertRaises(usage.UsageError, parse, "--peer", "bogus:x=1")
         self.assertIn("--peer 'bogus:x=1'", str(e))
         self.assertRaises(usage.UsageError, parse, "--peer", "nocolon")
+
+    def test_peer_mistakes_explained(self):
+        """
+        A forgotten port, a port out of range, an IPv6 address without
+        brackets: each is said as such, not "Unknown endpoint type".
+        """
+        for bad, text in [
+            ("10.0.0.2", "no port: give HOST:PORT, e.g. 10.0.0.2:12345"),
+            ("laptop.local", "no port: give HOST:PORT, e.g. laptop.local:12345"),
+            ("10.0.0.2:99999", "port 99999 is not a port number (1 to 65535)"),
+            ("10.0.0.2:0", "port 0 is not a port number (1 to 65535)"),
+            ("fe80::1:12345", "an IPv6 address needs brackets: [fe80::1]:12345"),
+            ("laptop:http", "'http' is not a port number: give HOST:PORT"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--peer", bad)
+            self.assertEqual(str(e), f"--peer {bad!r}: {text}")
 
     def test_share_and_state(self):
         share = os.path.abspath(self.mktemp())
@@ -74,6 +119,42 @@ class OptionsTests(SynchronousTestCase):
             pass
         e = self.assertRaises(usage.UsageError, parse, "--share", path)
         self.assertIn("not a directory", str(e))
+
+    def test_directory_under_a_file(self):
+        """
+        A share or state directory that could only be made inside a file is
+        refused while parsing, before twistd daemonizes.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w"):
+            pass
+        for option in ["--share", "--state"]:
+            below = os.path.join(path, "a", "b")
+            e = self.assertRaises(usage.UsageError, parse, option, below)
+            self.assertEqual(str(e), f"{option} {below}: cannot be created,"
+                                     f" {path} is not a directory")
+
+    def test_help_is_plain_text(self):
+        """
+        --help has no runs of spaces inside its sentences (docstrings'
+        line breaks and indentation).
+        """
+        for line in str(Options()).splitlines():
+            text = line.strip()
+            if text.startswith("-"):
+                text = re.split(r"\s{2,}", text, maxsplit=1)[-1]
+            self.assertNotRegex(text, r"\S\s{2,}\S", line)
+
+    def test_version(self):
+        """
+        --version names p2ptwisted and its version, then Twisted's.
+        """
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        e = self.assertRaises(SystemExit, parse, "--version")
+        self.assertIn(e.code, (None, 0))
+        self.assertEqual(out.getvalue(),
+                         f"p2ptwisted {p2ptwisted.__version__} (Twisted {copyright.version})\n")
 
     def test_name(self):
         self.assertEqual(parse("--name", "Zoë's laptop")["name"], "Zoë's laptop")
@@ -224,7 +305,11 @@ class StartupFailureTests(TestCase):
             parse("--port", f"tcp:{number}:interface=127.0.0.1", "--share", share),
             reactor=reactor,
         )
-        self.assertRaises(SystemExit, service.startService)
+        e = self.assertRaises(SystemExit, service.startService)
+        # An Exception too, so that twistd reports it to a daemon's parent.
+        self.assertIsInstance(e, Exception)
+        self.assertEqual(e.code, 1)
+        self.assertEqual(str(e), f"127.0.0.1:{number} (--port): Address already in use")
         [line] = [l for l in logs() if l.startswith("cannot start")]
         self.assertIn(f"127.0.0.1:{number}", line)
         self.assertIn("Address already in use", line)
