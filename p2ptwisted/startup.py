@@ -21,6 +21,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from p2ptwisted.quiet import quiet_twisted
 from p2ptwisted.state import StateError
 
 #: The option to name when a child service cannot listen, by service name.
@@ -81,13 +82,25 @@ class NodeService(MultiService):
             except self.OPERATOR_ERRORS as e:
                 self._fail(_why(e, service))
 
+    _loud = None
+
     def startService(self) -> None:
         Service.startService(self)
+        # twistd has begun logging by now: keep Twisted's port chatter out
+        # of its log (see p2ptwisted.quiet).
+        self._loud = quiet_twisted()
         for service in self:
             try:
                 service.startService()
             except self.OPERATOR_ERRORS as e:
                 self._fail(_why(e, service))
+
+    def stopService(self):
+        d = MultiService.stopService(self)
+        loud, self._loud = self._loud, None
+        if loud is not None:
+            d.addBoth(lambda result: (loud(), result)[1])
+        return d
 
     def _fail(self, why: str) -> None:
         self.log.critical("cannot start: {why}", why=why)
