@@ -51,7 +51,8 @@ class Node:
 
     def start(self) -> None:
         os.makedirs(self.share, exist_ok=True)
-        args = [os.path.join(os.path.dirname(sys.executable), "twistd"), "-n", "--pidfile=", "p2pshare",
+        args = [os.path.join(os.path.dirname(sys.executable), "twistd"), "-n", "--pidfile=",
+                "p2pshare",
                 "--port", "tcp:0:interface=127.0.0.1", "--share", self.share,
                 "--name", self.name, "--no-discover"]
         if self.peer:
@@ -94,7 +95,7 @@ class Node:
 
 def count_files(root: str) -> int:
     n = 0
-    for top, dirs, files in os.walk(root):
+    for _, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".p2pshare")]
         n += sum(1 for f in files if not f.startswith(".p2pshare"))
     return n

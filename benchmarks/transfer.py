@@ -189,7 +189,7 @@ def make_big(path: str, size: int) -> None:
     if os.path.exists(path) and os.path.getsize(path) == size:
         return
     with open(path, "wb") as f:
-        for i in range(size >> 20):
+        for _ in range(size >> 20):
             f.write(os.urandom(1 << 20))
         f.write(os.urandom(size & ((1 << 20) - 1)))
 

@@ -16,7 +16,8 @@ import stat
 from p2ptwisted import fsops
 from p2ptwisted.core.index import Entry
 from p2ptwisted.fsops import (
-    META_FLAGS, READ_FLAGS, TEMP_FLAGS, ApplyError, closing, rename_into, rename_noreplace, set_meta_fd, split_path, unlink_quietly,
+    META_FLAGS, READ_FLAGS, TEMP_FLAGS, ApplyError, closing, rename_into, rename_noreplace,
+    set_meta_fd, split_path, unlink_quietly,
 )
 from p2ptwisted.hashing import hash_fd
 

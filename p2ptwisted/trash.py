@@ -44,7 +44,7 @@ import os
 import re
 import threading
 import time
-from typing import Callable, Generator, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Generator, List, NamedTuple, Optional, Tuple
 
 import attrs
 

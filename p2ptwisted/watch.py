@@ -199,7 +199,8 @@ class ShareWatcher:
                 self._unreadable.add(current)  # the scan cannot read it either
                 continue
             except OSError as e:
-                hint = " (raise sysctl fs.inotify.max_user_watches)" if e.errno == errno.ENOSPC else ""
+                hint = (" (raise sysctl fs.inotify.max_user_watches)" if e.errno == errno.ENOSPC
+                        else "")
                 self._fallback(f"{e}{hint}")
                 return
             try:

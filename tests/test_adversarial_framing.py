@@ -109,7 +109,7 @@ class Received:
 
     def _lost(self, result):
         waiters, self._waiters = self._waiters, []
-        for predicate, d in waiters:
+        for _, d in waiters:
             d.errback(AssertionError(
                 f"connection closed before the awaited frames; got {self.messages!r}"))
         return result

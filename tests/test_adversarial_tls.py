@@ -95,7 +95,7 @@ class OddCertificate:
         der = der.replace(before, b"\x17\x0d99XX01000000Z")
         self.certificate = crypto.load_certificate(crypto.FILETYPE_ASN1, der)
         try:
-            x509.load_der_x509_certificate(der).not_valid_before_utc
+            _ = x509.load_der_x509_certificate(der).not_valid_before_utc
         except ValueError:
             pass
         else:
@@ -588,7 +588,7 @@ class TwistdTLSTests(TestCase):
         by_peer = {}
         for m in drops:
             by_peer.setdefault(m.group(1), []).append(m.group(2))
-        for peer, reasons in by_peer.items():
+        for reasons in by_peer.values():
             self.assertEqual(len(reasons), 1, c.output())
             self.assertIn(format_id(b.node_id), reasons[0], c.output())
         self.assertEqual(c.matching(rf"connected to B \({b.node_id[:12]}\)"), [], c.output())

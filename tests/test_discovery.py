@@ -363,7 +363,7 @@ class ReceiveTests(SynchronousTestCase):
         """
         own = encode(Announcement(self.node.node_id, self.node.listen_ports[0],
                                   self.discovery.instance, self.node.tls))
-        for i in range(3):
+        for _ in range(3):
             self.hear(own, ("127.0.0.1", 12345))
         self.assertEqual(self.discovery.heard_own, 3)
         stale = encode(Announcement(self.node.node_id, 4000, instance(77), self.node.tls))
@@ -393,7 +393,7 @@ class ReceiveTests(SynchronousTestCase):
         Ten announcements of one node within REACT_INTERVAL give one
         reaction; once the interval has passed, the next gives another.
         """
-        for i in range(10):
+        for _ in range(10):
             self.hear(datagram(self.node, 5))
             self.reactor.advance((REACT_INTERVAL - 1) / 10)
         self.assertEqual(len(self.calls), 1)
@@ -942,7 +942,7 @@ class RealLoopbackTests(TestCase):
             self.assertEqual(discovery.addresses, ["127.0.0.1"])
         # The first two announced before the others had joined the group;
         # announce again so that every node hears every other one.
-        for node, discovery in nodes[:2]:
+        for _, discovery in nodes[:2]:
             discovery.announce()
         ids = {node.node_id for node, _ in nodes}
         yield defer.gatherResults([

@@ -75,7 +75,8 @@ def tree(root):
         for name in filenames:
             full = os.path.join(dirpath, name)
             with open(full, "rb") as f:
-                found[os.path.relpath(full, root)] = (f.read(), stat.S_IMODE(os.lstat(full).st_mode))
+                found[os.path.relpath(full, root)] = (f.read(),
+                                                       stat.S_IMODE(os.lstat(full).st_mode))
     return found
 
 
@@ -650,7 +651,8 @@ class IndexLimitTests(SynchronousTestCase):
         # At most one frame past the limit is stored, never the rest.
         self.assertLess(a.folder.store.remote_count(b.node_id), 401)
         self.assertGreaterEqual(a.folder.store.remote_count(b.node_id), 250)
-        dropped = [line for line in logs() if line.startswith("dropping") and "larger than 250" in line]
+        dropped = [line for line in logs()
+                   if line.startswith("dropping") and "larger than 250" in line]
         self.assertEqual(len(dropped), 1, dropped)
 
 

@@ -1058,7 +1058,7 @@ class IndexHelloTests(SynchronousTestCase):
         for _ in range(2):
             client, server, pump = mesh.link(h, a)
             tap(pump.clientIO, claim)
-            mesh.run(lambda: server.transport.disconnecting or (
+            mesh.run(lambda server=server: server.transport.disconnecting or (
                 a.folder.exchange.up_to_date and h.node_id in a.connections))
             outcomes.append(server.transport.disconnecting)
             ids.append(a.folder.index.index_id)

@@ -219,8 +219,8 @@ class NamespaceTests(unittest.TestCase):
             await self.started(node)
 
         # Discovery: every node connects to both others, with no --peer.
-        for name, node in nodes.items():
-            for other_name, other in nodes.items():
+        for node in nodes.values():
+            for other in nodes.values():
                 if other is not node:
                     await self.connected_to(node, other).addTimeout(NOTICE_TIMEOUT, reactor)
             self.assertNotIn("--peer", node.argv)

@@ -88,7 +88,8 @@ class TLSTests(SynchronousTestCase):
             settle(pump, a, b)
             client.transport.loseConnection()
             settle(pump, a, b)
-        lines = [line for line in logs() if "first contact" in line and format_id(a.node_id) in line]
+        lines = [line for line in logs()
+                 if "first contact" in line and format_id(a.node_id) in line]
         self.assertEqual(len(lines), 1, logs())
 
     def test_allow_refuses_stranger_before_hello(self):
@@ -219,7 +220,8 @@ class TLSTests(SynchronousTestCase):
         client = secure.dial_factory.buildProtocol(there)
         pump = iosim.connect(
             server, iosim.FakeTransport(server, isServer=True, hostAddress=here, peerAddress=there),
-            client, iosim.FakeTransport(client, isServer=False, hostAddress=there, peerAddress=here),
+            client,
+            iosim.FakeTransport(client, isServer=False, hostAddress=there, peerAddress=here),
             greet=False,
         )
         settle(pump, plain, secure)

@@ -483,7 +483,7 @@ class TwistdTests(unittest.TestCase):
             peers.append(peer)
             lost = client.lost.addTimeout(
                 EVENT_TIMEOUT, reactor,
-                onTimeoutCancel=lambda r, t, what=what: self.fail(
+                onTimeoutCancel=lambda r, t, what=what, mark=mark: self.fail(
                     f"node kept the connection open after {what}\n{a.output(mark)}"
                 ),
             )

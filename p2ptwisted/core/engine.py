@@ -21,7 +21,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from p2ptwisted.core.dirty import DirtyPaths
 from p2ptwisted.core.index import DIR, Entry, IndexStore, LocalIndex, Observed
-from p2ptwisted.core.planner import (DELETE, FETCH, MOVE, SEND_RECEIVE, Action, pair_renames, plan,
+from p2ptwisted.core.planner import (DELETE, FETCH, SEND_RECEIVE, Action, pair_renames, plan,
                                      target)
 from p2ptwisted.core.peerindex import Hello, PeerIndexes, PeerState, Received
 

@@ -173,7 +173,8 @@ class SimNode:
         # directories are empty before they go.
         deletes = sorted((a for a in actions if a.kind == DELETE), key=lambda a: a.path,
                          reverse=True)
-        for action in sorted((a for a in actions if a.kind != DELETE), key=lambda a: a.path) + deletes:
+        rest = sorted((a for a in actions if a.kind != DELETE), key=lambda a: a.path)
+        for action in rest + deletes:
             self.apply(action)
         if self.live_engine.waiting:
             soonest = min(self.live_engine.waiting.values())
