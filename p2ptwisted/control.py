@@ -6,23 +6,28 @@ manhole's prompt.
 Everything returns a plain value or a Deferred (the manhole has no
 top-level C{await}; it prints a Deferred's result when it fires).  Peers
 are named by node id, a unique prefix of it, or their display name.
+Lists of files and of transfers print as tables (L{p2ptwisted.tables}).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import weakref
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from twisted.internet import endpoints
 
+from p2ptwisted.downloads import TransferFailed
 from p2ptwisted.identity import format_id
-from p2ptwisted.core.index import FILE, Entry
+from p2ptwisted.core.index import FILE
 from p2ptwisted.peers import parse_dial_target
+from p2ptwisted.tables import EntryTable, TransferTable, human as _human, transfer_cells
+from p2ptwisted.tables import transfer_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from p2ptwisted.node import Node
@@ -48,12 +53,10 @@ class PeerInfo:
                 f" since {self.since}, {self.bytes_in} bytes in, {self.bytes_out} out)>")
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
+class ConnectFailed(ConnectionError):
+    """
+    C{connect()} could not reach the address; the message says why.
+    """
 
 
 class Control:
@@ -66,6 +69,8 @@ class Control:
         self.out = out
         #: Operator fetches in flight: (path, hash, dest) -> who waits.
         self._fetching: dict = {}
+        #: What fetch() returned -> the fetcher's Deferred of that fetch.
+        self._fetch_of: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
     # -- peers -------------------------------------------------------------
 
@@ -103,7 +108,10 @@ class Control:
     def connect(self, address: str) -> Deferred:
         """
         Dial C{address} (C{host:port} or a client endpoint string) and keep
-        it in the peer book; fires with the peer once connected.
+        it in the peer book; fires with the peer once connected, or fails
+        with L{ConnectFailed} (and why) if the dial fails.  The address
+        stays in the peer book either way, redialled with backoff like a
+        C{--peer}.
         """
         if not isinstance(address, str):
             raise TypeError(f"connect() takes an address string, not {address!r}")
@@ -112,10 +120,21 @@ class Control:
             endpoints.clientFromString(self.node.reactor, endpoint)  # ValueError if bad
         entry = self.node.add_bootstrap(address)
         entry.next_attempt = 0.0
+        failures = entry.failures
+
+        def settled(node) -> bool:
+            return ((entry.node_id is not None and entry.node_id in node.connections)
+                    or (entry.failures > failures and not entry.dialing))
+
+        def answer(node):
+            if entry.node_id is not None and entry.node_id in node.connections:
+                return self._info(node.connections[entry.node_id])
+            raise ConnectFailed(f"could not reach {entry.key}: {entry.last_error or 'no answer'}"
+                                " (it stays in the peer book, redialled with backoff)")
+
+        d = self.node.wait_for(settled)
         self.node.dial_due()
-        d = self.node.wait_for(lambda n: entry.node_id is not None
-                               and entry.node_id in n.connections)
-        return d.addCallback(lambda n: self._info(n.connections[entry.node_id]))
+        return d.addCallback(answer)
 
     def drop(self, peer: str) -> PeerInfo:
         """
@@ -129,19 +148,20 @@ class Control:
 
     # -- files ---------------------------------------------------------------
 
-    def catalog(self) -> List[Entry]:
+    def catalog(self) -> EntryTable:
         """
         The live files and directories of this node's index, sorted by
-        path.
+        path: a list of index entries, printed as a table.
         """
         store = self.node.folder.store
         entries = (store.get(path) for path in store.local_paths())
-        return [e for e in entries if e is not None and e.live]
+        return EntryTable(e for e in entries if e is not None and e.live)
 
-    def catalog_of(self, peer: str) -> Deferred:
+    def catalog_of(self, peer: str) -> EntryTable:
         """
         A connected peer's live files and directories as its index told us
-        (kept current as it changes), sorted by path.
+        (kept current as it changes), sorted by path: a list of index
+        entries, printed as a table.
         """
         peer_id = self._find(peer).remote_id
         store = self.node.folder.store
@@ -150,7 +170,7 @@ class Control:
             entry = store.remote_for(path).get(peer_id)
             if entry is not None and entry.live:
                 found.append(entry)
-        return succeed(sorted(found, key=lambda e: e.path))
+        return EntryTable(sorted(found, key=lambda e: e.path))
 
     def fetch(self, path: str, peer: Optional[str] = None, dest: Optional[str] = None) -> Deferred:
         """
@@ -195,14 +215,90 @@ class Control:
             d.addBoth(fire)
         waiter = Deferred()
         self._fetching[key].append(waiter)
+        self._fetch_of[waiter] = next(
+            (w.done for w in folder.fetcher.transfers()
+             if w.keep == path and w.entry.hash == entry.hash and w.finished_at is None),
+            None)
         return waiter
 
-    def transfers(self) -> list:
+    def transfers(self, finished: int = 10) -> TransferTable:
         """
-        Recent fetches, then those in flight and waiting, with state and
-        bytes.
+        The last C{finished} fetches that ended, then those in flight and
+        waiting (the folder's own and fetch()'s), with state and bytes: a
+        list of transfers (each with C{.path}, C{.state} and C{.done}, a
+        Deferred), printed as a table.
         """
-        return self.node.folder.fetcher.transfers()
+        wants = self.node.folder.fetcher.transfers()
+        ended = [w for w in wants if w.finished_at is not None]
+        going = [w for w in wants if w.finished_at is None]
+        return transfer_table(ended[max(0, len(ended) - finished):] + going,
+                              self.node.clock.seconds())
+
+    def _transfer(self, what):
+        """
+        The fetch C{what} names: a transfer from transfers(), the Deferred
+        fetch() returned, or a path (the newest fetch of it).
+        """
+        wants = self.node.folder.fetcher.transfers()
+        if isinstance(what, Deferred):
+            done = self._fetch_of.get(what)
+            found = [w for w in wants if done is not None and w.done is done]
+            if not found:
+                raise LookupError("that Deferred is not a fetch() in flight")
+            return found[-1]
+        if isinstance(what, str):
+            found = [w for w in wants if w.path == what]
+            if not found:
+                raise LookupError(f"no transfer of {what!r}: transfers() lists them")
+            going = [w for w in found if w.finished_at is None]
+            return (going or found)[-1]
+        if hasattr(what, "entry") and hasattr(what, "state"):
+            return what
+        raise TypeError(f"name a transfer by its path, by what fetch() returned, or by an"
+                        f" element of transfers(), not {what!r}")
+
+    def cancel(self, what) -> str:
+        """
+        Stop a fetch() of yours (by path, by what fetch() returned, or by
+        an element of transfers()): its Deferred fails with "cancelled".
+        The folder's own downloads are not cancelled this way (they come
+        back at the next plan): raises saying why nothing was cancelled.
+        """
+        want = self._transfer(what)
+        path = want.path
+        if want.finished_at is not None or want.done.called:
+            raise ValueError(f"the fetch of {path!r} has already ended ({want.state})")
+        if want.keep is None:
+            raise ValueError(f"{path!r} is the folder's own download, not a fetch() of"
+                             " yours: only fetch()es can be cancelled")
+        fetcher = self.node.folder.fetcher
+        why = TransferFailed("cancelled", "cancelled by the operator")
+        if want in fetcher.queue:
+            fetcher.queue.remove(want)
+            fetcher._fail(want, why, logged=False)
+        elif want.state == "running" and want.download is not None:
+            download = want.download
+            fetcher._give_up(download.peer, download.transfer, why, cancel=True, quiet=True)
+        else:
+            raise RuntimeError(f"the fetch of {path!r} is opening its file: try again in a"
+                               " moment")
+        return f"cancelled the fetch of {path!r}"
+
+    def watch(self, what, console=None) -> None:
+        """
+        A live progress line for a fetch (by path, by what fetch()
+        returned, or by an element of transfers()) in the manhole session,
+        until it ends or you press Ctrl-C (which stops the view, not the
+        fetch).
+        """
+        from p2ptwisted.progress import ProgressView, finished
+        from p2ptwisted.tables import progress_line
+
+        want = self._transfer(what)
+        if console is None or finished(want):
+            self.out(progress_line(want, None))
+            return
+        ProgressView(console, self.node.clock, want).start()
 
     def rescan(self) -> Deferred:
         """
@@ -242,7 +338,7 @@ class Control:
         lines.append(f"  transfers: {len(running)} in flight or waiting,"
                      f" {node.folder.fetcher.completed} completed since start")
         for t in running[:10]:
-            lines.append(f"    {t!r}")
+            lines.append("    " + "  ".join(transfer_cells(t, node.clock.seconds())[:4]))
         if len(running) > 10:
             lines.append(f"    ... and {len(running) - 10} more")
         self.out("\n".join(lines))
@@ -263,8 +359,18 @@ class Control:
         """
         names = {"node": self.node, "control": self}
         for name in ("status", "peers", "connect", "drop", "catalog", "catalog_of", "fetch",
-                     "transfers", "rescan", "doctor"):
+                     "transfers", "cancel", "watch", "rescan", "doctor"):
             names[name] = getattr(self, name)
+        return names
+
+    def session_namespace(self, console) -> dict:
+        """
+        The names of one manhole session (its own copy): those of
+        L{namespace}, with C{watch} drawing in that session.
+        """
+        names = self.namespace()
+        names["watch"] = lambda what: self.watch(what, console)
+        names["watch"].__doc__ = self.watch.__doc__
         return names
 
 
