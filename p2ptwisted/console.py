@@ -148,8 +148,12 @@ class Console(manhole.ColoredManhole):
             self.addOutput(text, True)
 
     def addOutput(self, data, isAsync=None):
-        if not isAsync:
+        if not isAsync or self._running:
+            # During a command (a Deferred that fires at once, say): in
+            # the command's output, in order.
             self.terminal.write(data)
+            if isAsync and self._needsNewline():
+                self.terminal.nextLine()
             return
         if self.view is not None:
             self.view.interject(data if isinstance(data, str) else data.decode("utf-8"))

@@ -51,10 +51,11 @@ class TransferOps:
         raise TypeError(f"name a transfer by its path, by what fetch() returned, or by an"
                         f" element of transfers(), not {what!r}")
 
-    def cancel(self, what) -> str:
+    def cancel(self, what) -> None:
         """
         Stop a fetch() of yours (by path, by what fetch() returned, or by
-        an element of transfers()): its Deferred fails with "cancelled".
+        an element of transfers()), and say so: its Deferred fails with
+        "cancelled".
         The folder's own downloads are not cancelled this way (they come
         back at the next plan): raises saying why nothing was cancelled.
         """
@@ -76,7 +77,7 @@ class TransferOps:
         else:
             raise RuntimeError(f"the fetch of {path!r} is opening its file: try again in a"
                                " moment")
-        return f"cancelled the fetch of {path!r}"
+        self.out(f"cancelled the fetch of {path!r}")
 
     def watch(self, what, console=None) -> None:
         """

@@ -223,6 +223,18 @@ class SessionTests(ConsoleTestCase):
         self.assertTrue(out.rstrip().endswith(">>> par"), out)
         self.assertEqual([l for l in self.logs() if "/share/report.txt" in l], [])
 
+    def test_deferred_firing_during_a_command(self):
+        """
+        A shown Deferred that fires while a later command runs is reported
+        in that command's output, in order, with one prompt after it.
+        """
+        self.names["d"] = Deferred()
+        s = self.session()
+        self.assertIn("<Deferred #0>", s.run("d"))
+        out = s.run("d.callback(5); 7")
+        # After the echo of the line: the Deferred's result, 7, one prompt.
+        self.assertEqual(out.split("\r\n", 1)[1], "Deferred #0 called back: 5\r\n7\r\n>>> ")
+
     def test_sessions_have_their_own_namespace(self):
         one, two = self.session(), self.session()
         one.run("x = 1")
