@@ -168,21 +168,23 @@ def _peer_findings(node, node_id: str, heard: dict, now: float, ours: list) -> L
     name = _peer_name(node, node_id)
     failed = _failed(_entries(node, node_id, heard))
     if proto is not None:
-        findings = []
-        if failed and proto.dialed is None:
-            findings.append(
-                f"{name}: connected (it dialled us), but our dial to it failed ({failed}): it"
-                " may listen on another interface, or a firewall on its side blocks its port;"
-                " files still move both ways over the connection it opened")
+        # Connected: reachable both ways for files, whoever dialled.  (A
+        # dial of ours that failed before it connected says nothing now:
+        # a connected node is never dialled, so such a failure is older
+        # than the connection -- usually it was not up yet.)
         if not ours:
             ours.append(_live_files(node.folder.store))
-        findings.extend(f"{name}: {hint}" for hint in _file_hints(node, node_id, proto, now,
-                                                                 ours[0]))
-        return findings
+        return [f"{name}: {hint}" for hint in _file_hints(node, node_id, proto, now, ours[0])]
     if reach is not None:
         last = max(t for t in (reach.outbound, reach.inbound) if t is not None)
-        return [f"{name}: not connected (last connected {_ago(now, last)});"
-                + (f" our dials to it fail ({failed})" if failed else " redialling it")]
+        if not failed:
+            return [f"{name}: not connected (last connected {_ago(now, last)}); redialling it"]
+        advice = ("" if reach.outbound is not None else
+                  ": it reached us but we never reached it, so it may listen on another"
+                  " interface, or a firewall on its side blocks its port; until it dials us"
+                  " again, no files move between us")
+        return [f"{name}: not connected (last connected {_ago(now, last)}); our dials to it"
+                f" fail ({failed}){advice}"]
     h = heard[node_id]
     return [f"{name}: heard on the LAN at {h['host']}:{h['port']} {_ago(now, h['at'])},"
             f" never reached ({failed or 'not tried yet'})"]
