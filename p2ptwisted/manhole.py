@@ -31,7 +31,9 @@ from twisted.conch.ssh import keys, transport, userauth
 from twisted.conch.ssh.common import getNS
 from twisted.cred import portal
 from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.error import ProcessDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from p2ptwisted import wire
@@ -98,6 +100,9 @@ class _Session(manhole_ssh.TerminalSession):
         if not self._pty:
             self._refuse(proto)
             return
+        # The session ends as a shell does: with exit status 0 (else ssh
+        # exits 255, as if the connection had failed).
+        proto.loseConnection = lambda: proto.processEnded(Failure(ProcessDone(0)))
         manhole_ssh.TerminalSession.openShell(self, proto)
 
     def execCommand(self, proto, command):

@@ -331,13 +331,12 @@ class ManholeTestCase(unittest.TestCase):
 
     async def log_out(self, client: SSHClient) -> None:
         """
-        Ctrl-D at the empty prompt, and wait for ssh to exit.
-
-        (OpenSSH exits 255 here: Twisted's terminal session closes the
-        channel without an exit status, so the code is not checked.)
+        Ctrl-D at the empty prompt, and wait for ssh to exit: with status
+        0, as after a shell (the session sends an exit status).
         """
         client.transport.write(CTRL_D)
         await client.wait_exit()
+        self.assertEqual(client.exit_code, 0, client.transcript())
 
     async def refused(self, port: int, *options: str, key: Optional[str] = None) -> SSHClient:
         """
@@ -631,6 +630,7 @@ class ManholeAccessTests(ManholeTestCase):
 
         session.transport.write(b"exit()\r")
         await session.wait_exit()
+        self.assertEqual(session.exit_code, 0, session.transcript())
         await a.wait_for(r"manhole session of admin \(key SHA256:\S+\) from \S+ ended$",
                          since=mark)
         self.assertEqual(errors_logged(a, mark), [], a.output(mark))
