@@ -210,6 +210,10 @@ class Control(TransferOps):
                         waiter.errback(result)
                     else:
                         waiter.callback(result)
+                # A transfer's .done (transfers()) then fires with where
+                # the file landed, as fetch()'s Deferred does; a failure
+                # went to the waiters, who handle it.
+                return None if isinstance(result, Failure) else result
 
             d.addBoth(fire)
         waiter = Deferred()

@@ -142,6 +142,27 @@ class TableTests(FetchOpsTestCase):
         self.assertEqual(lines[2].split()[:4], ["small.txt", "file", "6", "B"])
 
 
+class DoneTests(FetchOpsTestCase):
+    def test_a_transfers_done_fires_with_where_it_landed(self):
+        """
+        A callback added to a transfer's .done (from transfers()) gets the
+        full path where the file landed, as fetch()'s Deferred does (not
+        None, nor the name relative to its directory).
+        """
+        elsewhere = os.path.abspath(self.mktemp())
+        d = self.ctl.fetch("small.txt", dest=elsewhere)
+        [t] = self.ctl.transfers()
+        results, done = self.fired(d), self.fired(t.done)
+        self.mesh.run(lambda: results)
+        self.assertEqual(results, [os.path.join(elsewhere, "small.txt")])
+        self.assertEqual(done, results)
+        d = self.ctl.fetch("small.txt")
+        [t] = [t for t in self.ctl.transfers() if t.finished_at is None]
+        results, done = self.fired(d), self.fired(t.done)
+        self.mesh.run(lambda: results)
+        self.assertEqual(done, [os.path.join(self.a.share_dir, "small.txt")])
+
+
 class WatchTests(FetchOpsTestCase):
     def test_watch_without_a_session_prints_one_line(self):
         """
