@@ -208,7 +208,7 @@ def peer_lines(node) -> List[str]:
         findings.append(f"... and {shown - MAX_PEERS_SHOWN} more nodes")
     never = [e for e in node.book if e.node_id is None and not e.is_self and e.failures]
     for entry in never[:MAX_PEERS_SHOWN]:
-        findings.append(f"{entry.key}: never reached ({entry.failures} attempts;"
+        findings.append(f"{entry.key}: never reached ({_plural(entry.failures, 'attempt')};"
                         f" last: {entry.last_error or 'no answer'})")
     if len(never) > MAX_PEERS_SHOWN:
         findings.append(f"... and {len(never) - MAX_PEERS_SHOWN} more addresses never reached")
