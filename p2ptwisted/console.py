@@ -8,7 +8,8 @@ inserts spaces, C{exit()} raises C{SystemExit} into the SSH connection (a
 and Ctrl-R are logged as node warnings, and C{print} in a callback that
 fires later writes to the node's log instead of the session.  L{Console}
 fixes each: Tab completes names and attributes over the session's
-namespace (candidates shown when ambiguous), Ctrl-U, Ctrl-W and Ctrl-K
+namespace, and inside a string the shared paths (candidates shown when
+ambiguous), Ctrl-U, Ctrl-W and Ctrl-K
 kill text, Ctrl-R searches the history, any other unknown key rings the
 bell, C{exit()} and C{quit()} end the session, and the session's
 C{print} writes into the session whenever it is called.
@@ -246,23 +247,40 @@ class Console(manhole.ColoredManhole):
     def handle_TAB(self) -> None:
         before, after = self.currentLineBuffer()
         text = before.decode("utf-8", "replace")
-        word = _WORD.search(text).group()
-        if not word:
-            manhole.ColoredManhole.handle_TAB(self)  # indentation, as before
-            return
-        found = completions(word, self.namespace)
+        quoted = _open_string(text)
+        if quoted is not None:
+            word, found = quoted, self._paths(quoted)
+        else:
+            word = _WORD.search(text).group()
+            if not word:
+                manhole.ColoredManhole.handle_TAB(self)  # indentation, as before
+                return
+            found = completions(word, self.namespace)
         if not found:
             self.terminal.write(b"\a")
             return
         common = _common_prefix(found)
         if len(common) > len(word):
-            for ch in common[len(word):].encode("utf-8"):
-                self.characterReceived(bytes([ch]), False)
-            return
-        if len(found) > 1:
+            self._insert(common[len(word):].encode("utf-8"))
+        elif len(found) > 1:
             self._show(found)
         else:
             self.terminal.write(b"\a")
+
+    def _insert(self, data: bytes) -> None:
+        for i in range(len(data)):
+            self.characterReceived(data[i:i + 1], i < len(data) - 1)
+
+    def _paths(self, prefix: str) -> List[str]:
+        """
+        The shared paths (ours and our peers') that start with C{prefix}:
+        Tab inside a string completes what fetch(), watch() and cancel()
+        take.
+        """
+        known = getattr(self.namespace.get("control"), "known_paths", None)
+        if known is None:
+            return []
+        return [p for p in known() if p.startswith(prefix)]
 
     def _show(self, found: List[str]) -> None:
         shown = found[:MAX_SHOWN]
@@ -350,6 +368,27 @@ def completions(word: str, namespace: Dict[str, object]) -> List[str]:
     if not last.startswith("_"):
         found = [m for m in found if not m.rsplit(".", 1)[-1].startswith("_")]
     return sorted(set(found))
+
+
+def _open_string(text: str) -> Optional[str]:
+    """
+    What follows an unclosed quote at the end of C{text} (a line of
+    Python), or C{None} if the cursor is not inside a string.
+    """
+    quote, start, i = None, 0, 0
+    while i < len(text):
+        c = text[i]
+        if quote is not None:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "'\"":
+            quote, start = c, i + 1
+        elif c == "#":
+            return None
+        i += 1
+    return text[start:] if quote is not None else None
 
 
 def _common_prefix(words: List[str]) -> str:

@@ -15,6 +15,18 @@ from p2ptwisted.tables import TransferTable, transfer_table
 
 
 class TransferOps:
+    def known_paths(self) -> list:
+        """
+        Every path in our index and in our connected peers' (what Tab
+        completes inside a string at the prompt), sorted; deleted ones
+        too (telling them apart would read every entry on each Tab).
+        """
+        store = self.node.folder.store
+        paths = set(store.local_paths())
+        for peer in self.node.connections:
+            paths.update(store.remote_paths(peer))
+        return sorted(paths)
+
     def transfers(self, finished: int = 10) -> TransferTable:
         """
         The last C{finished} fetches that ended, then those in flight and

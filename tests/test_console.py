@@ -122,6 +122,26 @@ class CompletionTests(ConsoleTestCase):
         s.type(b"cata" + TAB)
         self.assertEqual(s.line(), b"catalog")
 
+    def test_paths_inside_a_string(self):
+        """
+        Inside a string, Tab completes the shared paths the namespace's
+        control knows (for fetch("...")), not Python names.
+        """
+        paths = ["docs", "docs/report.pdf", "docs/review.txt", "notes.txt"]
+        self.names["control"] = SimpleNamespace(known_paths=lambda: paths)
+        s = self.session()
+        s.type(b'fetch("no' + TAB)
+        self.assertEqual(s.line(), b'fetch("notes.txt')
+        s.type(CTRL_U + b"x = 'docs/re" + TAB)
+        self.assertEqual(s.line(), b"x = 'docs/re")
+        s.clear()
+        s.type(TAB)
+        self.assertIn("docs/report.pdf  docs/review.txt", s.output())
+        s.type(b"p" + TAB)
+        self.assertEqual(s.line(), b"x = 'docs/report.pdf")
+        s.type(CTRL_U + b'"it\\"s" + cata' + TAB)  # a closed string, then a name
+        self.assertEqual(s.line(), b'"it\\"s" + catalog')
+
     def test_indentation(self):
         """
         Tab at the start of a line (or after a space) still indents.
