@@ -91,9 +91,9 @@ class Console(manhole.ColoredManhole):
         })
 
     def connectionLost(self, reason):
-        if self.view is not None:
-            self.view.stop()
-        self.view = None
+        view, self.view = self.view, None
+        if view is not None:
+            view.stop()  # stops its timer; draws nothing (no longer ours)
         manhole.ColoredManhole.connectionLost(self, reason)
 
     # -- running lines -----------------------------------------------------

@@ -94,7 +94,7 @@ class ProgressView:
         """
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        if self.console.terminal is None:
+        if self.console.terminal is None or self.console.view is not self:
             return
         if interrupted:
             self.console.terminal.nextLine()

@@ -318,8 +318,10 @@ class ProgressTests(ConsoleTestCase):
         clock = Clock()
         s = self.session()
         ProgressView(s.console, clock, _want()).start()
+        s.clear()
         s.terminal.connectionLost(None)
         self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(s.transport.value(), b"")  # nothing drawn after the end
 
 
 class TableTests(SynchronousTestCase):
