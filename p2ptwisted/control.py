@@ -6,23 +6,27 @@ manhole's prompt.
 Everything returns a plain value or a Deferred (the manhole has no
 top-level C{await}; it prints a Deferred's result when it fires).  Peers
 are named by node id, a unique prefix of it, or their display name.
+Lists of files and of transfers print as tables (L{p2ptwisted.tables}).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import weakref
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from twisted.internet import endpoints
 
 from p2ptwisted.identity import format_id
-from p2ptwisted.core.index import FILE, Entry
+from p2ptwisted.core.index import FILE
 from p2ptwisted.peers import parse_dial_target
+from p2ptwisted.tables import EntryTable, human as _human, transfer_cells
+from p2ptwisted.transfer_ops import TransferOps
 
 if TYPE_CHECKING:  # pragma: no cover
     from p2ptwisted.node import Node
@@ -48,15 +52,13 @@ class PeerInfo:
                 f" since {self.since}, {self.bytes_in} bytes in, {self.bytes_out} out)>")
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
+class ConnectFailed(ConnectionError):
+    """
+    C{connect()} could not reach the address; the message says why.
+    """
 
 
-class Control:
+class Control(TransferOps):
     """
     The operator's handle on a node.  See the README for an example session.
     """
@@ -66,6 +68,8 @@ class Control:
         self.out = out
         #: Operator fetches in flight: (path, hash, dest) -> who waits.
         self._fetching: dict = {}
+        #: What fetch() returned -> the fetcher's Deferred of that fetch.
+        self._fetch_of: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
     # -- peers -------------------------------------------------------------
 
@@ -103,7 +107,10 @@ class Control:
     def connect(self, address: str) -> Deferred:
         """
         Dial C{address} (C{host:port} or a client endpoint string) and keep
-        it in the peer book; fires with the peer once connected.
+        it in the peer book; fires with the peer once connected, or fails
+        with L{ConnectFailed} (and why) if the dial fails.  The address
+        stays in the peer book either way, redialled with backoff like a
+        C{--peer}.
         """
         if not isinstance(address, str):
             raise TypeError(f"connect() takes an address string, not {address!r}")
@@ -112,10 +119,21 @@ class Control:
             endpoints.clientFromString(self.node.reactor, endpoint)  # ValueError if bad
         entry = self.node.add_bootstrap(address)
         entry.next_attempt = 0.0
+        failures = entry.failures
+
+        def settled(node) -> bool:
+            return ((entry.node_id is not None and entry.node_id in node.connections)
+                    or (entry.failures > failures and not entry.dialing))
+
+        def answer(node):
+            if entry.node_id is not None and entry.node_id in node.connections:
+                return self._info(node.connections[entry.node_id])
+            raise ConnectFailed(f"could not reach {entry.key}: {entry.last_error or 'no answer'}"
+                                " (it stays in the peer book, redialled with backoff)")
+
+        d = self.node.wait_for(settled)
         self.node.dial_due()
-        d = self.node.wait_for(lambda n: entry.node_id is not None
-                               and entry.node_id in n.connections)
-        return d.addCallback(lambda n: self._info(n.connections[entry.node_id]))
+        return d.addCallback(answer)
 
     def drop(self, peer: str) -> PeerInfo:
         """
@@ -129,19 +147,20 @@ class Control:
 
     # -- files ---------------------------------------------------------------
 
-    def catalog(self) -> List[Entry]:
+    def catalog(self) -> EntryTable:
         """
         The live files and directories of this node's index, sorted by
-        path.
+        path: a list of index entries, printed as a table.
         """
         store = self.node.folder.store
         entries = (store.get(path) for path in store.local_paths())
-        return [e for e in entries if e is not None and e.live]
+        return EntryTable(e for e in entries if e is not None and e.live)
 
-    def catalog_of(self, peer: str) -> Deferred:
+    def catalog_of(self, peer: str) -> EntryTable:
         """
         A connected peer's live files and directories as its index told us
-        (kept current as it changes), sorted by path.
+        (kept current as it changes), sorted by path: a list of index
+        entries, printed as a table.
         """
         peer_id = self._find(peer).remote_id
         store = self.node.folder.store
@@ -150,7 +169,7 @@ class Control:
             entry = store.remote_for(path).get(peer_id)
             if entry is not None and entry.live:
                 found.append(entry)
-        return succeed(sorted(found, key=lambda e: e.path))
+        return EntryTable(sorted(found, key=lambda e: e.path))
 
     def fetch(self, path: str, peer: Optional[str] = None, dest: Optional[str] = None) -> Deferred:
         """
@@ -191,18 +210,19 @@ class Control:
                         waiter.errback(result)
                     else:
                         waiter.callback(result)
+                # A transfer's .done (transfers()) then fires with where
+                # the file landed, as fetch()'s Deferred does; a failure
+                # went to the waiters, who handle it.
+                return None if isinstance(result, Failure) else result
 
             d.addBoth(fire)
         waiter = Deferred()
         self._fetching[key].append(waiter)
+        self._fetch_of[waiter] = next(
+            (w.done for w in folder.fetcher.transfers()
+             if w.keep == path and w.entry.hash == entry.hash and w.finished_at is None),
+            None)
         return waiter
-
-    def transfers(self) -> list:
-        """
-        Recent fetches, then those in flight and waiting, with state and
-        bytes.
-        """
-        return self.node.folder.fetcher.transfers()
 
     def rescan(self) -> Deferred:
         """
@@ -242,7 +262,7 @@ class Control:
         lines.append(f"  transfers: {len(running)} in flight or waiting,"
                      f" {node.folder.fetcher.completed} completed since start")
         for t in running[:10]:
-            lines.append(f"    {t!r}")
+            lines.append("    " + "  ".join(transfer_cells(t, node.clock.seconds())[:4]))
         if len(running) > 10:
             lines.append(f"    ... and {len(running) - 10} more")
         self.out("\n".join(lines))
@@ -263,8 +283,18 @@ class Control:
         """
         names = {"node": self.node, "control": self}
         for name in ("status", "peers", "connect", "drop", "catalog", "catalog_of", "fetch",
-                     "transfers", "rescan", "doctor"):
+                     "transfers", "cancel", "watch", "rescan", "doctor"):
             names[name] = getattr(self, name)
+        return names
+
+    def session_namespace(self, console) -> dict:
+        """
+        The names of one manhole session (its own copy): those of
+        L{namespace}, with C{watch} drawing in that session.
+        """
+        names = self.namespace()
+        names["watch"] = lambda what: self.watch(what, console)
+        names["watch"].__doc__ = self.watch.__doc__
         return names
 
 

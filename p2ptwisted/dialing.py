@@ -89,6 +89,7 @@ class DialingMixin:
         def failed(failure) -> None:
             self._dials.discard(d)
             self.book.dial_failed(entry, self.clock.seconds(), failure.getErrorMessage())
+            self._check_waiters()  # connect() in the manhole waits for this too
             if failure.check(CancelledError) and not self.running:
                 return
             self.log.info(

@@ -48,19 +48,13 @@ class DoctorTestCase(SynchronousTestCase):
 
     def section(self, lines, node):
         """
-        The peer lines about C{node}: its head line and the indented lines
-        under it.
+        The findings about C{node}: the lines naming it (one per finding).
         """
         head = f"({node.node_id[:12]}):"
-        for i, line in enumerate(lines):
-            if head in line:
-                found = [line]
-                for more in lines[i + 1:]:
-                    if not more.startswith("    "):
-                        break
-                    found.append(more)
-                return found
-        self.fail(f"no line about {node.display_name} in {lines}")
+        found = [line for line in lines if head in line]
+        if not found:
+            self.fail(f"no line about {node.display_name} in {lines}")
+        return found
 
     def connect(self, dialer, listener):
         client, server, pump = link(dialer, listener)
@@ -102,67 +96,72 @@ class ReachTests(DoctorTestCase):
 
     def test_we_dialled_it(self):
         """
-        A dialled B: A's report says it reached B, B never reached it, and
-        files still move both ways over the connection.
+        A dialled B: both are connected, and neither report warns of
+        anything (B never dialled A, but it had no need to: the one
+        connection carries files both ways).
         """
         a, b = self.node("a"), self.node("b")
         self.connect(a, b)
-        text = "\n".join(self.section(self.doctor(a), b))
-        self.assertIn("b (" + b.node_id[:12] + "): connected (we dialled it)", text)
-        self.assertIn("we reached it, but it has never reached us", text)
-        self.assertIn("Files still move both ways over our connection", text)
-        self.assertNotIn("it reached us", text)
-        self.assertNotIn("reached both ways", text)
+        for node in (a, b):
+            lines = self.doctor(node)
+            self.assertIn("1 peer, all reachable both ways", lines)
+            self.assertNotIn("reached us", "\n".join(lines))
 
     def test_it_dialled_us(self):
         """
-        B was dialled by A: B's report says A reached it but B has not
-        reached A, not tried yet; once a dial to A's address has failed,
-        with that error.
+        B was dialled by A: no finding about A in B's report, even after a
+        dial of B's to A's address failed before (a connected node is
+        never dialled: such a failure is older than the connection).  Once
+        A is gone and B's dials to it fail, one line says so, with the
+        address and the error, and that it never reached A.
         """
         a, b = self.node("a"), self.node("b")
-        self.connect(a, b)
-        text = "\n".join(self.section(self.doctor(b), a))
-        self.assertIn("a (" + a.node_id[:12] + "): connected (it dialled us)", text)
-        self.assertIn("it reached us, but we have not reached it (not tried yet)", text)
-        self.assertIn("Files still move both ways over the connection it opened", text)
+        client, server, pump = self.connect(a, b)
         [entry] = b.book.entries_for(a.node_id)
         self.assertEqual(entry.key, f"127.0.0.1:{a.listen_ports[0]}")
         b.book.dial_failed(entry, self.reactor.seconds(), "Connection refused")
-        text = "\n".join(self.section(self.doctor(b), a))
-        self.assertIn("it reached us, but we have not reached it"
-                      f" (127.0.0.1:{a.listen_ports[0]}: Connection refused)", text)
-        self.assertNotIn("not tried yet", text)
+        self.assertIn("1 peer, all reachable both ways", self.doctor(b))
+        client.transport.loseConnection()
+        flush(pump)
+        b.book.dial_failed(entry, self.reactor.seconds(), "Connection refused")
+        [line] = self.section(self.doctor(b), a)
+        self.assertIn(f"a ({a.node_id[:12]}): not connected (last connected 0s ago); our dials"
+                      f" to it fail (127.0.0.1:{a.listen_ports[0]}: Connection refused): it"
+                      " reached us but we never reached it, so it may listen on another"
+                      " interface, or a firewall on its side blocks its port", line)
 
     def test_both_ways(self):
         """
-        Each node dialled the other once: both reports say "reached both
-        ways", and nothing about one-way reachability.
+        Each node dialled the other once: both reports say all is well.
         """
         a, b = self.node("a"), self.node("b")
         self.connect(a, b)
         self.connect(b, a)
         self.assertIn(b.node_id, a.connections)
-        for here, there in ((a, b), (b, a)):
-            text = "\n".join(self.section(self.doctor(here), there))
-            self.assertIn("reached both ways", text)
-            self.assertNotIn("never reached us", text)
-            self.assertNotIn("we have not reached it", text)
+        for here in (a, b):
+            self.assertIn("1 peer, all reachable both ways", self.doctor(here))
 
     def test_disconnected_peer_remembered(self):
         """
-        After the connection is gone, the report still says who reached
-        whom, as "not connected", without the files sentence.
+        After the connection is gone, the peer is one line: not connected,
+        since when, and that we redial it (or why our dials fail).
         """
         a, b = self.node("a"), self.node("b")
         client, server, pump = self.connect(a, b)
+        self.reactor.advance(5)
         client.transport.loseConnection()
         flush(pump)
         self.assertNotIn(b.node_id, a.connections)
-        text = "\n".join(self.section(self.doctor(a), b))
-        self.assertIn("not connected", text)
-        self.assertIn("we reached it, but it has never reached us", text)
-        self.assertNotIn("Files still move", text)
+        lines = self.doctor(a)
+        self.assertIn("peers: 0 connected", lines)
+        [line] = self.section(lines, b)
+        self.assertEqual(line, f"  b ({b.node_id[:12]}): not connected (last connected 5s ago);"
+                               " redialling it")
+        [entry] = a.book.entries_for(b.node_id)
+        a.book.dial_failed(entry, self.reactor.seconds(), "Connection refused")
+        [line] = self.section(self.doctor(a), b)
+        self.assertTrue(line.endswith(f"our dials to it fail ({entry.key}: Connection refused)"),
+                        line)
 
     def test_never_reached_entry(self):
         """
@@ -185,7 +184,7 @@ class ReachTests(DoctorTestCase):
         A node alone says so.
         """
         lines = self.doctor(self.node("a"))
-        self.assertEqual(lines[lines.index("peers:") + 1], "  no peers yet")
+        self.assertEqual(lines[-1], "no peers yet")
 
 
 class FileHintTests(DoctorTestCase):
@@ -357,15 +356,15 @@ class DiscoveryLineTests(DoctorTestCase):
         self.assertEqual(discovery.state, "on")
         lines = self.doctor(a)
         self.assertIn("LAN discovery: on, announcing on 127.0.0.1 to 239.255.43.201 UDP port"
-                      " 7777; 1 announcements sent (last 0s ago)", lines)
-        self.assertIn("  no other node heard yet", lines)
+                      " 7777; 1 announcements sent (last 0s ago); no other node heard yet",
+                      lines)
         self.assertFalse([l for l in lines if "no announcement from any other node" in l])
         reactor.advance(6)
         lines = self.doctor(a)
         [advice] = [l for l in lines if "no announcement from any other node has arrived" in l]
         self.assertIn("multicast is filtered between us", advice)
         self.assertIn("--peer HOST:PORT", advice)
-        [on] = [l for l in lines if l.startswith("LAN discovery")]
+        [on] = [l for l in lines if l.startswith("LAN discovery: on")]
         self.assertIn("1 announcements sent (last 6s ago)", on)
 
     def test_heard_and_malformed(self):
@@ -390,15 +389,15 @@ class DiscoveryLineTests(DoctorTestCase):
                                        Failure(ConnectionRefusedError("nobody")))
         reactor.advance(3)
         lines = self.doctor(a)
-        self.assertIn("  heard 1 other node(s); last 3s ago", lines)
-        self.assertIn("  ignored 1 malformed announcement(s)", lines)
+        [on] = [l for l in lines if l.startswith("LAN discovery: on")]
+        self.assertTrue(on.endswith("; heard 1 other node, last 3s ago"), on)
+        self.assertIn("LAN discovery: ignored 1 malformed announcement(s)", lines)
         self.assertFalse([l for l in lines if "no announcement from any other node" in l])
         [line] = [l for l in lines if "heard on the LAN" in l]
         self.assertIn("heard on the LAN at 10.0.0.7:5000 3s ago, never reached"
                       " (10.0.0.7:5000: ", line)
         self.assertIn("nobody", line)
-        self.assertIn(f"unnamed ({other[:12]}): not connected",
-                      [l.strip() for l in lines])
+        self.assertTrue(line.startswith(f"  unnamed ({other[:12]}): heard on the LAN"), line)
 
     def test_send_error(self):
         """
@@ -422,8 +421,8 @@ class DiscoveryLineTests(DoctorTestCase):
         discovery = self.start_discovery(a, reactor)
         self.assertEqual(discovery.sent, 0)
         lines = self.doctor(a)
-        self.assertIn("  our announcements do not go out: from 127.0.0.1: Network is"
-                      " unreachable", lines)
+        self.assertIn("LAN discovery: our announcements do not go out: from 127.0.0.1: Network"
+                      " is unreachable", lines)
         self.assertEqual(len([l for l in self.logs()
                               if l.startswith("cannot send LAN announcements")]), 1)
 
@@ -447,8 +446,9 @@ class ListenLineTests(DoctorTestCase):
         a = self.node("a", port=43210)
         a.listen_host = "127.0.0.1"
         lines = self.doctor(a)
-        self.assertEqual(lines[0], "listening on TCP port 43210 on 127.0.0.1")
-        self.assertIn("only this machine can reach it", lines[1])
+        self.assertEqual(lines[0], "listening on TCP port 43210 on 127.0.0.1: only this machine"
+                                   " can reach it; listen on all interfaces (--port 12345) to be"
+                                   " reachable from the LAN")
 
 
 class SummaryTests(DoctorTestCase):
@@ -482,3 +482,132 @@ class SummaryTests(DoctorTestCase):
         a.stopService()
         self.reactor.advance(DOCTOR_AFTER)
         self.assertFalse([l for l in self.logs() if l.startswith("reachability after")])
+
+
+class HealthyMeshTests(DoctorTestCase):
+    """
+    The doctor warns only about what failed (issue 11, point 12): a
+    healthy mesh, whoever dialled whom, is one line.
+    """
+
+    #: Words of the warnings a healthy mesh must not get.
+    WOLF = ("firewall", "may block", "never reached", "not reached", "has not reached",
+            "no announcement")
+
+    def mesh(self, count):
+        """
+        C{count} nodes, each pair joined once (the lower one dialled), in
+        step after a few seconds.
+        """
+        nodes = [self.node(f"n{i}") for i in range(count)]
+        for i, dialer in enumerate(nodes):
+            for listener in nodes[i + 1:]:
+                self.connect(dialer, listener)
+        self.settle(3)
+        for node in nodes:
+            self.assertEqual(len(node.connections), count - 1)
+        return nodes
+
+    def test_healthy_mesh_is_one_line(self):
+        """
+        In a mesh of 5 where each pair connected once, one way, every
+        node's report says "4 peers, all reachable both ways" and warns of
+        nothing: no firewall, no one-way reachability.
+        """
+        for node in self.mesh(5):
+            lines = self.doctor(node)
+            self.assertIn("4 peers, all reachable both ways", lines)
+            self.assertEqual(
+                [l for l in lines if any(w in l for w in self.WOLF)], [], "\n".join(lines))
+            self.assertEqual(len(lines), 3, "\n".join(lines))
+
+    def test_logged_summary_of_a_healthy_mesh(self):
+        """
+        The summary logged DOCTOR_AFTER seconds after start is one line
+        per finding: listening, discovery, and the peers' one line.
+        """
+        nodes = self.mesh(3)
+        self.settle(DOCTOR_AFTER)
+        summaries = [l for l in self.logs() if l.startswith("reachability after")]
+        self.assertEqual(len(summaries), 3)
+        for summary in summaries:
+            lines = summary.split("\n")[1:]
+            self.assertEqual(len(lines), 3, summary)
+            self.assertEqual(lines[2], "2 peers, all reachable both ways")
+        self.assertEqual(len(nodes), 3)
+
+    def test_dial_failed_before_the_peer_connected(self):
+        """
+        The start of a mesh: our dial to a peer failed (it was not up
+        yet), then it dialled us.  That old failure is no finding.
+        """
+        a, b = self.node("a"), self.node("b")
+        entry = b.book.add_bootstrap(f"127.0.0.1:{a.listen_ports[0]}")
+        b.book.dial_failed(entry, self.reactor.seconds(), "Connection refused")
+        self.reactor.advance(0.5)
+        self.connect(a, b)
+        self.assertEqual(b.book.entries_for(a.node_id), [entry])
+        self.assertEqual(entry.last_error, "Connection refused")
+        lines = self.doctor(b)
+        self.assertIn("1 peer, all reachable both ways", lines)
+        self.assertEqual([l for l in lines if any(w in l for w in self.WOLF)], [])
+
+
+class ExpectedAnnouncementTests(DoctorTestCase):
+    """
+    "No announcement has arrived" only when one was expected.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.reactor = MulticastClock()
+
+    def discover(self, node):
+        discovery = Discovery(node, self.reactor, group="239.255.43.201", port=7777,
+                              interfaces=lambda: [LOOPBACK], listen_host="127.0.0.1")
+        node.discovery = discovery
+        discovery.startService()
+        self.addCleanup(discovery.stopService)
+        return discovery
+
+    def test_connected_to_neighbours(self):
+        """
+        A node connected to a neighbour (on its discovery network) that has
+        heard nothing: no warning at 15 s (nodes announce every 30 to 60
+        s); a warning naming the neighbour once one announcement at least
+        should have come; none if the neighbour's announcement arrives.
+        """
+        from p2ptwisted.discovery import ANNOUNCE_MAX
+
+        a, b = self.node("a"), self.node("b")
+        discovery = self.discover(a)
+        self.connect(b, a)
+        self.settle(DOCTOR_AFTER)
+        text = "\n".join(self.doctor(a))
+        self.assertNotIn("no announcement", text)
+        self.assertIn("1 peer, all reachable both ways", text)
+        self.settle(ANNOUNCE_MAX)
+        [line] = [l for l in self.doctor(a) if "no announcement" in l]
+        self.assertIn("though 1 connected peer is on this network (b)", line)
+        self.assertIn("--no-discover", line)
+        self.assertIn("multicast is filtered", line)
+        discovery.datagram_received(
+            encode(Announcement(b.node_id, b.listen_ports[0], "00" * 8, b.tls)),
+            ("127.0.0.1", 7777))
+        self.assertNotIn("no announcement", "\n".join(self.doctor(a)))
+
+    def test_peers_off_the_network(self):
+        """
+        Peers reached from elsewhere (not on our discovery network) make
+        no announcement expected: no warning, however long.
+        """
+        from p2ptwisted.discovery import ANNOUNCE_MAX
+
+        a, b = self.node("a"), self.node("b")
+        self.discover(a)
+        client, server, pump = link(b, a, dialer_host="10.9.9.9")
+        self.pumps.append(pump)
+        flush(pump)
+        self.assertIn(b.node_id, a.connections)
+        self.settle(2 * ANNOUNCE_MAX)
+        self.assertNotIn("no announcement", "\n".join(self.doctor(a)))

@@ -93,6 +93,17 @@ def public_key_blob(line: str) -> str:
     return fields[index + 1]
 
 
+def key_fingerprint(private_key: str) -> str:
+    """
+    The SHA256 fingerprint of a key pair's public key, as ssh-keygen -l
+    prints it.
+    """
+    done = subprocess.run([SSH_KEYGEN, "-l", "-E", "sha256", "-f", private_key + ".pub"],
+                          check=True, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=30)
+    return done.stdout.split()[1]
+
+
 def errors_logged(node: NodeProcess, since: int = 0) -> List[str]:
     """
     The lines C{node} logged since line C{since} that report an unhandled
@@ -320,13 +331,12 @@ class ManholeTestCase(unittest.TestCase):
 
     async def log_out(self, client: SSHClient) -> None:
         """
-        Ctrl-D at the empty prompt, and wait for ssh to exit.
-
-        (OpenSSH exits 255 here: Twisted's terminal session closes the
-        channel without an exit status, so the code is not checked.)
+        Ctrl-D at the empty prompt, and wait for ssh to exit: with status
+        0, as after a shell (the session sends an exit status).
         """
         client.transport.write(CTRL_D)
         await client.wait_exit()
+        self.assertEqual(client.exit_code, 0, client.transcript())
 
     async def refused(self, port: int, *options: str, key: Optional[str] = None) -> SSHClient:
         """
@@ -429,7 +439,7 @@ class ManholeSessionTests(ManholeTestCase):
         doctor = await session.command("doctor()")
         self.assertIn(f"listening on TCP port {a.port} on {LOCALHOST}", doctor,
                       session.transcript())
-        self.assertIn(f"B ({b.node_id[:12]}): connected (it dialled us)", doctor)
+        self.assertIn("1 peer, all reachable both ways", doctor)
 
         # drop() closes the connection, and both ends say so.
         dropped = await session.command('drop("B")')
@@ -486,15 +496,16 @@ class ManholeSessionTests(ManholeTestCase):
         b_mark = await self.in_step(b, 1, len(b"A's own\n"))
 
         session = await self.log_in(manhole_port)
+        # Both print as tables: a header, then a line per entry.
         catalog = await session.command("catalog()")
-        self.assertIn("Entry(path='a-note.txt', kind='file', size=8,", catalog,
-                      session.transcript())
+        self.assertRegex(catalog, r"^path +kind +size +modified \(UTC\) +by +hash\n")
+        self.assertRegex(catalog, r"(?m)^a-note\.txt +file +8 B +\d{4}-\d\d-\d\d ")
         self.assertNotIn("hello.txt", catalog)
         theirs = await session.command('catalog_of("B")')
         for path, data in (("docs", None), ("docs/report.bin", report), ("hello.txt", hello),
                            ("a-note.txt", b"A's own\n")):
-            self.assertIn(f"Entry(path='{path}', kind='{'dir' if data is None else 'file'}'",
-                          theirs, session.transcript())
+            kind = "dir" if data is None else "file"
+            self.assertRegex(theirs, rf"(?m)^{re.escape(path)} +{kind} ", session.transcript())
 
         landed = await self.result_of(
             session, f'fetch("docs/report.bin", dest={outside!r})')
@@ -509,16 +520,16 @@ class ManholeSessionTests(ManholeTestCase):
             self.assertTrue(f.read() == hello, "hello.txt arrived at A with other content")
 
         transfers = await session.command("transfers()")
-        self.assertRegex(transfers, rf"<fetch 'docs/report\.bin' \w+, {len(report)} of"
-                                    rf" {len(report)} bytes, from {b.node_id[:12]}>")
-        self.assertRegex(transfers, rf"<fetch 'hello\.txt' \w+, {len(hello)} of"
-                                    rf" {len(hello)} bytes, from {b.node_id[:12]}>")
+        self.assertRegex(transfers, rf"(?m)^docs/report\.bin +done +200\.0 KiB of 200\.0 KiB"
+                                    rf" \(100%\) +{b.node_id[:12]} +\d+s ago$")
+        self.assertRegex(transfers, rf"(?m)^hello\.txt +done +6\.3 KiB of 6\.3 KiB"
+                                    rf" \(100%\) +{b.node_id[:12]} +\d+s ago$")
 
         # A new file: rescan() records it at once (or finds that the
         # watcher's rescan already did), and B takes it from A.
         files_base.write_files(share_a, {"later.txt": b"later\n"}, age=60)
         self.assertRegex(await self.result_of(session, "rescan()"), r"^[01]$")
-        self.assertIn("Entry(path='later.txt'", await session.command("catalog()"))
+        self.assertRegex(await session.command("catalog()"), r"(?m)^later\.txt +file ")
         await self.in_step(b, 1, len(b"later\n"), since=b_mark)
         with open(os.path.join(share_b, "later.txt"), "rb") as f:
             self.assertEqual(f.read(), b"later\n")
@@ -538,7 +549,7 @@ class ManholeSessionTests(ManholeTestCase):
         self.assertEqual(sorted(files_base.share_contents(share_b)),
                          ["a-note.txt", "docs/report.bin", "hello.txt", "later.txt"])
         # Finished fetches are shown as such (not as still running).
-        self.assertNotRegex(transfers, r"<fetch '[^']*' running,", session.transcript())
+        self.assertNotRegex(transfers, r"(?m)^\S+ +running ", session.transcript())
 
     async def test_closing_stdin_ends_session(self) -> None:
         """
@@ -585,6 +596,46 @@ class ManholeAccessTests(ManholeTestCase):
         self.assertNotIn("password", client.stderr.split("Permission denied", 1)[1])
 
         self.assertEqual(a.matching(r"authenticated with", mark), [], a.output(mark))
+        self.assertTrue(a.running, a.output())
+
+    async def test_prompt_and_logins_as_expected(self) -> None:
+        """
+        Over the real ssh client: a refused key and a login are each logged
+        at info with the user, the key's fingerprint (as ssh-keygen -l
+        prints it) and the address; Tab completes at the prompt; readline's
+        Ctrl-U, Ctrl-W and Ctrl-R are no node warnings; exit() ends the
+        session with a line in the log and no error, warning or traceback.
+        """
+        other = make_key_pair(os.path.join(self.keys_dir, "other"), "stranger")
+        share = os.path.abspath(self.mktemp())
+        manhole_port = free_port()
+        a = await self.started(self.start_manhole_node("A", share, manhole_port))
+        mark = a.mark()
+
+        await self.refused(manhole_port, key=other)
+        await a.wait_for(rf"\[p2ptwisted\.manhole#info\] manhole refused key"
+                         rf" {re.escape(key_fingerprint(other))} for admin from"
+                         rf" {re.escape(LOCALHOST)}:\d+: ", since=mark)
+        session = await self.log_in(manhole_port)
+        await a.wait_for(rf"\[p2ptwisted\.manhole#info\] manhole login by admin with key"
+                         rf" {re.escape(key_fingerprint(self.key))} from"
+                         rf" {re.escape(LOCALHOST)}:\d+$", since=mark)
+
+        since = len(session.raw)
+        session.transport.write(b"junk two\x17\x15\x12\x07statu\t")
+        await session.wait_output(lambda text: True if "status()" in text else None, since,
+                                  what="status() completed by Tab")
+        answer = await session.command("")
+        self.assertIn(f"node A ({a.node_id})", answer, session.transcript())
+
+        session.transport.write(b"exit()\r")
+        await session.wait_exit()
+        self.assertEqual(session.exit_code, 0, session.transcript())
+        await a.wait_for(r"manhole session of admin \(key SHA256:\S+\) from \S+ ended$",
+                         since=mark)
+        self.assertEqual(errors_logged(a, mark), [], a.output(mark))
+        self.assertEqual(a.matching(r"#(warn|error|critical)\]|SystemExit|unhandled keyID",
+                                    mark), [], a.output(mark))
         self.assertTrue(a.running, a.output())
 
     async def test_host_key_kept_across_restarts(self) -> None:
