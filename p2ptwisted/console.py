@@ -67,6 +67,8 @@ class Console(manhole.ColoredManhole):
         in this session).
     """
 
+    namespace: Dict[str, object]  # type: ignore[assignment]  # (None in Manhole)
+
     def __init__(self, make_namespace: Callable[["Console"], Dict[str, object]]):
         manhole.ColoredManhole.__init__(self)
         self.namespace = dict(make_namespace(self))
@@ -251,7 +253,8 @@ class Console(manhole.ColoredManhole):
         if quoted is not None:
             word, found = quoted, self._paths(quoted)
         else:
-            word = _WORD.search(text).group()
+            found_word = _WORD.search(text)  # (the pattern matches the empty end)
+            word = found_word.group() if found_word is not None else ""
             if not word:
                 manhole.ColoredManhole.handle_TAB(self)  # indentation, as before
                 return
@@ -303,6 +306,7 @@ class Console(manhole.ColoredManhole):
         self._draw_search(b"")
 
     def _search_key(self, keyID) -> None:
+        assert self._search is not None  # (only called while searching)
         if keyID == CTRL_R:
             self._find(self._search_from - 1)
         elif keyID == self.terminal.BACKSPACE:
@@ -330,7 +334,7 @@ class Console(manhole.ColoredManhole):
         return b"".join(self.lineBuffer)
 
     def _find(self, start: int) -> None:
-        needle = self._search.encode()
+        needle = (self._search or "").encode()
         for i in range(start, -1, -1):
             if needle in self.historyLines[i]:
                 self._search_from = i

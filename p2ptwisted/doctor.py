@@ -79,8 +79,8 @@ def _neighbours(node) -> List[str]:
     for node_id, proto in node.connections.items():
         host = getattr(proto.transport.getPeer(), "host", None)
         try:
-            ip = ipaddress.ip_address(host)
-        except (TypeError, ValueError):
+            ip = ipaddress.ip_address(host or "")
+        except ValueError:
             continue
         if any(ip.version == n.version and ip in n for n in networks):
             names.append(wire.safe_text(proto.hello.name, 32) or node_id[:12])

@@ -77,7 +77,7 @@ class LocalScans:
         fires when that one is done: a caller that just changed the disk
         gets a scan that saw its change.
         """
-        d = Deferred()
+        d: Deferred[int] = Deferred()
         if self.stopped:
             d.callback(0)
             return d

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Dict, List
+from typing import Any, Dict, List, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -246,14 +246,16 @@ def make_manhole_service(description: str, keys_file: str, state_dir: str,
     realm.sessionFactory = _Session
     control = namespace.get("control")
     make_namespace = getattr(control, "session_namespace", lambda console: namespace)
-    realm.chainedProtocolFactory = lambda: insults.ServerProtocol(Console, make_namespace)
-    factory = manhole_ssh.ConchFactory(portal.Portal(realm, [checker]))
+    # (Conch calls it to make each session's protocol: any factory will do)
+    make_protocol: Any = lambda: insults.ServerProtocol(Console, make_namespace)  # noqa: E731
+    realm.chainedProtocolFactory = make_protocol
+    factory = manhole_ssh.ConchFactory(portal.Portal(cast(Any, realm), [checker]))
     factory.protocol = _Transport
     factory.services = {**factory.services, b"ssh-userauth": _UserAuth}
     key = host_key(state_dir)
     # Fresh dicts: ConchFactory's are class attributes, shared by all.
     factory.publicKeys = {key.sshType(): key.public()}
-    factory.privateKeys = {key.sshType(): key}
+    factory.privateKeys = {key.sshType(): key}  # type: ignore[dict-item]
     service = strports.service(description, factory, reactor=reactor)
     service.setName("manhole")
     return service

@@ -35,7 +35,7 @@ class ProgressView:
     on C{clock} until it ends or is stopped.
     """
 
-    def __init__(self, console, clock, want):
+    def __init__(self, console, clock, want) -> None:
         self.console = console
         self.clock = clock
         self.want = want

@@ -15,8 +15,11 @@ from __future__ import annotations
 import re
 from typing import Callable, List, Tuple
 
+from zope.interface import implementer
+
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogPublisher,
     PredicateResult,
@@ -40,8 +43,13 @@ def is_chatter(event: dict) -> bool:
             and CHATTER.fullmatch(text) is not None)
 
 
-def _predicate(event: dict) -> PredicateResult:
-    return PredicateResult.no if is_chatter(event) else PredicateResult.maybe
+@implementer(ILogFilterPredicate)
+class _NoChatter:
+    def __call__(self, event: dict) -> PredicateResult:
+        return PredicateResult.no if is_chatter(event) else PredicateResult.maybe
+
+
+_predicate = _NoChatter()
 
 
 def quiet_twisted(publisher: LogPublisher = globalLogPublisher) -> Callable[[], None]:

@@ -8,6 +8,8 @@ C{_fetch_of} (what C{fetch()} returned -> the fetcher's Deferred).
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from twisted.internet.defer import Deferred
 
 from p2ptwisted.downloads import TransferFailed
@@ -15,6 +17,10 @@ from p2ptwisted.tables import TransferTable, transfer_table
 
 
 class TransferOps:
+    # (set by Control, the class this is a part of)
+    node: Any
+    out: Callable[[str], None]
+
     def known_paths(self) -> list:
         """
         Every path in our index and in our connected peers' (what Tab
