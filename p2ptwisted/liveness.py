@@ -4,7 +4,7 @@ A connection's timers: the handshake deadline, then pings for a quiet
 peer and a drop for a silent one.  A mixin of
 L{p2ptwisted.protocol.PeerProtocol}, kept apart so the protocol class stays
 readable; it uses the protocol's C{clock}, C{node.limits}, C{tls},
-C{drop}, C{send}, C{_timer}, C{_last_frame}, C{_ping_nonce} and C{_probe}.
+C{drop}, C{send}, C{held_for_output}, C{_timer}, C{_last_frame}, C{_ping_nonce} and C{_probe}.
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ class LivenessMixin:
         limits = self.node.limits
         quiet = self.clock.seconds() - self._last_frame
         if quiet >= limits.idle_timeout:
-            self.drop(f"silent for {quiet:.0f} seconds")
+            if self.held_for_output:
+                # Its silence is ours: we stopped reading (p2ptwisted.backlog).
+                self.drop(f"it has read nothing of what we sent for {quiet:.0f} seconds")
+            else:
+                self.drop(f"silent for {quiet:.0f} seconds")
             return
         if quiet >= limits.ping_interval:
             if self._ping_nonce is None:

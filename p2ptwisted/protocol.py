@@ -25,6 +25,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from p2ptwisted import wire, wire_index
+from p2ptwisted.backlog import BacklogMixin
 from p2ptwisted.framing import FrameReceiver
 from p2ptwisted.liveness import LivenessMixin
 from p2ptwisted.tls import describe_tls_error, peer_id
@@ -39,7 +40,7 @@ TRANSPORT_BUFFER = 1 << 20
 
 
 @implementer(IHandshakeListener)
-class PeerProtocol(LivenessMixin, FrameReceiver):
+class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
     """
     One connection to one peer, inbound or outbound.
 
@@ -158,6 +159,7 @@ class PeerProtocol(LivenessMixin, FrameReceiver):
         """
         self.bytes_out += 4 + len(frame)
         self.sendString(frame)
+        self.output_written()
 
     def drop(self, reason: str) -> None:
         """

@@ -545,6 +545,9 @@ class FakeProto:
     def describe(self):
         return "fake peer"
 
+    def output_drained(self):
+        self.drained = getattr(self, "drained", 0) + 1
+
 
 def parse_data(buf: bytes):
     """
