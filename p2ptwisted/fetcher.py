@@ -10,77 +10,55 @@ file against the hash at END, and fires with the partial file's name.
 Placing the file, and everything about versions, is the shell's.
 
 Limits: at most L{MAX_PER_PEER} downloads from one peer and L{MAX_TOTAL}
-in all; the rest wait in order.  A download that gets no DATA for the
-node's stall timeout is cancelled; a download whose peer goes away is
-asked of another source that holds the version, keeping the partial file
-(so it resumes), or fails if there is none (the shell retries later).
+in all; the rest wait in order.  A connection whose downloads all went
+quiet is probed (PING) and dropped if it does not answer.  A download whose
+peer goes away is asked of another source that holds the version, keeping
+the partial file (so it resumes), or fails if there is none (the shell
+retries later).  A source whose copy failed -- bad bytes, a wrong END, no
+DATA for the stall timeout on a live connection -- is not asked for that
+version for a while and another is asked at once (L{Sources}); one that
+sends bad copies again and again is dropped.
 
 A connection is used only through what this needs of it (C{send},
 C{remote_id}, C{downloads}, C{next_transfer_id}, C{cancel_transfer},
-C{describe}), so this module does not import the protocol.
+C{describe}, C{log_limited}, C{drop}, and for probing C{quiet_for},
+C{probing}, C{check_alive}), so this module does not import the protocol.
 """
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional
 
-import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from p2ptwisted import wire
 from p2ptwisted.core.index import Entry
-from p2ptwisted.downloads import Download, TransferFailed
+from p2ptwisted.core.sources import Sources
+from p2ptwisted.downloads import BAD_DATA, Download, TransferFailed, Want, check_space
 
 #: Downloads in flight from one peer, and in total.
 MAX_PER_PEER = 16
 MAX_TOTAL = 32
 
 #: Seconds between checks for stalled downloads.
-STALL_CHECK = 10.0
+STALL_CHECK = 2.0
+
+#: A connection whose downloads have had no data, and that has sent no
+#: frame at all, for this long is asked whether it still works (PING) ...
+PROBE_AFTER = 10.0
+
+#: ... and dropped if it does not answer within this many seconds: its
+#: downloads then go to another source, or to a new connection.
+PROBE_TIMEOUT = 5.0
 
 #: Finished downloads remembered for operators.
 RECENT = 100
 
-#: Free space kept in reserve when deciding whether a download fits.
-SPACE_MARGIN = 16 * 1024 * 1024
-
 #: Files of at least this size get a log line each when they arrive.
 LOG_EACH_MIN = 1024 * 1024
-
-
-@attrs.define(eq=False)
-class Want:
-    """
-    One version to fetch, the peers that hold it, and who is waiting.
-    """
-
-    entry: Entry
-    sources: tuple
-    done: Deferred
-    #: Where the bytes go (the sync's destination directory by default).
-    open_dir: Optional[Callable[[str], int]] = None
-    #: An operator's fetch: the name to publish the file under itself.
-    keep: Optional[str] = None
-    #: Directories made for this fetch (removed if it fails).
-    made: list = attrs.field(factory=list)
-    tried: set = attrs.field(factory=set)
-    download: Optional[Download] = None
-    peer: str = ""
-    state: str = "waiting"  # waiting, opening, running
-    finished_at: Optional[float] = None
-
-    @property
-    def path(self) -> str:
-        return self.entry.path
-
-    def __repr__(self) -> str:
-        got = self.download.offset if self.download is not None else 0
-        return (f"<fetch {wire.safe_text(self.path, 60)!r} {self.state},"
-                f" {got} of {self.entry.size} bytes, from {self.peer[:12] or '?'}>")
 
 
 class Fetcher:
@@ -110,6 +88,7 @@ class Fetcher:
         self.completed = 0
         self.bytes_received = 0
         self.stopped = False
+        self.sources = Sources()
         self._pump_call = None
         self._stalls = LoopingCall(self._check_stalls)
         self._stalls.clock = clock
@@ -143,32 +122,29 @@ class Fetcher:
         waiting: Deque[Want] = deque()
         while self.queue and len(self.active) < MAX_TOTAL:
             want = self.queue.popleft()
-            proto = self._pick_source(want)
-            if proto is None:
-                if self._any_source(want):
-                    waiting.append(want)  # its sources are busy: keep its place
-                else:
-                    self._fail(want, TransferFailed("unavailable",
-                                                    "no connected peer has this version"))
-                continue
-            self._start(want, proto)
+            usable = self._usable_sources(want)
+            by_id = {p.remote_id: p for p in usable if len(p.downloads) < MAX_PER_PEER}
+            peer = self.sources.choose(((i, len(p.downloads)) for i, p in by_id.items()),
+                                       want.version, want.tried, self.clock.seconds())
+            if peer is not None:
+                self._start(want, by_id[peer])
+            elif usable:
+                waiting.append(want)  # its sources are busy: keep its place
+            else:
+                self._fail(want, TransferFailed("unavailable", (
+                    "every connected peer that has this version failed to send it lately"
+                    if any(s in self.connections() for s in want.sources)
+                    else "no connected peer has this version")))
         waiting.extend(self.queue)
         self.queue = waiting
 
-    def _connected_sources(self, want: Want) -> list:
-        connections = self.connections()
-        return [connections[s] for s in want.sources if s in connections]
-
-    def _any_source(self, want: Want) -> bool:
-        return bool(self._connected_sources(want))
-
-    def _pick_source(self, want: Want):
-        candidates = [p for p in self._connected_sources(want)
-                      if len(p.downloads) < MAX_PER_PEER]
-        if not candidates:
-            return None
-        # Untried peers first, then the least busy.
-        return min(candidates, key=lambda p: (p.remote_id in want.tried, len(p.downloads)))
+    def _usable_sources(self, want: Want) -> list:
+        """
+        The connected sources of the version not benched for it.
+        """
+        connections, now = self.connections(), self.clock.seconds()
+        return [connections[s] for s in want.sources if s in connections
+                and not self.sources.benched(s, want.version, now)]
 
     def _start(self, want: Want, proto) -> None:
         want.state, want.peer = "opening", proto.remote_id
@@ -185,7 +161,7 @@ class Fetcher:
         def open_blocking() -> int:
             download.dir_fd, made = want.open_dir(entry.path)
             want.made.extend(made)
-            _check_space(download)
+            check_space(download)
             return download.open()
 
         def opened(offset: int) -> None:
@@ -235,10 +211,11 @@ class Fetcher:
         try:
             download.write(data.payload)
         except TransferFailed as e:
-            self._give_up(proto, data.transfer, e, cancel=True, discard=True)
+            self._give_up(proto, data.transfer, e, cancel=True)
             return
         except OSError as e:
-            self._give_up(proto, data.transfer, TransferFailed("local", str(e)), cancel=True)
+            self._give_up(proto, data.transfer, TransferFailed("local", str(e)), cancel=True,
+                          bench=False)
             return
         if len(data.payload):  # empty DATA frames do not keep a download alive
             download.last_activity = self.clock.seconds()
@@ -254,11 +231,10 @@ class Fetcher:
         try:
             download.verify(end)
         except TransferFailed as e:
-            self._give_up(proto, end.transfer, e, discard=True, quiet=True)
-            self.log.warn("{peer} sent a bad copy of {path}: {why}; bad data discarded",
-                          peer=proto.describe(), path=wire.safe_text(want.path), why=str(e))
+            self._give_up(proto, end.transfer, e)
             return
         self._finish(want, proto)
+        self.sources.succeeded(proto.remote_id, want.version)
         if want.keep is not None:
             d = self.run_blocking(download.keep_as, want.keep.rsplit("/", 1)[-1])
         else:
@@ -290,13 +266,15 @@ class Fetcher:
             proto.drop(f"ERROR for transfer {error.transfer} before its GET")
             return
         self._give_up(proto, error.transfer,
-                      TransferFailed(error.code, wire.safe_text(error.message, 200)))
+                      TransferFailed(error.code, wire.safe_text(error.message, 200)),
+                      bench=error.code != "busy")
 
     def peer_lost(self, proto) -> None:
         """
         The connection closed: its downloads keep their partial files and
         are asked of another source, if one is connected.
         """
+        self.sources.connection_lost(proto.remote_id)
         for transfer in list(proto.downloads):
             want = self._want_of(proto, transfer)
             if want is None:
@@ -315,19 +293,42 @@ class Fetcher:
     # -- bookkeeping -------------------------------------------------------------------
 
     def _give_up(self, proto, transfer: int, why: TransferFailed, cancel: bool = False,
-                 discard: bool = False, quiet: bool = False) -> None:
+                 bench: bool = True) -> None:
+        """
+        The transfer failed: the source is benched for the version (see
+        L{Sources}) unless C{bench} is false, and the version is asked of
+        another source at once if one is connected, else the fetch fails.
+        Bad bytes are discarded; a repeat offender is dropped.
+        """
         want = self._want_of(proto, transfer)
-        if not quiet:
-            proto.log_limited(self.log.warn, "fetching {path} from {peer} failed: {why}{what}",
-                              path=wire.safe_text(want.path), why=str(why),
-                              what="; bad data discarded" if discard else "")
+        if why.fault is not None:
+            want.download.discard()
+        if bench:
+            penalty = self.sources.failed(proto.remote_id, want.version,
+                                          self.clock.seconds(), offence=why.fault is not None)
+            after = f"; not asking it for this version for {penalty.seconds:.0f}s"
+        else:
+            penalty, after = None, ""
+        if why.fault == BAD_DATA:
+            line = "{peer} sent a bad copy of {path}: {why}; bad data discarded{after}"
+        else:
+            line = "fetching {path} from {peer} failed: {why}{after}"
+        proto.log_limited(self.log.warn, line, path=wire.safe_text(want.path), why=str(why),
+                          after=after)
         if cancel:
             proto.cancel_transfer(transfer)
-        self._finish(want, proto)
-        if discard:
-            want.download.discard()
+        another = bench and bool(self._usable_sources(want))
+        self._finish(want, proto, record=not another)
         want.download.release()
-        self._fail(want, why)
+        want.download = None
+        if another:
+            want.state = "waiting"
+            self.queue.appendleft(want)  # asked of another source at once
+            self._pump_soon()
+        else:
+            self._fail(want, why)
+        if penalty is not None and penalty.drop:
+            proto.drop(f"{penalty.offences} bad copies of files from it")
 
     def _finish(self, want: Want, proto, record: bool = True) -> None:
         if want in self.active:
@@ -366,15 +367,26 @@ class Fetcher:
             want.done.errback(why)
 
     def _check_stalls(self) -> None:
+        """
+        A download with no data for the stall timeout on a connection that
+        works goes to another source; a connection whose downloads went
+        quiet, and that sent nothing else either, is probed first.
+        """
         now = self.clock.seconds()
+        quiet = {}
         for want in list(self.active):
             download = want.download
-            if (want.state == "running" and download is not None
-                    and now - download.last_activity >= self.stall_timeout):
-                proto = download.peer
+            if want.state != "running" or download is None:
+                continue
+            proto, idle = download.peer, now - download.last_activity
+            if idle >= self.stall_timeout:
                 self._give_up(proto, download.transfer, TransferFailed(
-                    "stalled", f"no data for {now - download.last_activity:.0f} seconds;"
-                    " trying again later"), cancel=True)
+                    "stalled", f"no data for {idle:.0f} seconds"), cancel=True)
+            else:
+                quiet[proto] = min(idle, quiet.get(proto, idle))
+        for proto, idle in quiet.items():
+            if min(idle, proto.quiet_for()) >= PROBE_AFTER and not proto.probing:
+                proto.check_alive(PROBE_TIMEOUT, "while its downloads had stalled")
 
     def transfers(self) -> List[Want]:
         return list(self.recent) + self.active + list(self.queue)
@@ -393,21 +405,3 @@ class Fetcher:
         self.queue.clear()
 
 
-def _check_space(download: Download) -> None:
-    """
-    Blocking: refuse a download the file system has no room for (less
-    what a partial file already holds, plus a margin), before a byte is
-    written: a peer must not be able to fill our disk by announcing a
-    huge file.
-
-    @raise TransferFailed: C{space}.
-    """
-    try:
-        have = os.stat(download.partial, dir_fd=download.dir_fd, follow_symlinks=False).st_size
-    except OSError:
-        have = 0
-    need = download.entry.size - min(have, download.entry.size) + SPACE_MARGIN
-    st = os.fstatvfs(download.dir_fd)
-    free = st.f_bavail * st.f_frsize
-    if free < need:
-        raise TransferFailed("space", f"needs {need} bytes of free space, {free} free")

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from p2ptwisted import backlog, wire
 from p2ptwisted.backlog import buffered
 
-from .adversary import WAIT, Target, _until
+from .adversary import Target, _until
 
 MiB = 1 << 20
 
