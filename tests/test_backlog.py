@@ -87,6 +87,34 @@ class FloodTests(TestCase):
         await target.check(self, before, attacker, lines=None)
 
 
+    async def test_gets_for_a_real_file_whose_data_is_never_read(self):
+        """
+        Over plain TCP: GETs for a file the node has, each with its own
+        transfer id, never read -- the first ones become uploads (paused
+        once the socket is full), the rest are refused "busy"; what the
+        node buffers stays under the bound all the same.
+        """
+        from .adversary import SHARED_HASH, SHARED_NAME
+
+        target = await Target.start(self, tls=False)
+        before = target.baseline()
+        attacker = await target.attack()
+        attacker.send_frame(wire.Hello(versions=(2,), node_id="ab" * 32, listen_ports=(),
+                                       name="mallory"))
+        await _until(lambda: "ab" * 32 in target.node.connections, target.node)
+        proto = target.node.connections["ab" * 32]
+        attacker.transport.pauseProducing()
+        flood = b"".join(framed(wire.Get(transfer=i, path=SHARED_NAME, hash=SHARED_HASH,
+                                         offset=0)) for i in range(150_000))
+        attacker.send(flood)
+        most = await until_still(proto)
+        self.assertLess(most, self.BOUND)
+        self.assertLess(proto.bytes_in, len(flood))
+        self.assertTrue(proto.held_for_output)
+        attacker.transport.abortConnection()
+        await target.check(self, before, attacker, lines=None)
+
+
 class BufferedTests(SynchronousTestCase):
     def test_plain_transport_without_a_buffer(self):
         """
