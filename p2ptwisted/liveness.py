@@ -42,7 +42,8 @@ class LivenessMixin:
         if quiet >= limits.idle_timeout:
             if self.held_for_output:
                 # Its silence is ours: we stopped reading (p2ptwisted.backlog).
-                self.drop(f"it has read nothing of what we sent for {quiet:.0f} seconds")
+                self.drop(f"it does not read what we send: our output to it has been backed"
+                          f" up for {quiet:.0f} seconds")
             else:
                 self.drop(f"silent for {quiet:.0f} seconds")
             return
