@@ -299,6 +299,8 @@ class Want:
     peer: str = ""
     state: str = "waiting"  # waiting, opening, running
     finished_at: Optional[float] = None
+    #: When its connection was lost (it waits a while for a source).
+    interrupted_at: Optional[float] = None
 
     @property
     def path(self) -> str:

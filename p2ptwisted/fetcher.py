@@ -13,8 +13,8 @@ Limits: at most L{MAX_PER_PEER} downloads from one peer and L{MAX_TOTAL}
 in all; the rest wait in order.  A connection whose downloads all went
 quiet is probed (PING) and dropped if it does not answer.  A download whose
 peer goes away is asked of another source that holds the version, keeping
-the partial file (so it resumes), or fails if there is none (the shell
-retries later).  A source whose copy failed -- bad bytes, a wrong END, no
+the partial file (so it resumes), or of the same one once it is connected
+again; it fails if none is for L{RECONNECT_WAIT} (the shell retries later).  A source whose copy failed -- bad bytes, a wrong END, no
 DATA for the stall timeout on a live connection -- is not asked for that
 version for a while and another is asked at once (L{Sources}); one that
 sends bad copies again and again is dropped.
@@ -53,6 +53,10 @@ PROBE_AFTER = 10.0
 #: ... and dropped if it does not answer within this many seconds: its
 #: downloads then go to another source, or to a new connection.
 PROBE_TIMEOUT = 5.0
+
+#: Seconds a download whose connection closed waits for a source to be
+#: connected (again) before it fails and is left to the sync's retries.
+RECONNECT_WAIT = 10.0
 
 #: Finished downloads remembered for operators.
 RECENT = 100
@@ -123,25 +127,24 @@ class Fetcher:
         while self.queue and len(self.active) < MAX_TOTAL:
             want = self.queue.popleft()
             usable = self._usable_sources(want)
+            connected = any(s in self.connections() for s in want.sources)
             by_id = {p.remote_id: p for p in usable if len(p.downloads) < MAX_PER_PEER}
             peer = self.sources.choose(((i, len(p.downloads)) for i, p in by_id.items()),
                                        want.version, want.tried, self.clock.seconds())
             if peer is not None:
                 self._start(want, by_id[peer])
-            elif usable:
-                waiting.append(want)  # its sources are busy: keep its place
+            elif usable or (want.interrupted_at is not None and not connected and
+                            self.clock.seconds() - want.interrupted_at < RECONNECT_WAIT):
+                waiting.append(want)  # its sources are busy, or may come back
             else:
                 self._fail(want, TransferFailed("unavailable", (
                     "every connected peer that has this version failed to send it lately"
-                    if any(s in self.connections() for s in want.sources)
-                    else "no connected peer has this version")))
+                    if connected else "no connected peer has this version")))
         waiting.extend(self.queue)
         self.queue = waiting
 
     def _usable_sources(self, want: Want) -> list:
-        """
-        The connected sources of the version not benched for it.
-        """
+        """The connected sources of the version not benched for it."""
         connections, now = self.connections(), self.clock.seconds()
         return [connections[s] for s in want.sources if s in connections
                 and not self.sources.benched(s, want.version, now)]
@@ -286,6 +289,7 @@ class Fetcher:
                               peer=proto.describe(), kept=want.download.offset)
                 want.download.release()
             want.download, want.state = None, "waiting"
+            want.interrupted_at = self.clock.seconds()
             self.queue.appendleft(want)
         proto.downloads.clear()
         self._pump_soon()
@@ -387,6 +391,7 @@ class Fetcher:
         for proto, idle in quiet.items():
             if min(idle, proto.quiet_for()) >= PROBE_AFTER and not proto.probing:
                 proto.check_alive(PROBE_TIMEOUT, "while its downloads had stalled")
+        self._pump_soon()  # for downloads waiting for a source to connect
 
     def transfers(self) -> List[Want]:
         return list(self.recent) + self.active + list(self.queue)

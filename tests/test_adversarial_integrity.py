@@ -22,6 +22,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
+from p2ptwisted import fetcher as fetcher_module
 from p2ptwisted import sync as sync_module
 from p2ptwisted import wire
 from p2ptwisted.downloads import SMALL_FILE
@@ -460,6 +461,7 @@ class InterruptedTests(TestCase):
         lands verified.
         """
         self.patch(sync_module, "RETRY_DELAY", 0.2)
+        self.patch(fetcher_module, "RECONNECT_WAIT", 0.5)  # the wait for it to come back
         target = await Target.start(self)
         before = target.baseline()
         engine = target.node.folder.engine

@@ -135,6 +135,27 @@ class StallTests(SynchronousTestCase):
         self.assertEqual(len(resumed), 1)
         self.assertIn(f"at byte {kept} of", resumed[0])
 
+    def test_dead_connection_of_a_path_that_failed_before(self):
+        """
+        The same, for a file whose fetches have failed before (the sync
+        would wait 40 seconds before its next try): the download waits for
+        its source to come back instead, and still resumes within 30
+        seconds.
+        """
+        a, b, mesh = self.a, self.b, self.mesh
+        entry = a.add_bootstrap(f"127.0.0.1:{b.listen_ports[0]}")
+        client, _, pump = link(a, b, entry)
+        throttle(pump)
+        mesh.pumps.append(pump)
+        for _ in range(3):
+            a.folder.sync.trouble.failed("big.bin")
+        stalled_at = self.stall_mid_file(pump, client)
+        answered = list(range(len(mesh.reactor.tcpClients)))
+        mesh.run(self.landed, timeout=RECOVERY,
+                 each=lambda: answer_dials(mesh, (a, b), answered))
+        self.assertLess(mesh.reactor.seconds() - stalled_at, RECOVERY)
+        self.assertEqual(read_file(a.share_dir, "big.bin"), self.data)
+
     def test_dead_connection_another_source_takes_over(self):
         """
         Two sources; the path to the one in use dies mid-file: the other

@@ -42,7 +42,7 @@ class Penalty:
     What a failure costs its source.
 
     @ivar until: the time before which the peer is not asked for the
-        version again.
+        version again, C{seconds} from the failure.
     @ivar offences: the peer's bad copies so far (of any version).
     @ivar drop: whether to drop the peer's connection now.
     """
@@ -54,6 +54,13 @@ class Penalty:
 
 
 class Sources:
+    """
+    The node's record of failed sources: one per fetcher, for its life
+    (bounded by L{MAX_REMEMBERED}).
+
+    @ivar offences: per peer, the bad copies it sent.
+    """
+
     def __init__(self, first_penalty: float = FIRST_PENALTY,
                  max_penalty: float = MAX_PENALTY, drop_after: int = DROP_AFTER):
         self.first_penalty = first_penalty
