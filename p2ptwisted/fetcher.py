@@ -289,7 +289,8 @@ class Fetcher:
                               peer=proto.describe(), kept=want.download.offset)
                 want.download.release()
             want.download, want.state = None, "waiting"
-            want.interrupted_at = self.clock.seconds()
+            # (An operator's fetch is answered at once: it may ask again.)
+            want.interrupted_at = self.clock.seconds() if want.keep is None else None
             self.queue.appendleft(want)
         proto.downloads.clear()
         self._pump_soon()
