@@ -313,6 +313,18 @@ class Want:
         """
         return (self.entry.path, self.entry.hash)
 
+    def remove_made(self, remove: Callable[[list], None]) -> None:
+        """
+        Remove the directories made for this fetch, which failed: a few
+        rmdirs, at once (not in a thread), so that by the time anyone
+        hears of the failure nothing of the fetch is left.
+
+        @raise OSError: from C{remove}.
+        """
+        made, self.made = self.made, []
+        if made:
+            remove(made)
+
     def __repr__(self) -> str:
         got = self.download.offset if self.download is not None else 0
         return (f"<fetch {wire.safe_text(self.path, 60)!r} {self.state},"

@@ -10,19 +10,19 @@ file against the hash at END, and fires with the partial file's name.
 Placing the file, and everything about versions, is the shell's.
 
 Limits: at most L{MAX_PER_PEER} downloads from one peer and L{MAX_TOTAL}
-in all; the rest wait in order.  A connection whose downloads all went
-quiet is probed (PING) and dropped if it does not answer.  A download whose
-peer goes away is asked of another source that holds the version, keeping
-the partial file (so it resumes), or of the same one once it is connected
-again; it fails if none is for L{RECONNECT_WAIT} (the shell retries later).  A source whose copy failed -- bad bytes, a wrong END, no
-DATA for the stall timeout on a live connection -- is not asked for that
-version for a while and another is asked at once (L{Sources}); one that
-sends bad copies again and again is dropped.
+in all; the rest wait in order.  A download whose peer goes away is asked
+of another source that holds the version, keeping the partial file (so it
+resumes), or of the same one once it is connected again; it fails if none
+is for L{RECONNECT_WAIT} (the shell retries later).  A source whose copy
+failed -- bad bytes, a wrong END, no DATA for the stall timeout on a live
+connection (L{StallWatch}) -- is not asked for that version for a while and
+another is asked at once (L{Sources}); one that sends bad copies again and
+again is dropped.
 
 A connection is used only through what this needs of it (C{send},
 C{remote_id}, C{downloads}, C{next_transfer_id}, C{cancel_transfer},
-C{describe}, C{log_limited}, C{drop}, and for probing C{quiet_for},
-C{probing}, C{check_alive}), so this module does not import the protocol.
+C{describe}, C{log_limited}, C{drop}), so this module does not import the
+protocol.
 """
 
 from __future__ import annotations
@@ -31,28 +31,17 @@ from collections import deque
 from typing import Callable, Deque, Dict, List, Optional
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from p2ptwisted import wire
 from p2ptwisted.core.index import Entry
-from p2ptwisted.core.sources import Sources
+from p2ptwisted.core.sources import START, WAIT, Sources
 from p2ptwisted.downloads import BAD_DATA, Download, TransferFailed, Want, check_space
+from p2ptwisted.stalls import STALL_CHECK, StallWatch  # noqa: F401 (STALL_CHECK for tests)
 
 #: Downloads in flight from one peer, and in total.
 MAX_PER_PEER = 16
 MAX_TOTAL = 32
-
-#: Seconds between checks for stalled downloads.
-STALL_CHECK = 2.0
-
-#: A connection whose downloads have had no data, and that has sent no
-#: frame at all, for this long is asked whether it still works (PING) ...
-PROBE_AFTER = 10.0
-
-#: ... and dropped if it does not answer within this many seconds: its
-#: downloads then go to another source, or to a new connection.
-PROBE_TIMEOUT = 5.0
 
 #: Seconds a download whose connection closed waits for a source to be
 #: connected (again) before it fails and is left to the sync's retries.
@@ -63,6 +52,11 @@ RECENT = 100
 
 #: Files of at least this size get a log line each when they arrive.
 LOG_EACH_MIN = 1024 * 1024
+
+
+#: How a failed download is logged: another failure, a bad copy.
+_FAILED = ("fetching {path} from {peer} failed: {why}{after}",
+           "{peer} sent a bad copy of {path}: {why}; bad data discarded{after}")
 
 
 class Fetcher:
@@ -84,7 +78,6 @@ class Fetcher:
         self.run_blocking = run_blocking
         self.open_dir = open_dir
         self.connections = connections
-        self.stall_timeout = stall_timeout
         self.remove_made = remove_made
         self.queue: Deque[Want] = deque()
         self.active: List[Want] = []
@@ -94,9 +87,8 @@ class Fetcher:
         self.stopped = False
         self.sources = Sources()
         self._pump_call = None
-        self._stalls = LoopingCall(self._check_stalls)
-        self._stalls.clock = clock
-        self._stalls.start(STALL_CHECK, now=False)
+        self._stalls = StallWatch(clock, stall_timeout, lambda: self.active, self._stalled,
+                                  self._pump_soon)  # (_pump_soon: for downloads that wait)
 
     # -- what the sync shell asks ------------------------------------------------
 
@@ -126,28 +118,23 @@ class Fetcher:
         waiting: Deque[Want] = deque()
         while self.queue and len(self.active) < MAX_TOTAL:
             want = self.queue.popleft()
-            usable = self._usable_sources(want)
-            connected = any(s in self.connections() for s in want.sources)
-            by_id = {p.remote_id: p for p in usable if len(p.downloads) < MAX_PER_PEER}
-            peer = self.sources.choose(((i, len(p.downloads)) for i, p in by_id.items()),
-                                       want.version, want.tried, self.clock.seconds())
-            if peer is not None:
-                self._start(want, by_id[peer])
-            elif usable or (want.interrupted_at is not None and not connected and
-                            self.clock.seconds() - want.interrupted_at < RECONNECT_WAIT):
+            connections = self._sources_of(want)
+            step, what = self.sources.next_step(
+                [(s, len(p.downloads)) for s, p in connections.items()], MAX_PER_PEER,
+                want.version, want.tried, self.clock.seconds(), want.interrupted_at,
+                RECONNECT_WAIT)
+            if step == START:
+                self._start(want, connections[what])
+            elif step == WAIT:
                 waiting.append(want)  # its sources are busy, or may come back
             else:
-                self._fail(want, TransferFailed("unavailable", (
-                    "every connected peer that has this version failed to send it lately"
-                    if connected else "no connected peer has this version")))
+                self._fail(want, TransferFailed("unavailable", what))
         waiting.extend(self.queue)
         self.queue = waiting
 
-    def _usable_sources(self, want: Want) -> list:
-        """The connected sources of the version not benched for it."""
-        connections, now = self.connections(), self.clock.seconds()
-        return [connections[s] for s in want.sources if s in connections
-                and not self.sources.benched(s, want.version, now)]
+    def _sources_of(self, want: Want) -> dict:
+        connections = self.connections()
+        return {s: connections[s] for s in want.sources if s in connections}
 
     def _start(self, want: Want, proto) -> None:
         want.state, want.peer = "opening", proto.remote_id
@@ -275,7 +262,8 @@ class Fetcher:
     def peer_lost(self, proto) -> None:
         """
         The connection closed: its downloads keep their partial files and
-        are asked of another source, if one is connected.
+        are asked of another source, if one is connected, or wait for one
+        (*: not an operator's fetch, which is answered at once).
         """
         self.sources.connection_lost(proto.remote_id)
         for transfer in list(proto.downloads):
@@ -289,8 +277,7 @@ class Fetcher:
                               peer=proto.describe(), kept=want.download.offset)
                 want.download.release()
             want.download, want.state = None, "waiting"
-            # (An operator's fetch is answered at once: it may ask again.)
-            want.interrupted_at = self.clock.seconds() if want.keep is None else None
+            want.interrupted_at = self.clock.seconds() if want.keep is None else None  # (*)
             self.queue.appendleft(want)
         proto.downloads.clear()
         self._pump_soon()
@@ -300,29 +287,21 @@ class Fetcher:
     def _give_up(self, proto, transfer: int, why: TransferFailed, cancel: bool = False,
                  bench: bool = True) -> None:
         """
-        The transfer failed: the source is benched for the version (see
-        L{Sources}) unless C{bench} is false, and the version is asked of
-        another source at once if one is connected, else the fetch fails.
-        Bad bytes are discarded; a repeat offender is dropped.
+        The transfer failed: bad bytes are discarded; unless C{bench} is false the source
+        is benched for the version (L{Sources}) and another asked at once, if connected.
         """
         want = self._want_of(proto, transfer)
         if why.fault is not None:
             want.download.discard()
-        if bench:
-            penalty = self.sources.failed(proto.remote_id, want.version,
-                                          self.clock.seconds(), offence=why.fault is not None)
-            after = f"; not asking it for this version for {penalty.seconds:.0f}s"
-        else:
-            penalty, after = None, ""
-        if why.fault == BAD_DATA:
-            line = "{peer} sent a bad copy of {path}: {why}; bad data discarded{after}"
-        else:
-            line = "fetching {path} from {peer} failed: {why}{after}"
-        proto.log_limited(self.log.warn, line, path=wire.safe_text(want.path), why=str(why),
-                          after=after)
+        penalty = self.sources.failed(proto.remote_id, want.version, self.clock.seconds(),
+                                      offence=why.fault is not None) if bench else None
+        after = f"; not asking it for this version for {penalty.seconds:.0f}s" if penalty else ""
+        proto.log_limited(self.log.warn, _FAILED[why.fault == BAD_DATA], why=str(why),
+                          path=wire.safe_text(want.path), after=after)
         if cancel:
             proto.cancel_transfer(transfer)
-        another = bench and bool(self._usable_sources(want))
+        another = bench and bool(self.sources.usable(self._sources_of(want), want.version,
+                                                     self.clock.seconds()))
         self._finish(want, proto, record=not another)
         want.download.release()
         want.download = None
@@ -358,49 +337,26 @@ class Fetcher:
     def _fail(self, want: Want, why: TransferFailed, logged: bool = True) -> None:
         why.logged = logged  # the shell need not log it again
         want.state = f"failed: {why.code}"
-        if want.made:
-            # A few rmdirs, at once (not in a thread), so that by the time
-            # anyone hears of the failure nothing of the fetch is left.
-            made, want.made = want.made, []
-            try:
-                self.remove_made(made)
-            except OSError as e:
-                self.log.warn("cannot remove directories made for {path}: {why}",
-                              path=wire.safe_text(want.path), why=str(e))
+        try:
+            want.remove_made(self.remove_made)
+        except OSError as e:
+            self.log.warn("cannot remove directories made for {path}: {why}",
+                          path=wire.safe_text(want.path), why=str(e))
         want.download = None
         if not want.done.called:
             want.done.errback(why)
 
-    def _check_stalls(self) -> None:
-        """
-        A download with no data for the stall timeout on a connection that
-        works goes to another source; a connection whose downloads went
-        quiet, and that sent nothing else either, is probed first.
-        """
-        now = self.clock.seconds()
-        quiet = {}
-        for want in list(self.active):
-            download = want.download
-            if want.state != "running" or download is None:
-                continue
-            proto, idle = download.peer, now - download.last_activity
-            if idle >= self.stall_timeout:
-                self._give_up(proto, download.transfer, TransferFailed(
-                    "stalled", f"no data for {idle:.0f} seconds"), cancel=True)
-            else:
-                quiet[proto] = min(idle, quiet.get(proto, idle))
-        for proto, idle in quiet.items():
-            if min(idle, proto.quiet_for()) >= PROBE_AFTER and not proto.probing:
-                proto.check_alive(PROBE_TIMEOUT, "while its downloads had stalled")
-        self._pump_soon()  # for downloads waiting for a source to connect
+    def _stalled(self, want: Want, idle: float) -> None:
+        download = want.download
+        self._give_up(download.peer, download.transfer,
+                      TransferFailed("stalled", f"no data for {idle:.0f} seconds"), cancel=True)
 
     def transfers(self) -> List[Want]:
         return list(self.recent) + self.active + list(self.queue)
 
     def stop(self) -> None:
         self.stopped = True
-        if self._stalls.running:
-            self._stalls.stop()
+        self._stalls.stop()
         if self._pump_call is not None and self._pump_call.active():
             self._pump_call.cancel()
         for want in self.active + list(self.queue):

@@ -6,7 +6,7 @@ with a growing penalty; choosing another; dropping a repeat offender.
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2ptwisted.core import sources as sources_module
-from p2ptwisted.core.sources import FIRST_PENALTY, MAX_PENALTY, Sources
+from p2ptwisted.core.sources import FAIL, FIRST_PENALTY, MAX_PENALTY, START, WAIT, Sources
 
 V1 = ("a.bin", "11" * 32)
 V2 = ("b.bin", "22" * 32)
@@ -96,3 +96,31 @@ class ChooseTests(SynchronousTestCase):
         self.assertEqual(sources.choose([("p", 0), ("q", 3)], V1, {"p"}, 0.0), "q")
         self.assertEqual(sources.choose([("p", 4), ("q", 3)], V1, set(), 0.0), "q")
         self.assertIsNone(sources.choose([], V1, set(), 0.0))
+
+
+class NextStepTests(SynchronousTestCase):
+    def step(self, sources, connected, now=0.0, lost_at=None, tried=()):
+        return sources.next_step(connected, 2, V1, set(tried), now, lost_at, 10.0)
+
+    def test_start_with_a_usable_source_that_has_room(self):
+        sources = Sources()
+        sources.failed("p", V1, 0.0)
+        self.assertEqual(self.step(sources, [("p", 0), ("q", 1), ("r", 2)]), (START, "q"))
+
+    def test_wait_while_every_usable_source_is_busy(self):
+        self.assertEqual(self.step(Sources(), [("q", 2)]), (WAIT, ""))
+
+    def test_fail_when_every_connected_source_is_benched(self):
+        sources = Sources()
+        sources.failed("p", V1, 0.0)
+        step, why = self.step(sources, [("p", 0)], lost_at=0.0)
+        self.assertEqual(step, FAIL)
+        self.assertIn("failed to send it lately", why)
+
+    def test_wait_for_a_lost_source_to_come_back_for_a_while(self):
+        sources = Sources()
+        self.assertEqual(self.step(sources, [], now=9.9, lost_at=0.0), (WAIT, ""))
+        self.assertEqual(self.step(sources, [], now=10.0, lost_at=0.0),
+                         (FAIL, "no connected peer has this version"))
+        self.assertEqual(self.step(sources, [], now=0.0),
+                         (FAIL, "no connected peer has this version"))

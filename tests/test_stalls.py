@@ -19,7 +19,7 @@ from twisted.internet.address import IPv4Address
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2ptwisted import fetcher as fetcher_module
+from p2ptwisted import stalls as stalls_module
 from p2ptwisted import wire
 
 from .helpers import capture_logs, link
@@ -128,7 +128,7 @@ class StallTests(SynchronousTestCase):
         self.assertEqual(partials(a), set())
         dropped = [line for line in self.logs() if line.startswith("dropping b ")]
         self.assertEqual(len(dropped), 1, self.logs())
-        self.assertIn(f"no answer to a PING within {fetcher_module.PROBE_TIMEOUT:g} seconds"
+        self.assertIn(f"no answer to a PING within {stalls_module.PROBE_TIMEOUT:g} seconds"
                       " while its downloads had stalled", dropped[0])
         self.assertIn(a.node_id, b.connections)  # B replaced its stale connection
         resumed = [line for line in self.logs() if line.startswith("resuming big.bin")]

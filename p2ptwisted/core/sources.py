@@ -17,7 +17,7 @@ and versions are any hashable key (the fetcher uses path and hash).
 
 from __future__ import annotations
 
-from typing import Dict, Hashable, Iterable, Optional, Set, Tuple
+from typing import Dict, Hashable, Iterable, List, Optional, Sequence, Set, Tuple
 
 import attrs
 
@@ -34,6 +34,9 @@ DROP_AFTER = 3
 
 #: Pairs and peers remembered at most (the oldest are forgotten first).
 MAX_REMEMBERED = 10_000
+
+#: What to do with a fetch next (L{Sources.next_step}).
+START, WAIT, FAIL = "start", "wait", "fail"
 
 
 @attrs.frozen
@@ -125,3 +128,34 @@ class Sources:
         usable = [(peer in tried, busy, peer) for peer, busy in candidates
                   if not self.benched(peer, version, now)]
         return min(usable)[2] if usable else None
+
+    def usable(self, peers: Iterable[str], version: Hashable, now: float) -> List[str]:
+        """
+        Those of C{peers} not benched for C{version}.
+        """
+        return [peer for peer in peers if not self.benched(peer, version, now)]
+
+    def next_step(self, connected: Sequence[Tuple[str, int]], max_busy: int,
+                  version: Hashable, tried: Set[str], now: float,
+                  lost_at: Optional[float], wait_for_source: float) -> Tuple[str, str]:
+        """
+        What to do with a fetch of C{version}, given its sources that are
+        connected (peer, transfers in flight from it): L{START} with a
+        peer (L{choose}, among those with fewer than C{max_busy} in
+        flight); L{WAIT} if every usable one is busy, or if none is
+        connected and the fetch lost its connection less than
+        C{wait_for_source} seconds ago (C{lost_at}: a source may be
+        connected again soon); else L{FAIL}, with why.
+        """
+        usable = [(peer, busy) for peer, busy in connected
+                  if not self.benched(peer, version, now)]
+        peer = self.choose([(p, busy) for p, busy in usable if busy < max_busy],
+                           version, tried, now)
+        if peer is not None:
+            return START, peer
+        if usable or (not connected and lost_at is not None
+                      and now - lost_at < wait_for_source):
+            return WAIT, ""
+        if connected:
+            return FAIL, "every connected peer that has this version failed to send it lately"
+        return FAIL, "no connected peer has this version"
