@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_transfer -*-
 """
 Receiving file bytes: one file arriving into a partial file beside its
-destination, hashed as it comes, and handed over only once verified.
+destination, hashed as it comes, and handed over only once verified; and
+the fetcher's record of one version to fetch (L{Want}).
 
 The partial file's name depends only on the destination and the content
 (L{partial_name}), so an interrupted download resumes from whichever peer
@@ -15,9 +16,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Optional
+from typing import Callable, Optional
 
 import attrs
+from twisted.internet.defer import Deferred
 
 from p2ptwisted import wire
 from p2ptwisted.core.index import Entry
@@ -32,15 +34,27 @@ SMALL_FILE = 128 * 1024
 _PARTIAL_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+#: Free space kept in reserve when deciding whether a download fits.
+SPACE_MARGIN = 16 * 1024 * 1024
+
+#: The faults of a source a failed download can show (L{TransferFailed}).
+BAD_DATA = "data"    # bytes that are not the file its index entry describes
+BAD_ENTRY = "entry"  # a file that is not the size its index entry says
+BAD_END = "end"      # an END naming another version than was asked for
+
+
 class TransferFailed(Exception):
     """
     A download did not complete.  C{code} says why, in ERROR-code terms
-    (C{local} and C{space} for problems on our side).
+    (C{local} and C{space} for problems on our side); C{fault}, if the
+    source sent a bad copy, which kind (L{BAD_DATA}, L{BAD_ENTRY},
+    L{BAD_END}).
     """
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, fault: Optional[str] = None):
         super().__init__(message)
         self.code = code
+        self.fault = fault
 
 
 def partial_name(path: str, content_hash: str, purpose: str = "") -> str:
@@ -133,7 +147,9 @@ class Download:
 
     def write(self, payload) -> None:
         if self.offset + len(payload) > self.entry.size:
-            raise TransferFailed("size", "peer sent more bytes than the file has")
+            raise TransferFailed("size", f"it sent more bytes than its index entry says the"
+                                 f" file has ({self.entry.size}): its index entry is wrong",
+                                 BAD_ENTRY)
         if self._memory is not None:
             self._memory += payload
             self.offset += len(payload)
@@ -156,16 +172,25 @@ class Download:
             so the bad data is never used.
         """
         entry = self.entry
-        if end.size != entry.size or end.hash != entry.hash:
+        if end.hash != entry.hash:
             self.discard()
-            raise TransferFailed("mismatch", "END does not describe the file we asked for")
+            raise TransferFailed("mismatch", "END does not describe the file we asked for"
+                                 f" (content {end.hash[:16]}, not {entry.hash[:16]})", BAD_END)
+        if end.size != entry.size:
+            # The version asked for, but not the size the peer's index
+            # says: the bytes cannot be the file, and its index is wrong.
+            self.discard()
+            raise TransferFailed("size", f"its END says the file has {end.size} bytes, its"
+                                 f" index entry {entry.size}: its index entry is wrong",
+                                 BAD_ENTRY)
         if self.offset != entry.size:
             self.discard()
-            raise TransferFailed("size", f"got {self.offset} of {entry.size} bytes")
+            raise TransferFailed("size", f"got {self.offset} of {entry.size} bytes", BAD_DATA)
         digest = self._hasher.hexdigest()
         if digest != entry.hash:
             self.discard()
-            raise TransferFailed("mismatch", f"content hash {digest[:16]} is not {entry.hash[:16]}")
+            raise TransferFailed("mismatch", f"content hash {digest[:16]} is not {entry.hash[:16]}",
+                                 BAD_DATA)
 
     def seal(self) -> str:
         """
@@ -241,10 +266,86 @@ class Download:
 
     def release(self) -> None:
         """
-        Close everything; the partial file stays for a later resume.
+        Close everything; the partial file stays for a later resume, if it
+        holds anything to resume from.
         """
+        empty = self.fd >= 0 and self.offset == 0
         self.close()
         self._memory = None
+        if empty:
+            self.discard()  # a source that sent nothing leaves nothing behind
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
             self.dir_fd = -1
+
+
+@attrs.define(eq=False)
+class Want:
+    """
+    One version to fetch, the peers that hold it, and who is waiting.
+    """
+
+    entry: Entry
+    sources: tuple
+    done: Deferred
+    #: Where the bytes go (the sync's destination directory by default).
+    open_dir: Optional[Callable[[str], int]] = None
+    #: An operator's fetch: the name to publish the file under itself.
+    keep: Optional[str] = None
+    #: Directories made for this fetch (removed if it fails).
+    made: list = attrs.field(factory=list)
+    tried: set = attrs.field(factory=set)
+    download: Optional[Download] = None
+    peer: str = ""
+    state: str = "waiting"  # waiting, opening, running
+    finished_at: Optional[float] = None
+    #: When its connection was lost (it waits a while for a source).
+    interrupted_at: Optional[float] = None
+
+    @property
+    def path(self) -> str:
+        return self.entry.path
+
+    @property
+    def version(self) -> tuple:
+        """
+        What a source is benched for (L{p2ptwisted.core.sources}).
+        """
+        return (self.entry.path, self.entry.hash)
+
+    def remove_made(self, remove: Callable[[list], None]) -> None:
+        """
+        Remove the directories made for this fetch, which failed: a few
+        rmdirs, at once (not in a thread), so that by the time anyone
+        hears of the failure nothing of the fetch is left.
+
+        @raise OSError: from C{remove}.
+        """
+        made, self.made = self.made, []
+        if made:
+            remove(made)
+
+    def __repr__(self) -> str:
+        got = self.download.offset if self.download is not None else 0
+        return (f"<fetch {wire.safe_text(self.path, 60)!r} {self.state},"
+                f" {got} of {self.entry.size} bytes, from {self.peer[:12] or '?'}>")
+
+
+def check_space(download: Download) -> None:
+    """
+    Blocking: refuse a download the file system has no room for (less
+    what a partial file already holds, plus a margin), before a byte is
+    written: a peer must not be able to fill our disk by announcing a
+    huge file.
+
+    @raise TransferFailed: C{space}.
+    """
+    try:
+        have = os.stat(download.partial, dir_fd=download.dir_fd, follow_symlinks=False).st_size
+    except OSError:
+        have = 0
+    need = download.entry.size - min(have, download.entry.size) + SPACE_MARGIN
+    st = os.fstatvfs(download.dir_fd)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise TransferFailed("space", f"needs {need} bytes of free space, {free} free")

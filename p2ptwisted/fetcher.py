@@ -10,77 +10,53 @@ file against the hash at END, and fires with the partial file's name.
 Placing the file, and everything about versions, is the shell's.
 
 Limits: at most L{MAX_PER_PEER} downloads from one peer and L{MAX_TOTAL}
-in all; the rest wait in order.  A download that gets no DATA for the
-node's stall timeout is cancelled; a download whose peer goes away is
-asked of another source that holds the version, keeping the partial file
-(so it resumes), or fails if there is none (the shell retries later).
+in all; the rest wait in order.  A download whose peer goes away is asked
+of another source that holds the version, keeping the partial file (so it
+resumes), or of the same one once it is connected again; it fails if none
+is for L{RECONNECT_WAIT} (the shell retries later).  A source whose copy
+failed -- bad bytes, a wrong END, no DATA for the stall timeout on a live
+connection (L{StallWatch}) -- is not asked for that version for a while and
+another is asked at once (L{Sources}); one that sends bad copies again and
+again is dropped.
 
 A connection is used only through what this needs of it (C{send},
 C{remote_id}, C{downloads}, C{next_transfer_id}, C{cancel_transfer},
-C{describe}), so this module does not import the protocol.
+C{describe}, C{log_limited}, C{drop}), so this module does not import the
+protocol.
 """
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional
 
-import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from p2ptwisted import wire
 from p2ptwisted.core.index import Entry
-from p2ptwisted.downloads import Download, TransferFailed
+from p2ptwisted.core.sources import START, WAIT, Sources
+from p2ptwisted.downloads import BAD_DATA, Download, TransferFailed, Want, check_space
+from p2ptwisted.stalls import STALL_CHECK, StallWatch  # noqa: F401 (STALL_CHECK for tests)
 
 #: Downloads in flight from one peer, and in total.
 MAX_PER_PEER = 16
 MAX_TOTAL = 32
 
-#: Seconds between checks for stalled downloads.
-STALL_CHECK = 10.0
+#: Seconds a download whose connection closed waits for a source to be
+#: connected (again) before it fails and is left to the sync's retries.
+RECONNECT_WAIT = 10.0
 
 #: Finished downloads remembered for operators.
 RECENT = 100
-
-#: Free space kept in reserve when deciding whether a download fits.
-SPACE_MARGIN = 16 * 1024 * 1024
 
 #: Files of at least this size get a log line each when they arrive.
 LOG_EACH_MIN = 1024 * 1024
 
 
-@attrs.define(eq=False)
-class Want:
-    """
-    One version to fetch, the peers that hold it, and who is waiting.
-    """
-
-    entry: Entry
-    sources: tuple
-    done: Deferred
-    #: Where the bytes go (the sync's destination directory by default).
-    open_dir: Optional[Callable[[str], int]] = None
-    #: An operator's fetch: the name to publish the file under itself.
-    keep: Optional[str] = None
-    #: Directories made for this fetch (removed if it fails).
-    made: list = attrs.field(factory=list)
-    tried: set = attrs.field(factory=set)
-    download: Optional[Download] = None
-    peer: str = ""
-    state: str = "waiting"  # waiting, opening, running
-    finished_at: Optional[float] = None
-
-    @property
-    def path(self) -> str:
-        return self.entry.path
-
-    def __repr__(self) -> str:
-        got = self.download.offset if self.download is not None else 0
-        return (f"<fetch {wire.safe_text(self.path, 60)!r} {self.state},"
-                f" {got} of {self.entry.size} bytes, from {self.peer[:12] or '?'}>")
+#: How a failed download is logged: another failure, a bad copy.
+_FAILED = ("fetching {path} from {peer} failed: {why}{after}",
+           "{peer} sent a bad copy of {path}: {why}; bad data discarded{after}")
 
 
 class Fetcher:
@@ -102,7 +78,6 @@ class Fetcher:
         self.run_blocking = run_blocking
         self.open_dir = open_dir
         self.connections = connections
-        self.stall_timeout = stall_timeout
         self.remove_made = remove_made
         self.queue: Deque[Want] = deque()
         self.active: List[Want] = []
@@ -110,10 +85,10 @@ class Fetcher:
         self.completed = 0
         self.bytes_received = 0
         self.stopped = False
+        self.sources = Sources()
         self._pump_call = None
-        self._stalls = LoopingCall(self._check_stalls)
-        self._stalls.clock = clock
-        self._stalls.start(STALL_CHECK, now=False)
+        self._stalls = StallWatch(clock, stall_timeout, lambda: self.active, self._stalled,
+                                  self._pump_soon)  # (_pump_soon: for downloads that wait)
 
     # -- what the sync shell asks ------------------------------------------------
 
@@ -143,32 +118,23 @@ class Fetcher:
         waiting: Deque[Want] = deque()
         while self.queue and len(self.active) < MAX_TOTAL:
             want = self.queue.popleft()
-            proto = self._pick_source(want)
-            if proto is None:
-                if self._any_source(want):
-                    waiting.append(want)  # its sources are busy: keep its place
-                else:
-                    self._fail(want, TransferFailed("unavailable",
-                                                    "no connected peer has this version"))
-                continue
-            self._start(want, proto)
+            connections = self._sources_of(want)
+            step, what = self.sources.next_step(
+                [(s, len(p.downloads)) for s, p in connections.items()], MAX_PER_PEER,
+                want.version, want.tried, self.clock.seconds(), want.interrupted_at,
+                RECONNECT_WAIT)
+            if step == START:
+                self._start(want, connections[what])
+            elif step == WAIT:
+                waiting.append(want)  # its sources are busy, or may come back
+            else:
+                self._fail(want, TransferFailed("unavailable", what))
         waiting.extend(self.queue)
         self.queue = waiting
 
-    def _connected_sources(self, want: Want) -> list:
+    def _sources_of(self, want: Want) -> dict:
         connections = self.connections()
-        return [connections[s] for s in want.sources if s in connections]
-
-    def _any_source(self, want: Want) -> bool:
-        return bool(self._connected_sources(want))
-
-    def _pick_source(self, want: Want):
-        candidates = [p for p in self._connected_sources(want)
-                      if len(p.downloads) < MAX_PER_PEER]
-        if not candidates:
-            return None
-        # Untried peers first, then the least busy.
-        return min(candidates, key=lambda p: (p.remote_id in want.tried, len(p.downloads)))
+        return {s: connections[s] for s in want.sources if s in connections}
 
     def _start(self, want: Want, proto) -> None:
         want.state, want.peer = "opening", proto.remote_id
@@ -185,7 +151,7 @@ class Fetcher:
         def open_blocking() -> int:
             download.dir_fd, made = want.open_dir(entry.path)
             want.made.extend(made)
-            _check_space(download)
+            check_space(download)
             return download.open()
 
         def opened(offset: int) -> None:
@@ -235,10 +201,11 @@ class Fetcher:
         try:
             download.write(data.payload)
         except TransferFailed as e:
-            self._give_up(proto, data.transfer, e, cancel=True, discard=True)
+            self._give_up(proto, data.transfer, e, cancel=True)
             return
         except OSError as e:
-            self._give_up(proto, data.transfer, TransferFailed("local", str(e)), cancel=True)
+            self._give_up(proto, data.transfer, TransferFailed("local", str(e)), cancel=True,
+                          bench=False)
             return
         if len(data.payload):  # empty DATA frames do not keep a download alive
             download.last_activity = self.clock.seconds()
@@ -254,11 +221,10 @@ class Fetcher:
         try:
             download.verify(end)
         except TransferFailed as e:
-            self._give_up(proto, end.transfer, e, discard=True, quiet=True)
-            self.log.warn("{peer} sent a bad copy of {path}: {why}; bad data discarded",
-                          peer=proto.describe(), path=wire.safe_text(want.path), why=str(e))
+            self._give_up(proto, end.transfer, e)
             return
         self._finish(want, proto)
+        self.sources.succeeded(proto.remote_id, want.version)
         if want.keep is not None:
             d = self.run_blocking(download.keep_as, want.keep.rsplit("/", 1)[-1])
         else:
@@ -290,13 +256,16 @@ class Fetcher:
             proto.drop(f"ERROR for transfer {error.transfer} before its GET")
             return
         self._give_up(proto, error.transfer,
-                      TransferFailed(error.code, wire.safe_text(error.message, 200)))
+                      TransferFailed(error.code, wire.safe_text(error.message, 200)),
+                      bench=error.code != "busy")
 
     def peer_lost(self, proto) -> None:
         """
         The connection closed: its downloads keep their partial files and
-        are asked of another source, if one is connected.
+        are asked of another source, if one is connected, or wait for one
+        (*: not an operator's fetch, which is answered at once).
         """
+        self.sources.connection_lost(proto.remote_id)
         for transfer in list(proto.downloads):
             want = self._want_of(proto, transfer)
             if want is None:
@@ -308,6 +277,7 @@ class Fetcher:
                               peer=proto.describe(), kept=want.download.offset)
                 want.download.release()
             want.download, want.state = None, "waiting"
+            want.interrupted_at = self.clock.seconds() if want.keep is None else None  # (*)
             self.queue.appendleft(want)
         proto.downloads.clear()
         self._pump_soon()
@@ -315,19 +285,34 @@ class Fetcher:
     # -- bookkeeping -------------------------------------------------------------------
 
     def _give_up(self, proto, transfer: int, why: TransferFailed, cancel: bool = False,
-                 discard: bool = False, quiet: bool = False) -> None:
+                 bench: bool = True) -> None:
+        """
+        The transfer failed: bad bytes are discarded; unless C{bench} is false the source
+        is benched for the version (L{Sources}) and another asked at once, if connected.
+        """
         want = self._want_of(proto, transfer)
-        if not quiet:
-            proto.log_limited(self.log.warn, "fetching {path} from {peer} failed: {why}{what}",
-                              path=wire.safe_text(want.path), why=str(why),
-                              what="; bad data discarded" if discard else "")
+        if why.fault is not None:
+            want.download.discard()
+        penalty = self.sources.failed(proto.remote_id, want.version, self.clock.seconds(),
+                                      offence=why.fault is not None) if bench else None
+        after = f"; not asking it for this version for {penalty.seconds:.0f}s" if penalty else ""
+        proto.log_limited(self.log.warn, _FAILED[why.fault == BAD_DATA], why=str(why),
+                          path=wire.safe_text(want.path), after=after)
         if cancel:
             proto.cancel_transfer(transfer)
-        self._finish(want, proto)
-        if discard:
-            want.download.discard()
+        another = bench and bool(self.sources.usable(self._sources_of(want), want.version,
+                                                     self.clock.seconds()))
+        self._finish(want, proto, record=not another)
         want.download.release()
-        self._fail(want, why)
+        want.download = None
+        if another:
+            want.state = "waiting"
+            self.queue.appendleft(want)  # asked of another source at once
+            self._pump_soon()
+        else:
+            self._fail(want, why)
+        if penalty is not None and penalty.drop:
+            proto.drop(f"{penalty.offences} bad copies of files from it")
 
     def _finish(self, want: Want, proto, record: bool = True) -> None:
         if want in self.active:
@@ -352,37 +337,26 @@ class Fetcher:
     def _fail(self, want: Want, why: TransferFailed, logged: bool = True) -> None:
         why.logged = logged  # the shell need not log it again
         want.state = f"failed: {why.code}"
-        if want.made:
-            # A few rmdirs, at once (not in a thread), so that by the time
-            # anyone hears of the failure nothing of the fetch is left.
-            made, want.made = want.made, []
-            try:
-                self.remove_made(made)
-            except OSError as e:
-                self.log.warn("cannot remove directories made for {path}: {why}",
-                              path=wire.safe_text(want.path), why=str(e))
+        try:
+            want.remove_made(self.remove_made)
+        except OSError as e:
+            self.log.warn("cannot remove directories made for {path}: {why}",
+                          path=wire.safe_text(want.path), why=str(e))
         want.download = None
         if not want.done.called:
             want.done.errback(why)
 
-    def _check_stalls(self) -> None:
-        now = self.clock.seconds()
-        for want in list(self.active):
-            download = want.download
-            if (want.state == "running" and download is not None
-                    and now - download.last_activity >= self.stall_timeout):
-                proto = download.peer
-                self._give_up(proto, download.transfer, TransferFailed(
-                    "stalled", f"no data for {now - download.last_activity:.0f} seconds;"
-                    " trying again later"), cancel=True)
+    def _stalled(self, want: Want, idle: float) -> None:
+        download = want.download
+        self._give_up(download.peer, download.transfer,
+                      TransferFailed("stalled", f"no data for {idle:.0f} seconds"), cancel=True)
 
     def transfers(self) -> List[Want]:
         return list(self.recent) + self.active + list(self.queue)
 
     def stop(self) -> None:
         self.stopped = True
-        if self._stalls.running:
-            self._stalls.stop()
+        self._stalls.stop()
         if self._pump_call is not None and self._pump_call.active():
             self._pump_call.cancel()
         for want in self.active + list(self.queue):
@@ -393,21 +367,3 @@ class Fetcher:
         self.queue.clear()
 
 
-def _check_space(download: Download) -> None:
-    """
-    Blocking: refuse a download the file system has no room for (less
-    what a partial file already holds, plus a margin), before a byte is
-    written: a peer must not be able to fill our disk by announcing a
-    huge file.
-
-    @raise TransferFailed: C{space}.
-    """
-    try:
-        have = os.stat(download.partial, dir_fd=download.dir_fd, follow_symlinks=False).st_size
-    except OSError:
-        have = 0
-    need = download.entry.size - min(have, download.entry.size) + SPACE_MARGIN
-    st = os.fstatvfs(download.dir_fd)
-    free = st.f_bavail * st.f_frsize
-    if free < need:
-        raise TransferFailed("space", f"needs {need} bytes of free space, {free} free")

@@ -25,6 +25,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from p2ptwisted import wire, wire_index
+from p2ptwisted.backlog import BacklogMixin
 from p2ptwisted.framing import FrameReceiver
 from p2ptwisted.liveness import LivenessMixin
 from p2ptwisted.tls import describe_tls_error, peer_id
@@ -39,7 +40,7 @@ TRANSPORT_BUFFER = 1 << 20
 
 
 @implementer(IHandshakeListener)
-class PeerProtocol(LivenessMixin, FrameReceiver):
+class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
     """
     One connection to one peer, inbound or outbound.
 
@@ -67,7 +68,7 @@ class PeerProtocol(LivenessMixin, FrameReceiver):
     _timer = None
     _last_frame = 0.0
     _ping_nonce: Optional[int] = None
-    _probe = None  # (nonce, callback) of a PING whose answer someone waits for
+    _probe = None  # (nonce, waiters) of a PING whose answer someone waits for
     tls = False
     certificate_id: Optional[str] = None
     #: Why we closed the connection, if we did.
@@ -158,6 +159,7 @@ class PeerProtocol(LivenessMixin, FrameReceiver):
         """
         self.bytes_out += 4 + len(frame)
         self.sendString(frame)
+        self.output_written()
 
     def drop(self, reason: str) -> None:
         """
@@ -291,10 +293,7 @@ class PeerProtocol(LivenessMixin, FrameReceiver):
                              why=describe_tls_error(reason))
         self._lost = True
         self._cancel_timer()
-        if self._probe is not None:
-            _, answered = self._probe
-            self._probe = None
-            answered(False)
+        self._probe_answered(False)
         if self.scheduler is not None:
             self.scheduler.stopProducing()
         self.node.connection_lost(self, reason)
@@ -348,9 +347,7 @@ class PeerProtocol(LivenessMixin, FrameReceiver):
         # Any frame counts as liveness (see stringReceived); the nonce
         # matches an answer to a probe (see probe).
         if self._probe is not None and message.nonce == self._probe[0]:
-            _, answered = self._probe
-            self._probe = None
-            answered(True)
+            self._probe_answered(True)
 
     def _to_folder(part, name):
         def handler(self, message):

@@ -10,8 +10,8 @@ Control frames are written straight to the transport, so they wait behind
 at most one buffer's worth of file data, never behind a whole file.
 
 The scheduler knows a connection only by what it uses of it (its
-C{transport}, C{send}, C{describe} and C{bytes_out}), so this module does
-not import the protocol that uses it.
+C{transport}, C{send}, C{describe}, C{bytes_out} and C{output_drained}),
+so this module does not import the protocol that uses it.
 """
 
 from __future__ import annotations
@@ -252,6 +252,10 @@ class UploadScheduler:
             self._run()
         else:
             self._kick()
+        # The transport's buffer is empty: the one signal that a
+        # connection that stopped reading for its output may read again
+        # (see p2ptwisted.backlog).
+        self.proto.output_drained()
 
     def stopProducing(self) -> None:
         if self.limit is not None:

@@ -22,6 +22,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
+from p2ptwisted import fetcher as fetcher_module
 from p2ptwisted import sync as sync_module
 from p2ptwisted import wire
 from p2ptwisted.downloads import SMALL_FILE
@@ -213,8 +214,10 @@ class ByteCountTests(TestCase):
         fetch.conv.data(fetch.get.transfer, LARGE)
         fetch.conv.data(fetch.get.transfer, b"!")
         await fetch.conv.next(wire.Cancel, lambda c: c.transfer == fetch.get.transfer)
-        await fetch.failed("peer sent more bytes than the file has; bad data discarded")
-        await fetch.finish(lines=1, pattern="more bytes than the file has")
+        line = await fetch.failed(rf"failed: it sent more bytes than its index entry says the"
+                                  rf" file has \({len(LARGE)}\): its index entry is wrong")
+        self.assertNotIn("bad data", line)  # the peer's index is what is wrong
+        await fetch.finish(lines=1, pattern="more bytes than its index entry says")
 
     async def test_more_bytes_than_announced_small(self):
         """
@@ -227,10 +230,10 @@ class ByteCountTests(TestCase):
         fetch.conv.data(fetch.get.transfer, content + b"and then some")
         fetch.conv.end(fetch.get.transfer, len(content), content_hash(content))
         await fetch.conv.next(wire.Cancel, lambda c: c.transfer == fetch.get.transfer)
-        await fetch.failed("peer sent more bytes than the file has")
+        await fetch.failed("more bytes than its index entry says the file has")
         await fetch.conv.roundtrip()  # the late END was taken as crossing the CANCEL
         self.assertFalse(fetch.attacker.lost.called)
-        await fetch.finish(lines=1, pattern="more bytes than the file has")
+        await fetch.finish(lines=1, pattern="more bytes than its index entry says")
 
     async def test_fewer_bytes_then_end(self):
         """
@@ -313,16 +316,18 @@ class ContentTests(TestCase):
 
     async def test_end_size_differs_from_index(self):
         """
-        Bytes and hash of a longer file than the INDEX announced, sent
-        within the announced size, with an END giving the longer size: the
-        bytes are discarded, one line, no file.
+        Bytes of a longer file than the INDEX announced, sent within the
+        announced size, with an END giving the version asked for but the
+        longer size: the bytes are discarded, and the one line says the
+        peer's index entry is wrong (not that the data was bad); no file.
         """
-        longer = LARGE + b"tail"
         fetch = await offered(self, LARGE)
-        fetch.conv.data(fetch.get.transfer, longer[:len(LARGE)])
-        fetch.conv.end(fetch.get.transfer, len(longer), content_hash(longer))
-        await fetch.failed("END does not describe the file we asked for")
-        await fetch.finish(lines=1, pattern="END does not describe")
+        fetch.conv.data(fetch.get.transfer, LARGE)
+        fetch.conv.end(fetch.get.transfer, len(LARGE) + 4, content_hash(LARGE))
+        line = await fetch.failed(rf"failed: its END says the file has {len(LARGE) + 4} bytes,"
+                                  rf" its index entry {len(LARGE)}: its index entry is wrong")
+        self.assertNotIn("bad data", line)
+        await fetch.finish(lines=1, pattern="its index entry is wrong")
 
 
 class StrayFrameTests(TestCase):
@@ -456,6 +461,7 @@ class InterruptedTests(TestCase):
         lands verified.
         """
         self.patch(sync_module, "RETRY_DELAY", 0.2)
+        self.patch(fetcher_module, "RECONNECT_WAIT", 0.5)  # the wait for it to come back
         target = await Target.start(self)
         before = target.baseline()
         engine = target.node.folder.engine

@@ -283,6 +283,50 @@ class LivenessTests(ProtocolTestMixin, SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.assertEqual(self.drops(), [])
 
+    def test_probe_with_a_deadline(self):
+        """
+        A probe's waiters share one PING; the PONG answers all of them; a
+        waiter whose deadline passes first hears False, and the others
+        still hear the PONG.
+        """
+        proto, transport = self.connect()
+        proto.dataReceived(framed(other_hello()))
+        transport.clear()
+        heard = []
+        proto.probe(lambda alive: heard.append(("short", alive)), 1.0)
+        proto.probe(lambda alive: heard.append(("long", alive)), 10.0)
+        proto.probe(lambda alive: heard.append(("none", alive)))
+        [ping] = [m for m in read_frames(transport.value()) if isinstance(m, Ping)]
+        self.clock.advance(1.0)
+        self.assertEqual(heard, [("short", False)])
+        self.assertTrue(proto.probing)
+        proto.dataReceived(framed(Pong(ping.nonce)))
+        self.assertEqual(heard, [("short", False), ("long", True), ("none", True)])
+        self.assertFalse(proto.probing)
+        self.clock.advance(10.0)
+        self.assertEqual(len(heard), 3)
+
+    def test_check_alive_drops_a_connection_that_does_not_answer(self):
+        proto, transport = self.connect()
+        proto.dataReceived(framed(other_hello()))
+        proto.check_alive(5.0, "while testing")
+        self.clock.advance(4.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.assertIn("no answer to a PING within 5 seconds while testing", self.drops()[0])
+
+    def test_check_alive_keeps_a_connection_that_answers(self):
+        proto, transport = self.connect()
+        proto.dataReceived(framed(other_hello()))
+        transport.clear()
+        proto.check_alive(5.0, "while testing")
+        [ping] = [m for m in read_frames(transport.value()) if isinstance(m, Ping)]
+        proto.dataReceived(framed(Pong(ping.nonce)))
+        self.clock.advance(10.0)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.drops(), [])
+
     def test_timers_cancelled_on_close(self):
         proto, transport = self.connect()
         proto.dataReceived(framed(other_hello()))

@@ -244,13 +244,13 @@ class DownloadTests(SynchronousTestCase):
         the download, even when the bytes were right.
         """
         for size in (10, self.LARGE):
-            for other in ({"content_hash": digest(b"other")}, {"size": size + 1},
-                          {"size": size - 1}):
+            for code, other in (("mismatch", {"content_hash": digest(b"other")}),
+                                ("size", {"size": size + 1}), ("size", {"size": size - 1})):
                 data = os.urandom(size)
                 dl = self.download(data, path=f"f{size}")
                 dl.open()
                 self.feed(dl, data)
-                self.assertDiscarded(dl, "mismatch", dl.verify, self.end(dl, **other))
+                self.assertDiscarded(dl, code, dl.verify, self.end(dl, **other))
 
     def test_fewer_bytes(self):
         for size in (10, self.LARGE):
@@ -342,6 +342,18 @@ class DownloadTests(SynchronousTestCase):
         self.feed(again, data[1000:])
         again.verify(self.end(again))
         self.assertPlaced(again, data)
+
+    def test_release_of_nothing_leaves_nothing(self):
+        """
+        A download given up before any byte arrived (refused, stalled,
+        cancelled) leaves no empty partial file behind (issue 11, point 10).
+        """
+        data = os.urandom(self.LARGE)
+        dl = self.download(data)
+        self.assertEqual(dl.open(), 0)
+        self.assertEqual(len(self.listing()), 1)  # created on open
+        dl.release()
+        self.assertEqual(self.listing(), [])
 
     # -- things planted at the partial name ---------------------------------
 
@@ -544,6 +556,9 @@ class FakeProto:
 
     def describe(self):
         return "fake peer"
+
+    def output_drained(self):
+        self.drained = getattr(self, "drained", 0) + 1
 
 
 def parse_data(buf: bytes):

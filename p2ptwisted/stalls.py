@@ -1,0 +1,73 @@
+# -*- test-case-name: tests.test_stalls -*-
+"""
+Noticing downloads that stopped: the fetcher's timer.
+
+Every L{STALL_CHECK} seconds, a download that has had no data for the
+node's stall timeout is handed back to the fetcher (which asks another
+source), and a connection whose running downloads have all been quiet,
+and that has sent no frame at all, for L{PROBE_AFTER} seconds is asked
+whether it still works (PING): one that does not answer within
+L{PROBE_TIMEOUT} is dropped, so a dead network path costs about fifteen
+seconds instead of the idle timeout's ninety.  The fetcher then moves
+its downloads on as for any connection that closed.
+
+A connection is used only through C{quiet_for}, C{probing} and
+C{check_alive} (L{p2ptwisted.liveness}).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from twisted.internet.task import LoopingCall
+
+#: Seconds between checks.
+STALL_CHECK = 2.0
+
+#: A connection whose downloads have had no data, and that has sent no
+#: frame at all, for this long is asked whether it still works (PING) ...
+PROBE_AFTER = 10.0
+
+#: ... and dropped if it does not answer within this many seconds.
+PROBE_TIMEOUT = 5.0
+
+
+class StallWatch:
+    """
+    @param active: the fetcher's downloads in flight (its C{Want}s).
+    @param stalled: C{(want, seconds without data) -> None}, for each
+        download past the stall timeout.
+    @param checked: called after each check.
+    """
+
+    def __init__(self, clock, stall_timeout: float, active: Callable[[], list],
+                 stalled: Callable[[object, float], None], checked: Callable[[], None]):
+        self.clock = clock
+        self.stall_timeout = stall_timeout
+        self.active = active
+        self.stalled = stalled
+        self.checked = checked
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = clock
+        self._loop.start(STALL_CHECK, now=False)
+
+    def check(self) -> None:
+        now = self.clock.seconds()
+        quiet: Dict[object, float] = {}
+        for want in list(self.active()):
+            download = want.download
+            if want.state != "running" or download is None:
+                continue
+            idle = now - download.last_activity
+            if idle >= self.stall_timeout:
+                self.stalled(want, idle)
+            else:
+                quiet[download.peer] = min(idle, quiet.get(download.peer, idle))
+        for proto, idle in quiet.items():
+            if min(idle, proto.quiet_for()) >= PROBE_AFTER and not proto.probing:
+                proto.check_alive(PROBE_TIMEOUT, "while its downloads had stalled")
+        self.checked()
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
