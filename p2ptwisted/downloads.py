@@ -301,6 +301,8 @@ class Want:
     finished_at: Optional[float] = None
     #: When its connection was lost (it waits a while for a source).
     interrupted_at: Optional[float] = None
+    #: When its last progress line was logged (L{p2ptwisted.stalls}).
+    progress_at: Optional[float] = None
 
     @property
     def path(self) -> str:

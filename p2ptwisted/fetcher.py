@@ -314,6 +314,23 @@ class Fetcher:
         if penalty is not None and penalty.drop:
             proto.drop(f"{penalty.offences} bad copies of files from it")
 
+    def cancel(self, want: Want, why: TransferFailed) -> bool:
+        """
+        The operator's cancel: stop C{want}, benching nobody and logging
+        nothing (the operator knows); C{False} if it is not queued or running.
+        """
+        download = want.download
+        if want in self.queue:
+            self.queue.remove(want)
+        elif want.state == "running" and download is not None:
+            download.peer.cancel_transfer(download.transfer)
+            self._finish(want, download.peer)
+            download.release()
+        else:
+            return False
+        self._fail(want, why, logged=False)
+        return True
+
     def _finish(self, want: Want, proto, record: bool = True) -> None:
         if want in self.active:
             self.active.remove(want)

@@ -13,6 +13,11 @@ its downloads on as for any connection that closed.
 
 A connection is used only through C{quiet_for}, C{probing} and
 C{check_alive} (L{p2ptwisted.liveness}).
+
+The same look at every download also tells the operator how a big one is
+going: a line with its share done, rate and time left every
+L{PROGRESS_EVERY} seconds (a small one is over before it matters; the
+folder's "in step" line sums them all up).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from p2ptwisted import wire
 
 #: Seconds between checks.
 STALL_CHECK = 2.0
@@ -31,6 +39,23 @@ PROBE_AFTER = 10.0
 #: ... and dropped if it does not answer within this many seconds.
 PROBE_TIMEOUT = 5.0
 
+#: Downloads of files this big get progress lines, this many seconds apart.
+PROGRESS_MIN = 64 * 1024 * 1024
+PROGRESS_EVERY = 10.0
+
+
+def progress_line(download, now: float) -> str:
+    """
+    How far a download is: share done, bytes, rate since it started (or
+    resumed), time left at that rate.
+    """
+    size = download.entry.size
+    have = download.offset
+    rate = download.received / max(now - download.started_at, 1e-6)
+    left = f"about {(size - have) / rate:.0f}s left" if rate > 0 else "no data yet"
+    return (f"{100 * have // max(size, 1)}% ({have} of {size} bytes),"
+            f" {rate / 2**20:.1f} MiB/s, {left}")
+
 
 class StallWatch:
     """
@@ -39,6 +64,8 @@ class StallWatch:
         download past the stall timeout.
     @param checked: called after each check.
     """
+
+    log = Logger()
 
     def __init__(self, clock, stall_timeout: float, active: Callable[[], list],
                  stalled: Callable[[object, float], None], checked: Callable[[], None]):
@@ -59,6 +86,7 @@ class StallWatch:
             if want.state != "running" or download is None:
                 continue
             idle = now - download.last_activity
+            self._progress(want, download, now)
             if idle >= self.stall_timeout:
                 self.stalled(want, idle)
             else:
@@ -67,6 +95,18 @@ class StallWatch:
             if min(idle, proto.quiet_for()) >= PROBE_AFTER and not proto.probing:
                 proto.check_alive(PROBE_TIMEOUT, "while its downloads had stalled")
         self.checked()
+
+    def _progress(self, want, download, now: float) -> None:
+        if download.entry.size < PROGRESS_MIN:
+            return
+        last = want.progress_at
+        if last is None or last < download.started_at:
+            want.progress_at = download.started_at  # (a new attempt: count from it)
+        elif now - last >= PROGRESS_EVERY:
+            want.progress_at = now
+            self.log.info("fetching {path} from {peer}: {progress}",
+                          path=wire.safe_text(download.entry.path),
+                          peer=download.peer.describe(), progress=progress_line(download, now))
 
     def stop(self) -> None:
         if self._loop.running:

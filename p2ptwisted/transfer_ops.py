@@ -86,13 +86,7 @@ class TransferOps:
                              " yours: only fetch()es can be cancelled")
         fetcher = self.node.folder.fetcher
         why = TransferFailed("cancelled", "cancelled by the operator")
-        if want in fetcher.queue:
-            fetcher.queue.remove(want)
-            fetcher._fail(want, why, logged=False)
-        elif want.state == "running" and want.download is not None:
-            download = want.download
-            fetcher._give_up(download.peer, download.transfer, why, cancel=True, quiet=True)
-        else:
+        if not fetcher.cancel(want, why):
             raise RuntimeError(f"the fetch of {path!r} is opening its file: try again in a"
                                " moment")
         self.out(f"cancelled the fetch of {path!r}")

@@ -138,6 +138,11 @@ class Upload:
             self.fd = -1
 
 
+#: Seconds without a new upload finishing after which what was served to a
+#: peer is summed up in one log line.
+SERVED_QUIET = 2.0
+
+
 @implementer(IPushProducer)
 class UploadScheduler:
     """
@@ -162,8 +167,15 @@ class UploadScheduler:
         self.bytes_sent = 0
         self._call = None
         self._running = False
+        # What was served since the last summary line:
+        # (files, bytes, first GET, last END).
+        self._served = (0, 0, 0.0, 0.0)
+        self._served_call = None
 
     def add(self, upload: Upload) -> None:
+        if self._served[0] == 0 and self._served_call is None:
+            now = self.clock.seconds()
+            self._served = (0, 0, now, now)
         self.uploads.append(upload)
         self.by_id[upload.transfer] = upload
         self._kick()
@@ -234,6 +246,12 @@ class UploadScheduler:
         entry = upload.entry
         if error is None:
             self.proto.send(wire.End(transfer=upload.transfer, size=entry.size, hash=entry.hash))
+            files, size, since, _ = self._served
+            self._served = (files + 1, size + upload.sent, since, self.clock.seconds())
+            if self._served_call is not None and self._served_call.active():
+                self._served_call.reset(SERVED_QUIET)
+            else:
+                self._served_call = self.clock.callLater(SERVED_QUIET, self.log_served)
         else:
             log.info("upload of {path} to {peer} failed: {why}",
                      path=wire.safe_text(entry.path), peer=self.proto.describe(), why=error)
@@ -257,7 +275,25 @@ class UploadScheduler:
         # (see p2ptwisted.backlog).
         self.proto.output_drained()
 
+    def log_served(self) -> None:
+        """
+        One line for what a peer took from us since the last one: the
+        sending side's view of a sync, instead of a line per file.
+        """
+        if self._served_call is not None and self._served_call.active():
+            self._served_call.cancel()
+        self._served_call = None
+        files, size, since, last = self._served
+        now = self.clock.seconds()
+        self._served = (0, 0, now, now)
+        if files:
+            seconds = max(last - since, 1e-3)
+            log.info("served {files} files ({size} bytes) to {peer} in {seconds:.1f}s,"
+                     " {rate:.1f} MiB/s", files=files, size=size, peer=self.proto.describe(),
+                     seconds=seconds, rate=size / seconds / 2**20)
+
     def stopProducing(self) -> None:
+        self.log_served()
         if self.limit is not None:
             self.limit.forget(self)
         if self._call is not None and self._call.active():

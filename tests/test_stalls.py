@@ -209,3 +209,57 @@ class StallTests(SynchronousTestCase):
         mesh.run(self.landed)
         self.assertEqual(read_file(a.share_dir, "big.bin"), self.data)
         self.assertIn(b.node_id, a.connections)
+
+
+class ProgressTests(SynchronousTestCase):
+    """
+    A big download gets a line every PROGRESS_EVERY seconds with its share
+    done, rate and time left; a small one gets none.
+    """
+
+    def watch(self, size):
+        from twisted.internet.task import Clock
+
+        from p2ptwisted.core.index import FILE, Entry
+        from p2ptwisted.core.versions import Vector
+        from p2ptwisted.downloads import Download, Want
+
+        self.clock = Clock()
+        self.clock.advance(1000)
+        entry = Entry(path="big.iso", kind=FILE, size=size, mtime_ns=1, perms=0o644,
+                      hash="ab" * 32, deleted=False, version=Vector({"b" * 16: 1}),
+                      modified_by="b" * 16)
+        peer = type("Peer", (), {"describe": lambda self: "B (b0b0b0b0b0b0) at 127.0.0.1:9",
+                                 "quiet_for": lambda self: 0.0, "probing": False})()
+        download = Download(entry=entry, dir_fd=-1, peer=peer, started_at=self.clock.seconds(),
+                            last_activity=self.clock.seconds())
+        want = Want(entry=entry, sources=("b",), done=None, download=download, state="running")
+        self.download = download
+        watch = stalls_module.StallWatch(self.clock, 60.0, lambda: [want],
+                                         lambda want, idle: None, lambda: None)
+        self.addCleanup(watch.stop)
+
+    def receive(self, seconds, n):
+        for _ in range(int(seconds / stalls_module.STALL_CHECK)):
+            self.download.offset += n
+            self.download.received += n
+            self.download.last_activity = self.clock.seconds() + stalls_module.STALL_CHECK
+            self.clock.advance(stalls_module.STALL_CHECK)
+
+    def test_big_download_lines(self):
+        logs = capture_logs(self)
+        self.watch(100 * MiB)
+        self.receive(24, 2 * MiB)  # 1 MiB/s
+        lines = [line for line in logs() if line.startswith("fetching big.iso from B")]
+        self.assertEqual(lines, [
+            "fetching big.iso from B (b0b0b0b0b0b0) at 127.0.0.1:9: 10% (10485760 of"
+            " 104857600 bytes), 1.0 MiB/s, about 90s left",
+            "fetching big.iso from B (b0b0b0b0b0b0) at 127.0.0.1:9: 20% (20971520 of"
+            " 104857600 bytes), 1.0 MiB/s, about 80s left",
+        ])
+
+    def test_small_download_no_lines(self):
+        logs = capture_logs(self)
+        self.watch(stalls_module.PROGRESS_MIN - 1)
+        self.receive(30, MiB)
+        self.assertEqual([line for line in logs() if "big.iso" in line], [])

@@ -30,8 +30,10 @@ from p2ptwisted.core.index import Entry
 from p2ptwisted.core.versions import Vector
 from p2ptwisted.downloads import SMALL_FILE, Download, TransferFailed, partial_name
 from p2ptwisted.hashing import PARTIAL_PREFIX
-from p2ptwisted.uploads import TURN_BUDGET, RateLimit, Upload, UploadScheduler
+from p2ptwisted.uploads import SERVED_QUIET, TURN_BUDGET, RateLimit, Upload, UploadScheduler
 from p2ptwisted.wire import ProtocolError
+
+from .helpers import capture_logs
 
 MTIME = 1_234_567_890_123_456_789
 NOW = 1_700_000_000 * 10**9
@@ -641,7 +643,30 @@ class UploadSchedulerTests(SynchronousTestCase):
         self.assertEqual([m.transfer for m in self.messages()], [2, 1])
         self.assertEqual((up1.fd, up2.fd), (-1, -1))
         self.assertEqual(s.bytes_sent, 80)
+        # Nothing left to do but sum up what was served, once it is quiet.
+        logs = capture_logs(self)
+        self.assertEqual([c.func.__name__ for c in self.clock.getDelayedCalls()],
+                         ["log_served"])
+        self.clock.advance(SERVED_QUIET)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(logs(), ["served 2 files (80 bytes) to fake peer in 0.0s, 0.1 MiB/s"])
+
+    def test_served_summed_up_once_quiet(self):
+        """
+        One line for what a peer took while it kept asking, not a line per
+        file: each finished upload pushes the summary back.
+        """
+        logs = capture_logs(self)
+        s = self.scheduler()
+        for n in range(3):
+            up, _ = self.upload(n + 1, b"x" * 10)
+            s.add(up)
+            self.clock.advance(1.0)
+        self.assertEqual(logs(), [])
+        self.clock.advance(SERVED_QUIET)
+        self.assertEqual(logs(), ["served 3 files (30 bytes) to fake peer in 3.0s, 0.0 MiB/s"])
+        self.clock.advance(60)
+        self.assertEqual(len(logs()), 1)
 
     def test_uneven_last_chunk_and_offset(self):
         """
