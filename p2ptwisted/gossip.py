@@ -17,6 +17,14 @@ from p2ptwisted.protocol import PeerProtocol
 #: Seconds between two PEERS frames to the same peer.
 GOSSIP_INTERVAL = 2.0
 
+#: When gossip names a node we have never met whose id is larger than
+#: ours, we wait this long before dialling it: the gossip that told us of
+#: it told it of us, and the node with the smaller id dials at once.  So
+#: two nodes rarely dial each other at the same moment, and the connection
+#: that forms is the one the duplicate rule keeps (the smaller id's).  If
+#: the other node cannot reach us, we dial it after this delay.
+YIELD_DELAY = 4.0
+
 
 class GossipMixin:
     def peers_received(self, proto: PeerProtocol, message: wire.Peers) -> None:
@@ -33,14 +41,20 @@ class GossipMixin:
         ignored = message.rejected
         learned = 0
         ignored += max(0, len(message.addresses) - self.limits.gossip_entries)
-        for address in message.addresses[: self.limits.gossip_entries]:
+        ids = message.ids or (None,) * len(message.addresses)
+        for address, claimed in zip(message.addresses[: self.limits.gossip_entries], ids):
             if wire.is_loopback(address.host) and not from_loopback:
                 # A remote peer naming a loopback address would have us
                 # dial services on our own machine.
                 ignored += 1
                 continue
-            if self.book.learn(address, now) is not None:
+            if claimed == self.node_id:
+                claimed = None  # our own address: the dial will find out
+            entry = self.book.learn(address, now, claimed_id=claimed)
+            if entry is not None:
                 learned += 1
+                if claimed is not None and claimed > self.node_id:
+                    entry.next_attempt = now + YIELD_DELAY * (1.0 + 0.25 * self.book.jitter())
         if ignored:
             self.log.info(
                 "ignored {n} invalid entries in PEERS from {peer}",
@@ -78,20 +92,24 @@ class GossipMixin:
     def gossip_for(self, proto: PeerProtocol) -> wire.Peers:
         """
         The PEERS frame for one peer: the listen addresses of the other
-        peers we are connected to.
+        peers we are connected to, each with its node id, so the receiver
+        does not dial a node it is connected to at another address.
         """
         to_loopback = wire.is_loopback(getattr(proto.transport.getPeer(), "host", ""))
-        addresses = []
+        addresses, ids = [], []
         for remote, other in self.connections.items():
             if other is proto or remote == proto.remote_id:
                 continue
             address = self._listen_address(other)
             if address is None or (wire.is_loopback(address.host) and not to_loopback):
                 continue
+            if address in addresses:
+                continue  # two nodes behind one address and port: hardly; keep the first
             addresses.append(address)
+            ids.append(remote)
             if len(addresses) == self.limits.gossip_entries:
                 break
-        return wire.Peers(addresses=tuple(addresses))
+        return wire.Peers(addresses=tuple(addresses), ids=tuple(ids))
 
     def _peers_changed(self) -> None:
         for proto in list(self.connections.values()):

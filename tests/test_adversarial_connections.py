@@ -348,19 +348,26 @@ class FloodTests(TestCase):
 
     async def test_total_connection_limit(self):
         """
-        With --max-connections 4, four connections from one host are held
-        open (no HELLO) and six more arrive from another: each of the six
-        is dropped at once with one line naming the limit; once the holders
-        go, an honest node is served and the node is back to baseline.
+        With --max-connections 4, four nodes from one host hold
+        connections open (HELLO said, so they are established: connections
+        still in the handshake would give way, see
+        test_idle_handshakes_do_not_keep_peers_out) and six more arrive
+        from another: each of the six is dropped at once with one line
+        naming the limit; once the holders go, an honest node is served and
+        the node is back to baseline.
         """
         target = await Target.start(self, args=["--max-connections", "4"])
         before = target.baseline()
         watch = NodeWatch(self, target.node)
         identity = load_or_create_identity(self.mktemp())
-        holders = [await raw_connect(self, target, "127.0.0.2", identity) for _ in range(4)]
-        for attacker in holders:
-            self.assertTrue(await attacker.handshake.addTimeout(WAIT, reactor))
-        self.assertEqual(len(target.node.pending), before["pending"] + 4)
+        holders = []
+        for _ in range(4):
+            holder = await raw_connect(self, target, "127.0.0.2",
+                                       load_or_create_identity(self.mktemp()))
+            self.assertTrue(await holder.handshake.addTimeout(WAIT, reactor))
+            holder.hello()
+            holders.append(holder)
+        await watch.until(lambda: len(target.node.connections) == 4)
         extras = [await raw_connect(self, target, "127.0.0.3", identity) for _ in range(6)]
         await when_count([a.lost for a in extras], 6).addTimeout(WAIT, reactor)
         for attacker in extras:

@@ -472,7 +472,9 @@ class GossipInMemoryTests(SynchronousTestCase):
         fails (3 seconds after it starts).  The node dials it at most as
         often as the book's backoff allows for one address (derived from
         peers.py: about log2(MAX_DELAY) + 600/MAX_DELAY attempts), never
-        twice at once, and never once per gossip message.
+        twice at once, and never once per gossip message; in fact, as it
+        never answers, it is forgotten after MAX_UNANSWERED attempts and
+        the gossip repeating it is ignored for FORGET_FOR seconds.
         """
         node = self.node
         victim_host, victim_port = "192.0.2.66", 12345
@@ -506,9 +508,10 @@ class GossipInMemoryTests(SynchronousTestCase):
         self.assertLessEqual(most_in_flight, 1)
         self.assertLessEqual(attempts, bound)
         # The dials did fail and were retried (the case can tell the
-        # difference), and the backoff reached its ceiling.
-        self.assertGreaterEqual(attempts, 5)
-        self.assertGreaterEqual(node.book.get(victim).failures, attempts - 1)
+        # difference), until the address was forgotten.
+        self.assertLessEqual(duration, peers_module.FORGET_FOR)
+        self.assertEqual(attempts, peers_module.MAX_UNANSWERED)
+        self.assertIsNone(node.book.get(victim))
         self.assertEqual(len(node.connections), 50)
         self.assert_invariants()
 
