@@ -116,7 +116,11 @@ class Options(usage.Options):
         ["max-connections", None, 256,
          "Connections at most, in total (either direction).", int],
         ["max-per-address", None, 16,
-         "Connections at most from one remote IP address.", int],
+         "Connections at most from one remote IP address (inbound; from this"
+         " machine, only those still in the handshake count).", int],
+        ["max-handshakes", None, 64,
+         "Inbound connections at most still in the handshake; past it the"
+         " oldest gives way to a new one.", int],
         ["max-rate", None, None,
          "Cap on the node's total upload rate, in bytes per second; K, M and G"
          " suffixes (powers of 1024) allowed, e.g. 20M [default: no cap]."],
@@ -222,7 +226,7 @@ class Options(usage.Options):
             )
         self["name"] = name
         self["max-rate"] = _rate(self["max-rate"])
-        for limit in ("max-connections", "max-per-address"):
+        for limit in ("max-connections", "max-per-address", "max-handshakes"):
             if self[limit] < 1:
                 raise usage.UsageError(f"--{limit}: at least 1")
         try:
@@ -321,6 +325,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         max_rate=options["max-rate"],
         max_connections=options["max-connections"],
         max_per_address=options["max-per-address"],
+        max_handshakes=options["max-handshakes"],
         tls=not options["no-tls"],
         limits=options["limits"],
         allow=options["allowed"],
