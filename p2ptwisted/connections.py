@@ -37,10 +37,10 @@ MAX_CONNECTIONS = 256
 MAX_HANDSHAKES = 64
 
 #: Inbound connections from one remote IP address.  Outbound connections
-#: never count; a loopback address (this machine: the operator's own
-#: nodes) counts only while its connections are in the handshake, so one
-#: machine can run a mesh of any size.  Several nodes may share one
-#: address (one machine, or a NAT), hence 16.
+#: never count, nor connections from this very machine (both ends have the
+#: same IP address: the operator's own nodes), so one machine can run a
+#: mesh of any size.  Several nodes may share one address (a machine, or a
+#: NAT), hence 16.
 MAX_PER_ADDRESS = 16
 
 #: Seconds a connection we keep has to answer a PING when its node
@@ -107,14 +107,12 @@ class ConnectionsMixin:
         in its handshake (dropped here).
         """
         host = _host(proto)
-        loopback = wire.is_loopback(host or "")
-        same_host = sum(1 for p in self.pending if not _outbound(p) and _host(p) == host)
-        if not loopback:
-            same_host += sum(1 for p in self.connections.values()
-                             if not _outbound(p) and _host(p) == host)
-        if same_host >= self.max_per_address:
-            return (f"already {same_host} connections from {host}"
-                    f" (limit {self.max_per_address})")
+        if host != getattr(proto.transport.getHost(), "host", None):
+            same_host = sum(1 for p in list(self.pending) + list(self.connections.values())
+                            if not _outbound(p) and _host(p) == host)
+            if same_host >= self.max_per_address:
+                return (f"already {same_host} connections from {host}"
+                        f" (limit {self.max_per_address})")
         handshaking = [p for p in self.pending if not _outbound(p)]
         total = len(self.pending) + len(self.connections)
         if total >= self.max_connections:

@@ -17,7 +17,7 @@ from p2ptwisted.protocol import PeerProtocol
 #: Seconds between two PEERS frames to the same peer.
 GOSSIP_INTERVAL = 2.0
 
-#: When gossip names a node we have never met whose id is larger than
+#: When gossip names a node we have never met whose id is smaller than
 #: ours, we wait this long before dialling it: the gossip that told us of
 #: it told it of us, and the node with the smaller id dials at once.  So
 #: two nodes rarely dial each other at the same moment, and the connection
@@ -53,7 +53,7 @@ class GossipMixin:
             entry = self.book.learn(address, now, claimed_id=claimed)
             if entry is not None:
                 learned += 1
-                if claimed is not None and claimed > self.node_id:
+                if claimed is not None and claimed < self.node_id:
                     entry.next_attempt = now + YIELD_DELAY * (1.0 + 0.25 * self.book.jitter())
         if ignored:
             self.log.info(

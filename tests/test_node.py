@@ -402,10 +402,10 @@ class LimitTests(SynchronousTestCase):
     def test_per_address_limit(self):
         a = make_node(self, "a", max_per_address=3)
         others = [make_node(self, f"o{i}") for i in range(5)]
-        links = [link(o, a) for o in others]
+        links = [link(o, a, dialer_host="10.0.0.8") for o in others]
         flush(*[l[2] for l in links])
         self.assertEqual(len(a.connections), 3)
-        refused = [l for l in self.logs() if "connections from 127.0.0.1 (limit 3)" in l]
+        refused = [l for l in self.logs() if "connections from 10.0.0.8 (limit 3)" in l]
         self.assertEqual(len(refused), 2)
         # Another address is still welcome.
         other = make_node(self, "far")
@@ -428,14 +428,14 @@ class LimitTests(SynchronousTestCase):
         """
         a = make_node(self, "a", max_per_address=1)
         first, second = make_node(self, "b"), make_node(self, "c")
-        l1 = link(first, a)
-        l2 = link(second, a)
+        l1 = link(first, a, dialer_host="10.0.0.8")
+        l2 = link(second, a, dialer_host="10.0.0.8")
         flush(l1[2], l2[2])
         self.assertEqual(list(a.connections), [first.node_id])
         l1[0].transport.loseConnection()
         flush(l1[2], l2[2])
         self.assertEqual((a.connections, a.pending), ({}, []))
-        l3 = link(second, a)
+        l3 = link(second, a, dialer_host="10.0.0.8")
         flush(l3[2])
         self.assertEqual(list(a.connections), [second.node_id])
 
@@ -560,22 +560,26 @@ class MeshLimitTests(SynchronousTestCase):
         flush(*[l[2] for l in links])
         self.assertEqual(len(a.connections), 5)
 
-    def test_loopback_counts_only_in_the_handshake(self):
+    def test_same_machine_not_limited_per_address(self):
         """
-        Established connections from this machine (127.0.0.1: the
-        operator's own nodes) do not count towards the per-address limit;
-        from another host they do.  In the handshake both count (see
-        LimitTests.test_per_address_limit).
+        Connections from this very machine (both ends 127.0.0.1 here: the
+        operator's own nodes) are not limited per address, in the
+        handshake or established: 20 nodes connect at once to one run
+        with --max-per-address 2.  From another host the limit holds, and
+        established connections count.  (Before the fix 30 nodes on one
+        machine never formed a full mesh.)
         """
         a = make_node(self, "a", max_per_address=2)
-        for i in range(5):
-            flush(link(make_node(self, f"o{i}"), a)[2])
-        self.assertEqual(len(a.connections), 5)
+        links = [link(make_node(self, f"o{i}"), a) for i in range(20)]
+        self.assertEqual(len(a.pending), 20)
+        flush(*[l[2] for l in links])
+        self.assertEqual(len(a.connections), 20)
         for i in range(3):
             flush(link(make_node(self, f"r{i}"), a, dialer_host="10.0.0.9")[2])
-        self.assertEqual(len(a.connections), 7)
+        self.assertEqual(len(a.connections), 22)
         self.assertEqual(len([l for l in self.logs()
                               if "connections from 10.0.0.9 (limit 2)" in l]), 1)
+        self.assertFalse(any("from 127.0.0.1" in l for l in self.logs()))
 
 
 class KnownIdTests(SynchronousTestCase):
@@ -619,8 +623,9 @@ class KnownIdTests(SynchronousTestCase):
         """
         Gossip tells A of two nodes it has never met: the one with a
         smaller id than A's is left to dial A (dialled only after
-        YIELD_DELAY, and not at all if it has connected meanwhile), the
-        one with a larger id is dialled at once.
+        YIELD_DELAY, and not at all if it has connected meanwhile: the
+        connection it dials is the one the duplicate rule keeps), the one
+        with a larger id is dialled at once.
         """
         from p2ptwisted import gossip
 
@@ -633,7 +638,26 @@ class KnownIdTests(SynchronousTestCase):
             addresses=(PeerAddress("10.5.5.1", 4001), PeerAddress("10.5.5.2", 4002)),
             ids=(smaller, larger))))
         dialled = [c[:2] for c in self.reactor.tcpClients[before:]]
-        self.assertEqual(dialled, [("10.5.5.1", 4001)])
+        self.assertEqual(dialled, [("10.5.5.2", 4002)])
         self.reactor.advance(gossip.YIELD_DELAY * 1.01)
         dialled = [c[:2] for c in self.reactor.tcpClients[before:]]
-        self.assertEqual(dialled, [("10.5.5.1", 4001), ("10.5.5.2", 4002)])
+        self.assertEqual(dialled, [("10.5.5.2", 4002), ("10.5.5.1", 4001)])
+
+    def test_node_that_dialled_meanwhile_not_dialled(self):
+        """
+        The smaller node did dial (its connection is registered): when
+        YIELD_DELAY has passed, A does not dial it at the gossiped address.
+        """
+        a, hub = self.node("a"), self.node("hub")
+        client, server, pump = link(a, hub)
+        flush(pump)
+        smaller = self.node("s")
+        while smaller.node_id > a.node_id:  # ids are random: make one smaller
+            smaller = self.node("s")
+        before = len(self.reactor.tcpClients)
+        address = PeerAddress("127.0.0.1", smaller.listen_ports[0])
+        client.dataReceived(framed(Peers(addresses=(address,), ids=(smaller.node_id,))))
+        flush(link(smaller, a)[2])
+        self.reactor.advance(60)
+        self.assertEqual(self.reactor.tcpClients[before:], [])
+        self.assertIn(smaller.node_id, a.connections)
