@@ -28,7 +28,8 @@ FACTOR = 2.0
 MAX_DELAY = 60.0
 
 #: A learned address that has never answered (no handshake there) is
-#: forgotten after this many failed dials in a row ...
+#: forgotten after this many failed dials in a row (a bootstrap address,
+#: or one a node keeps announcing on the LAN, only backs off) ...
 MAX_UNANSWERED = 4
 
 #: ... and learning it again is ignored for this many seconds (so gossip
@@ -192,7 +193,7 @@ class PeerBook:
         entry.failures += 1
         entry.next_attempt = now + self.delay(entry.failures)
         if (entry.failures >= MAX_UNANSWERED and not entry.answered and not entry.bootstrap
-                and self._entries.get(entry.key) is entry):
+                and not entry.discovered and self._entries.get(entry.key) is entry):
             del self._entries[entry.key]
             self._forgotten.pop(entry.key, None)
             self._forgotten[entry.key] = now + FORGET_FOR

@@ -144,9 +144,16 @@ class BookTests(SynchronousTestCase):
 
     def test_answered_and_bootstrap_addresses_kept(self):
         """
-        An address where a handshake once completed, or one the operator
-        gave, keeps backing off but is never forgotten.
+        An address where a handshake once completed, one the operator
+        gave, or one a node announces on the LAN keeps backing off but is
+        never forgotten.
         """
+        heard = self.book.learn(PeerAddress("10.0.0.3", 1), now=0.0)
+        heard.discovered = True
+        for _ in range(3 * peers.MAX_UNANSWERED):
+            self.book.dial_started(heard)
+            self.assertFalse(self.book.dial_failed(heard, 2.0))
+        self.assertIs(self.book.get(heard.key), heard)
         answered = self.book.learn(A, now=0.0)
         self.book.dial_started(answered)
         self.book.connected(answered, "n1")
