@@ -288,6 +288,7 @@ class ConnectionsMixin:
         if timer is not None and timer.active():
             timer.cancel()
         self._last_gossip.pop(proto, None)
+        self._gossip_cache.pop(proto, None)
         now = self.clock.seconds()
         remote = proto.remote_id
         if remote is not None and self.connections.get(remote) is proto:

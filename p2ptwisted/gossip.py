@@ -4,7 +4,7 @@ Gossip: the PEERS frames a node sends and what it learns from those it
 gets.  A mixin of L{p2ptwisted.node.Node}, kept apart so the node class
 stays readable; it uses the node's C{connections}, C{book}, C{limits},
 C{clock}, C{log}, C{dial_due} and C{_check_waiters}, and its
-C{_gossip_timers} and C{_last_gossip}.
+C{_gossip_timers}, C{_last_gossip} and C{_gossip_cache}.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class GossipMixin:
         ignored += max(0, len(message.addresses) - self.limits.gossip_entries)
         ids = message.ids or (None,) * len(message.addresses)
         for address, claimed in zip(message.addresses[: self.limits.gossip_entries], ids):
-            if wire.is_loopback(address.host) and not from_loopback:
+            if not from_loopback and wire.is_loopback(address.host):
                 # A remote peer naming a loopback address would have us
                 # dial services on our own machine.
                 ignored += 1
@@ -74,6 +74,24 @@ class GossipMixin:
         inbound one it is the peer's host and the port its HELLO announced,
         never the ephemeral source port.
         """
+        return self._gossip_entry(proto)[0]
+
+    def _gossip_entry(self, proto: PeerProtocol):
+        """
+        C{(listen address or None, whether it is loopback)} for a
+        registered connection, worked out once: every PEERS frame to every
+        peer lists it, and parsing addresses again each time was most of
+        the cost of a big mesh forming.
+        """
+        entry = self._gossip_cache.get(proto)
+        if entry is None:
+            address = self._find_listen_address(proto)
+            entry = (address, address is not None and wire.is_loopback(address.host))
+            if self.connections.get(proto.remote_id) is proto:
+                self._gossip_cache[proto] = entry
+        return entry
+
+    def _find_listen_address(self, proto: PeerProtocol) -> Optional[wire.PeerAddress]:
         peer = proto.transport.getPeer()
         host = getattr(peer, "host", None)
         if proto.dialed is not None:
@@ -96,15 +114,16 @@ class GossipMixin:
         does not dial a node it is connected to at another address.
         """
         to_loopback = wire.is_loopback(getattr(proto.transport.getPeer(), "host", ""))
-        addresses, ids = [], []
+        addresses, ids, seen = [], [], set()
         for remote, other in self.connections.items():
             if other is proto or remote == proto.remote_id:
                 continue
-            address = self._listen_address(other)
-            if address is None or (wire.is_loopback(address.host) and not to_loopback):
+            address, loopback = self._gossip_entry(other)
+            if address is None or (loopback and not to_loopback):
                 continue
-            if address in addresses:
+            if address in seen:
                 continue  # two nodes behind one address and port: hardly; keep the first
+            seen.add(address)
             addresses.append(address)
             ids.append(remote)
             if len(addresses) == self.limits.gossip_entries:

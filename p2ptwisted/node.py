@@ -150,6 +150,7 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         self.started_at: Optional[float] = None
         self._summary_call = None
         self._last_gossip: Dict[PeerProtocol, float] = {}
+        self._gossip_cache: Dict[PeerProtocol, tuple] = {}
         for text in bootstrap:
             self.add_bootstrap(text)
 
