@@ -13,16 +13,35 @@ gossip (L{p2ptwisted.gossip}).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import attrs
+from twisted.internet.defer import Deferred
 
 from p2ptwisted import wire
 from p2ptwisted.identity import format_id
-from p2ptwisted.protocol import PeerProtocol
+from p2ptwisted.protocol import PeerFactory, PeerProtocol
 
 #: Nodes whose reachability (who dialled whom) we remember for the doctor.
 MAX_REACH = 1024
+
+#: Connections (open or opening, either direction) in total.  Beyond it a
+#: new connection is dropped at once -- or, if some inbound connection is
+#: still in its handshake, the oldest of those is dropped to make room.
+MAX_CONNECTIONS = 256
+
+#: Inbound connections still in the handshake (TLS and HELLO), OpenSSH's
+#: MaxStartups: when they are all taken, a new connection takes the place
+#: of the oldest, so sockets that never finish their handshake cannot keep
+#: honest peers out (an honest handshake takes milliseconds).
+MAX_HANDSHAKES = 64
+
+#: Inbound connections from one remote IP address.  Outbound connections
+#: never count, nor connections from this very machine (both ends have the
+#: same IP address: the operator's own nodes), so one machine can run a
+#: mesh of any size.  Several nodes may share one address (a machine, or a
+#: NAT), hence 16.
+MAX_PER_ADDRESS = 16
 
 #: Seconds a connection we keep has to answer a PING when its node
 #: connects again (see L{ConnectionsMixin._probe}).
@@ -43,25 +62,72 @@ class Reach:
 
 
 class ConnectionsMixin:
+    def wait_for(self, condition: Callable[[object], bool]) -> Deferred:
+        """
+        A Deferred that fires with this node once C{condition(node)} holds,
+        checked whenever a connection opens a handshake or closes.
+
+        For scripts and tests: C{node.wait_for(lambda n: len(n.connections) >= 2)}.
+        """
+        d = Deferred(lambda d: self._waiters.remove((condition, d)))
+        if condition(self):
+            d.callback(self)
+        else:
+            self._waiters.append((condition, d))
+        return d
+
+    def _check_waiters(self) -> None:
+        for waiter in list(self._waiters):
+            condition, d = waiter
+            if condition(self):
+                self._waiters.remove(waiter)
+                d.callback(self)
+
     def connection_made(self, proto: PeerProtocol) -> None:
         """
         A connection opened (either way): refuse it if it would pass the
-        limits on connections in total or from one remote address, so no
-        single host can use up the node.
+        limits on connections in total, in the handshake, or from one
+        remote address, so no single host can use up the node.
         """
+        if not _outbound(proto):
+            refusal = self._admit_inbound(proto)
+            if refusal is not None:
+                proto.drop(refusal)
+                return
+        elif len(self.pending) + len(self.connections) >= self.max_connections:
+            proto.drop(f"already {len(self.pending) + len(self.connections)} connections"
+                       f" (limit {self.max_connections})")
+            return
+        self.pending.append(proto)
+
+    def _admit_inbound(self, proto: PeerProtocol) -> Optional[str]:
+        """
+        Why an inbound connection may not open, or C{None}: then it has a
+        place, if need be the one of the oldest inbound connection still
+        in its handshake (dropped here).
+        """
+        host = _host(proto)
+        if host != getattr(proto.transport.getHost(), "host", None):
+            same_host = sum(1 for p in list(self.pending) + list(self.connections.values())
+                            if not _outbound(p) and _host(p) == host)
+            if same_host >= self.max_per_address:
+                return (f"already {same_host} connections from {host}"
+                        f" (limit {self.max_per_address})")
+        handshaking = [p for p in self.pending if not _outbound(p)]
         total = len(self.pending) + len(self.connections)
-        host = getattr(proto.transport.getPeer(), "host", None)
-        same_host = sum(
-            1 for p in list(self.pending) + list(self.connections.values())
-            if getattr(p.transport.getPeer(), "host", None) == host
-        )
         if total >= self.max_connections:
-            proto.drop(f"already {total} connections (limit {self.max_connections})")
-        elif same_host >= self.max_per_address:
-            proto.drop(f"already {same_host} connections from {host}"
-                       f" (limit {self.max_per_address})")
+            full = f"already {total} connections (limit {self.max_connections})"
+        elif len(handshaking) >= self.max_handshakes:
+            full = (f"already {len(handshaking)} connections in the handshake"
+                    f" (limit {self.max_handshakes})")
         else:
-            self.pending.append(proto)
+            return None
+        if not handshaking:
+            return full
+        oldest = handshaking[0]
+        self.pending.remove(oldest)
+        oldest.drop(f"{full}; the oldest still in the handshake makes room for a new one")
+        return None
 
     def certificate_received(self, proto: PeerProtocol, node_id: str) -> Optional[str]:
         """
@@ -222,6 +288,7 @@ class ConnectionsMixin:
         if timer is not None and timer.active():
             timer.cancel()
         self._last_gossip.pop(proto, None)
+        self._gossip_cache.pop(proto, None)
         now = self.clock.seconds()
         remote = proto.remote_id
         if remote is not None and self.connections.get(remote) is proto:
@@ -231,7 +298,7 @@ class ConnectionsMixin:
                 why=proto.closed_because or reason.getErrorMessage(),
             )
             for entry in self.book.entries_for(remote):
-                self.book.disconnected(entry, now, now - proto.connected_at)
+                self.book.disconnected(entry, now)
             self.folder.peer_lost(proto)
             self._peers_changed()
         elif proto.downloads and self.folder is not None:
@@ -240,8 +307,34 @@ class ConnectionsMixin:
         if proto.dialed is not None and proto.dialed.dialing:
             # The dial reached something that never became a connection of
             # ours: no HELLO, or no common protocol version.
-            self.book.dial_failed(proto.dialed, now,
-                                  proto.closed_because or reason.getErrorMessage())
+            self.dial_failed(proto.dialed, proto.closed_because or reason.getErrorMessage(),
+                             quiet=not self.running or proto.closed_because is not None)
         # Waiters may watch pending connections too (a script waiting for a
         # refused stranger to be gone, say).
         self._check_waiters()
+
+
+def _host(proto: PeerProtocol) -> Optional[str]:
+    return getattr(proto.transport.getPeer(), "host", None)
+
+
+def _outbound(proto: PeerProtocol) -> bool:
+    """
+    Whether we dialled C{proto}: its book entry is set once the dial's
+    Deferred fires, after C{connectionMade}; before that only the factory
+    that built it (L{OutboundFactory}) tells.
+    """
+    return proto.dialed is not None or getattr(proto, "outbound", False)
+
+
+class OutboundFactory(PeerFactory):
+    """
+    The node's peer factory for the connections it dials: the same
+    protocol, marked as outbound from the start (limits on inbound
+    connections must not count it).
+    """
+
+    def buildProtocol(self, addr) -> PeerProtocol:
+        proto = PeerFactory.buildProtocol(self, addr)
+        proto.outbound = True
+        return proto

@@ -26,6 +26,38 @@ MAX_PENDING_DIALS = 8
 #: TCP connect timeout for a dial.
 CONNECT_TIMEOUT = 10.0
 
+#: Dials the node may start at once, and how many per second after that
+#: (a token bucket over all addresses): enough for a node joining a mesh
+#: of dozens at once, while gossip of dead addresses, however much, can
+#: never make the node dial more than this.
+DIAL_BURST = 64
+DIAL_RATE = 2.0
+
+
+class DialBudget:
+    """
+    The token bucket that bounds the node's total dial rate.
+    """
+
+    def __init__(self, clock, burst: int = DIAL_BURST, rate: float = DIAL_RATE):
+        self.clock = clock
+        self.burst = burst
+        self.rate = rate
+        self._tokens = float(burst)
+        self._stamp = clock.seconds()
+
+    def take(self) -> bool:
+        """
+        Spend one dial, if there is one left.
+        """
+        now = self.clock.seconds()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
 
 def default_endpoint(reactor, entry: BookEntry) -> IStreamClientEndpoint:
     """
@@ -66,7 +98,7 @@ class DialingMixin:
             return
         now = self.clock.seconds()
         for entry in self.book.due(now, set(self.connections)):
-            if len(self._dials) >= MAX_PENDING_DIALS:
+            if len(self._dials) >= MAX_PENDING_DIALS or not self.dial_budget.take():
                 break
             self._dial(entry)
 
@@ -88,18 +120,35 @@ class DialingMixin:
 
         def failed(failure) -> None:
             self._dials.discard(d)
-            self.book.dial_failed(entry, self.clock.seconds(), failure.getErrorMessage())
-            self._check_waiters()  # connect() in the manhole waits for this too
-            if failure.check(CancelledError) and not self.running:
-                return
-            self.log.info(
-                "could not reach {key} (attempt {n}, next in {delay:.0f}s): {why}",
-                key=entry.key, n=entry.failures,
-                delay=entry.next_attempt - self.clock.seconds(),
-                why=failure.getErrorMessage(),
-            )
+            self.dial_failed(entry, failure.getErrorMessage(),
+                             quiet=failure.check(CancelledError) and not self.running)
 
         d.addCallbacks(connected, failed)
+
+    def dial_failed(self, entry: BookEntry, why: str, quiet: bool = False) -> None:
+        """
+        A dial to C{entry} failed, or ended before the handshake: back off,
+        or forget a learned address that never answered, with one line
+        within the host's log budget (gossip of dead addresses must not
+        flood the log).
+        """
+        forgotten = self.book.dial_failed(entry, self.clock.seconds(), why)
+        self._check_waiters()  # connect() in the manhole waits for this too
+        if quiet:
+            return
+        host = entry.address.host if entry.address is not None else entry.key
+        suppressed = self.log_budget.spend(host)
+        if suppressed is None:
+            return
+        more = f" ({suppressed} similar lines about this host suppressed)" if suppressed else ""
+        if forgotten:
+            self.log.info("could not reach {key} (attempt {n}): {why}; it never answered,"
+                          " forgetting it{more}", key=entry.key, n=entry.failures,
+                          why=why, more=more)
+        else:
+            self.log.info("could not reach {key} (attempt {n}, next in {delay:.0f}s):"
+                          " {why}{more}", key=entry.key, n=entry.failures,
+                          delay=entry.next_attempt - self.clock.seconds(), why=why, more=more)
 
     def discovered(self, host: str, port: int, node_id: str, restarted: bool) -> None:
         """

@@ -4,7 +4,7 @@ Gossip: the PEERS frames a node sends and what it learns from those it
 gets.  A mixin of L{p2ptwisted.node.Node}, kept apart so the node class
 stays readable; it uses the node's C{connections}, C{book}, C{limits},
 C{clock}, C{log}, C{dial_due} and C{_check_waiters}, and its
-C{_gossip_timers} and C{_last_gossip}.
+C{_gossip_timers}, C{_last_gossip} and C{_gossip_cache}.
 """
 
 from __future__ import annotations
@@ -16,6 +16,14 @@ from p2ptwisted.protocol import PeerProtocol
 
 #: Seconds between two PEERS frames to the same peer.
 GOSSIP_INTERVAL = 2.0
+
+#: When gossip names a node we have never met whose id is smaller than
+#: ours, we wait this long before dialling it: the gossip that told us of
+#: it told it of us, and the node with the smaller id dials at once.  So
+#: two nodes rarely dial each other at the same moment, and the connection
+#: that forms is the one the duplicate rule keeps (the smaller id's).  If
+#: the other node cannot reach us, we dial it after this delay.
+YIELD_DELAY = 4.0
 
 
 class GossipMixin:
@@ -33,14 +41,20 @@ class GossipMixin:
         ignored = message.rejected
         learned = 0
         ignored += max(0, len(message.addresses) - self.limits.gossip_entries)
-        for address in message.addresses[: self.limits.gossip_entries]:
-            if wire.is_loopback(address.host) and not from_loopback:
+        ids = message.ids or (None,) * len(message.addresses)
+        for address, claimed in zip(message.addresses[: self.limits.gossip_entries], ids):
+            if not from_loopback and wire.is_loopback(address.host):
                 # A remote peer naming a loopback address would have us
                 # dial services on our own machine.
                 ignored += 1
                 continue
-            if self.book.learn(address, now) is not None:
+            if claimed == self.node_id:
+                claimed = None  # our own address: the dial will find out
+            entry = self.book.learn(address, now, claimed_id=claimed)
+            if entry is not None:
                 learned += 1
+                if claimed is not None and claimed < self.node_id:
+                    entry.next_attempt = now + YIELD_DELAY * (1.0 + 0.25 * self.book.jitter())
         if ignored:
             self.log.info(
                 "ignored {n} invalid entries in PEERS from {peer}",
@@ -60,6 +74,24 @@ class GossipMixin:
         inbound one it is the peer's host and the port its HELLO announced,
         never the ephemeral source port.
         """
+        return self._gossip_entry(proto)[0]
+
+    def _gossip_entry(self, proto: PeerProtocol):
+        """
+        C{(listen address or None, whether it is loopback)} for a
+        registered connection, worked out once: every PEERS frame to every
+        peer lists it, and parsing addresses again each time was most of
+        the cost of a big mesh forming.
+        """
+        entry = self._gossip_cache.get(proto)
+        if entry is None:
+            address = self._find_listen_address(proto)
+            entry = (address, address is not None and wire.is_loopback(address.host))
+            if self.connections.get(proto.remote_id) is proto:
+                self._gossip_cache[proto] = entry
+        return entry
+
+    def _find_listen_address(self, proto: PeerProtocol) -> Optional[wire.PeerAddress]:
         peer = proto.transport.getPeer()
         host = getattr(peer, "host", None)
         if proto.dialed is not None:
@@ -78,20 +110,25 @@ class GossipMixin:
     def gossip_for(self, proto: PeerProtocol) -> wire.Peers:
         """
         The PEERS frame for one peer: the listen addresses of the other
-        peers we are connected to.
+        peers we are connected to, each with its node id, so the receiver
+        does not dial a node it is connected to at another address.
         """
         to_loopback = wire.is_loopback(getattr(proto.transport.getPeer(), "host", ""))
-        addresses = []
+        addresses, ids, seen = [], [], set()
         for remote, other in self.connections.items():
             if other is proto or remote == proto.remote_id:
                 continue
-            address = self._listen_address(other)
-            if address is None or (wire.is_loopback(address.host) and not to_loopback):
+            address, loopback = self._gossip_entry(other)
+            if address is None or (loopback and not to_loopback):
                 continue
+            if address in seen:
+                continue  # two nodes behind one address and port: hardly; keep the first
+            seen.add(address)
             addresses.append(address)
+            ids.append(remote)
             if len(addresses) == self.limits.gossip_entries:
                 break
-        return wire.Peers(addresses=tuple(addresses))
+        return wire.Peers(addresses=tuple(addresses), ids=tuple(ids))
 
     def _peers_changed(self) -> None:
         for proto in list(self.connections.values()):

@@ -22,9 +22,11 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from p2ptwisted import wire
-from p2ptwisted.connections import MAX_REACH, ConnectionsMixin, Reach  # noqa: F401
+from p2ptwisted.connections import (  # noqa: F401 (re-exported)
+    MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_PER_ADDRESS, MAX_REACH, ConnectionsMixin,
+    OutboundFactory, Reach)
 from p2ptwisted.dialing import (  # noqa: F401 (re-exported)
-    CONNECT_TIMEOUT, MAX_PENDING_DIALS, DialingMixin, default_endpoint)
+    CONNECT_TIMEOUT, MAX_PENDING_DIALS, DialBudget, DialingMixin, default_endpoint)
 from p2ptwisted.gossip import GOSSIP_INTERVAL, GossipMixin  # noqa: F401 (re-exported)
 from p2ptwisted.peers import BookEntry, PeerBook
 from p2ptwisted.logbudget import LogBudget
@@ -44,17 +46,8 @@ from p2ptwisted.uploads import RateLimit
 #: How often the dialler looks for addresses that are due.
 DIAL_TICK = 1.0
 
-
-#: Connections (open or opening, either direction) in total, and from one
-#: remote IP address.  Beyond them a new connection is dropped at once.
-#: Several nodes may share one address (one machine, or a NAT), hence 16.
-MAX_CONNECTIONS = 256
-MAX_PER_ADDRESS = 16
-
 #: Threads for blocking disk work (hashing the share, fsync).
 DISK_THREADS = 8
-
-
 
 #: Seconds after start-up at which the node logs its reachability summary.
 DOCTOR_AFTER = 15.0
@@ -91,6 +84,7 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         max_rate: Optional[float] = None,
         max_connections: int = MAX_CONNECTIONS,
         max_per_address: int = MAX_PER_ADDRESS,
+        max_handshakes: int = MAX_HANDSHAKES,
         tls: bool = True,
         allow: Optional[Set[str]] = None,
         limits: Optional[Limits] = None,
@@ -114,11 +108,14 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         self.pending: List[PeerProtocol] = []
         self.book = book if book is not None else PeerBook()
         self.factory = PeerFactory(self)
+        self.outbound_factory = OutboundFactory(self)
         self._lock = StateLock(state_dir)
         self.log_budget = LogBudget(clock=self.clock)
+        self.dial_budget = DialBudget(self.clock)
         self.limits = limits if limits is not None else Limits()
         self.max_connections = max_connections
         self.max_per_address = max_per_address
+        self.max_handshakes = max_handshakes
         self.rate_limit = RateLimit(rate=max_rate, clock=self.clock) if max_rate else None
         self._disk_pool: Optional[ThreadPool] = None
         if run_blocking is None:
@@ -153,6 +150,7 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         self.started_at: Optional[float] = None
         self._summary_call = None
         self._last_gossip: Dict[PeerProtocol, float] = {}
+        self._gossip_cache: Dict[PeerProtocol, tuple] = {}
         for text in bootstrap:
             self.add_bootstrap(text)
 
@@ -188,9 +186,9 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
             from p2ptwisted.tls import wrap
 
             self.listen_factory = wrap(self.identity, self.factory, False, self.clock)
-            self.dial_factory = wrap(self.identity, self.factory, True, self.clock)
+            self.dial_factory = wrap(self.identity, self.outbound_factory, True, self.clock)
         else:
-            self.listen_factory = self.dial_factory = self.factory
+            self.listen_factory, self.dial_factory = self.factory, self.outbound_factory
         Service.startService(self)
         self.log.info(
             "node {name} ({node_id}) starting; share {share}, state {state}",
@@ -282,27 +280,6 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         self._summary_call = None
         self.log.info("reachability after {seconds:.0f}s:\n{report}",
                       seconds=DOCTOR_AFTER, report="\n".join(diagnose(self)))
-
-    def wait_for(self, condition: Callable[["Node"], bool]) -> Deferred:
-        """
-        A Deferred that fires with this node once C{condition(node)} holds,
-        checked whenever a connection opens a handshake or closes.
-
-        For scripts and tests: C{node.wait_for(lambda n: len(n.connections) >= 2)}.
-        """
-        d = Deferred(lambda d: self._waiters.remove((condition, d)))
-        if condition(self):
-            d.callback(self)
-        else:
-            self._waiters.append((condition, d))
-        return d
-
-    def _check_waiters(self) -> None:
-        for waiter in list(self._waiters):
-            condition, d = waiter
-            if condition(self):
-                self._waiters.remove(waiter)
-                d.callback(self)
 
     # -- called by PeerProtocol ------------------------------------------------
 

@@ -10,6 +10,7 @@ can be tested without a reactor.
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import attrs
@@ -26,9 +27,18 @@ INITIAL_DELAY = 1.0
 FACTOR = 2.0
 MAX_DELAY = 60.0
 
-#: A connection that lasted this long counts as healthy: after it drops the
-#: address is redialled promptly instead of continuing its backoff.
-HEALTHY_AFTER = 30.0
+#: A learned address that has never answered (no handshake there) is
+#: forgotten after this many failed dials in a row (a bootstrap address,
+#: or one a node keeps announcing on the LAN, only backs off) ...
+MAX_UNANSWERED = 4
+
+#: ... and learning it again is ignored for this many seconds (so gossip
+#: repeating a dead address cannot start its dials over), unless a node
+#: there completes a handshake with us.
+FORGET_FOR = 600.0
+
+#: Forgotten addresses remembered at most (the oldest go first).
+MAX_FORGOTTEN = 1024
 
 
 @attrs.define(eq=False)
@@ -41,6 +51,9 @@ class BookEntry:
     C{node_id} is the node last seen there; C{expected_id} the node that
     must answer a dial there (the operator's C{ID@address}, or the first
     node a dial there reached), checked against its TLS certificate.
+    C{claimed_id} is the node a gossiping peer says is there: only a hint,
+    enough not to dial a node we are connected to, never a requirement.
+    C{answered} says whether a handshake there ever completed.
     """
 
     key: str
@@ -56,6 +69,8 @@ class BookEntry:
     learned_at: float = 0.0
     last_error: Optional[str] = None
     discovered: bool = False
+    claimed_id: Optional[str] = None
+    answered: bool = False
 
 
 @attrs.define
@@ -65,12 +80,18 @@ class PeerBook:
 
     Re-learning an address never resets its backoff, so a third party's
     address repeated by many gossiping peers is still dialled at most once
-    per backoff interval.
+    per backoff interval; a learned address that never answers is
+    forgotten after L{MAX_UNANSWERED} dials and not learned again for
+    L{FORGET_FOR} seconds.  A handshake, on the other hand, resets the
+    backoff: a peer that restarts, or a link that keeps dropping, is
+    redialled within about L{INITIAL_DELAY} every time.
     """
 
     limit: int = MAX_BOOK
     jitter: Callable[[], float] = random.random
     _entries: Dict[str, BookEntry] = attrs.field(factory=dict)
+    #: Forgotten keys and when they may be learned again.
+    _forgotten: "OrderedDict[str, float]" = attrs.field(factory=OrderedDict)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -93,24 +114,36 @@ class PeerBook:
         entry.bootstrap = True
         return entry
 
-    def learn(self, address: PeerAddress, now: float,
-              node_id: Optional[str] = None) -> Optional[BookEntry]:
+    def learn(self, address: PeerAddress, now: float, node_id: Optional[str] = None,
+              claimed_id: Optional[str] = None) -> Optional[BookEntry]:
         """
-        Record an address heard from a peer (or seen in a handshake).
+        Record an address heard from a peer (C{claimed_id}: the node it
+        says is there) or seen in a handshake (C{node_id}: the node that
+        completed it, which also brings back a forgotten address).
 
-        @return: the new entry, or C{None} if the address was already known
-            or the book is full of entries that may not be evicted.
+        @return: the new entry, or C{None} if the address was already known,
+            was forgotten lately, or the book is full of entries that may
+            not be evicted.
         """
         key = str(address)
         entry = self._entries.get(key)
         if entry is not None:
             if node_id is not None and not entry.is_self:
                 entry.node_id = node_id
+                entry.answered = True
+            elif claimed_id is not None and entry.node_id is None:
+                entry.claimed_id = claimed_id
             return None
+        until = self._forgotten.get(key)
+        if until is not None:
+            if node_id is None and now < until:
+                return None
+            del self._forgotten[key]
         if len(self._entries) >= self.limit and not self._evict_one():
             return None
         entry = BookEntry(key=key, address=address, node_id=node_id,
-                          next_attempt=now, learned_at=now)
+                          next_attempt=now, learned_at=now, claimed_id=claimed_id,
+                          answered=node_id is not None)
         self._entries[key] = entry
         return entry
 
@@ -133,7 +166,7 @@ class PeerBook:
         ready = [
             e for e in self._entries.values()
             if not e.is_self and not e.dialing and e.next_attempt <= now
-            and (e.node_id is None or e.node_id not in connected_ids)
+            and (e.node_id or e.claimed_id) not in connected_ids
         ]
         ready.sort(key=lambda e: (not e.bootstrap, e.next_attempt))
         return ready
@@ -148,31 +181,52 @@ class PeerBook:
     def dial_started(self, entry: BookEntry) -> None:
         entry.dialing = True
 
-    def dial_failed(self, entry: BookEntry, now: float, error: Optional[str] = None) -> None:
+    def dial_failed(self, entry: BookEntry, now: float, error: Optional[str] = None) -> bool:
+        """
+        A dial to C{entry} failed (or ended before the handshake).
+
+        @return: C{True} if the address was forgotten: learned, never
+            answered, and now failed L{MAX_UNANSWERED} times in a row.
+        """
         entry.dialing = False
         entry.last_error = error
         entry.failures += 1
         entry.next_attempt = now + self.delay(entry.failures)
+        if (entry.failures >= MAX_UNANSWERED and not entry.answered and not entry.bootstrap
+                and not entry.discovered and self._entries.get(entry.key) is entry):
+            del self._entries[entry.key]
+            self._forgotten.pop(entry.key, None)
+            self._forgotten[entry.key] = now + FORGET_FOR
+            while len(self._forgotten) > MAX_FORGOTTEN:
+                self._forgotten.popitem(last=False)
+            return True
+        return False
 
     def connected(self, entry: BookEntry, node_id: str) -> None:
         """
-        A dial to C{entry} reached C{node_id}; from now on only that node
-        may answer there (for as long as this node runs).
+        A dial to C{entry} reached C{node_id} (the handshake completed):
+        its backoff starts over, and from now on only that node may answer
+        there (for as long as this node runs).
         """
         entry.dialing = False
         entry.node_id = node_id
         entry.expected_id = node_id
+        entry.answered = True
         entry.last_error = None
+        entry.failures = 0
 
-    def disconnected(self, entry: BookEntry, now: float, lasted: float) -> None:
+    def disconnected(self, entry: BookEntry, now: float) -> None:
         """
-        A handshaken connection to this address ended after C{lasted} seconds.
+        A handshaken connection to this address ended: the handshake showed
+        the node is there, so it is redialled after the first backoff step
+        however short the connection was (a restarted peer is back at once;
+        a link that keeps dropping keeps resuming).  If that dial fails the
+        backoff grows from there.
         """
         entry.dialing = False
-        if lasted >= HEALTHY_AFTER:
-            entry.failures = 0
-        entry.failures += 1
-        entry.next_attempt = now + self.delay(entry.failures)
+        entry.failures = 0
+        entry.answered = True
+        entry.next_attempt = now + self.delay(1)
 
     def mark_self(self, entry: BookEntry) -> None:
         """

@@ -64,7 +64,12 @@ class Options(usage.Options):
         ["max-connections", None, 256,
          "Connections at most, in total (either direction).", whole_number("--max-connections")],
         ["max-per-address", None, 16,
-         "Connections at most from one remote IP address.", whole_number("--max-per-address")],
+         "Connections at most from one remote IP address (inbound; from this"
+         " machine, only those still in the handshake count).",
+         whole_number("--max-per-address")],
+        ["max-handshakes", None, 64,
+         "Inbound connections at most still in the handshake; past it the"
+         " oldest gives way to a new one.", whole_number("--max-handshakes")],
         ["max-rate", None, None,
          "Cap on the node's total upload rate, in bytes per second; K, M and G"
          " suffixes (powers of 1024) allowed, e.g. 20M [default: no cap]."],
@@ -193,7 +198,7 @@ class Options(usage.Options):
             )
         self["name"] = name
         self["max-rate"] = parse_rate(self["max-rate"])
-        for limit in ("max-connections", "max-per-address"):
+        for limit in ("max-connections", "max-per-address", "max-handshakes"):
             if self[limit] < 1:
                 raise usage.UsageError(f"--{limit}: at least 1")
         try:
@@ -290,6 +295,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         max_rate=options["max-rate"],
         max_connections=options["max-connections"],
         max_per_address=options["max-per-address"],
+        max_handshakes=options["max-handshakes"],
         tls=not options["no-tls"],
         limits=options["limits"],
         allow=options["allowed"],

@@ -284,6 +284,9 @@ class Peers:
 
     addresses: Tuple[PeerAddress, ...]
     rejected: int = 0
+    #: The node id the sender reached at each address (aligned with
+    #: C{addresses}), C{None} where unknown; empty when the sender sent none.
+    ids: Tuple[Optional[str], ...] = ()
 
 
 @attrs.frozen
@@ -525,9 +528,16 @@ def _decode_peers(body: bytes) -> Peers:
     entries = _field(obj, "peers", list, "PEERS")
     if len(entries) > MAX_PEERS_PER_FRAME:
         raise ProtocolError(f"PEERS carries {len(entries)} entries")
+    # The optional "ids" (one node id or "" per entry) are a hint: one
+    # that is not an array as long as "peers" is ignored, as is any
+    # element that is not a node id.
+    ids = obj.get("ids")
+    if not isinstance(ids, list) or len(ids) != len(entries):
+        ids = None
     good = []
+    good_ids = []
     rejected = 0
-    for entry in entries:
+    for i, entry in enumerate(entries):
         try:
             address = parse_address(entry)
         except ProtocolError:
@@ -535,13 +545,22 @@ def _decode_peers(body: bytes) -> Peers:
         else:
             if address not in good:
                 good.append(address)
-    return Peers(addresses=tuple(good), rejected=rejected)
+                claimed = ids[i] if ids is not None else None
+                good_ids.append(claimed if isinstance(claimed, str)
+                                and _NODE_ID.fullmatch(claimed) else None)
+    return Peers(addresses=tuple(good), rejected=rejected,
+                 ids=tuple(good_ids) if ids is not None else ())
 
 
 def _encode_peers(m: Peers) -> bytes:
     if len(m.addresses) > MAX_PEERS_PER_FRAME:
         raise ValueError("too many addresses for one PEERS frame")
-    return _dump({"peers": [str(a) for a in m.addresses]})
+    body = {"peers": [str(a) for a in m.addresses]}
+    if m.ids:
+        if len(m.ids) != len(m.addresses):
+            raise ValueError("PEERS ids must match its addresses one to one")
+        body["ids"] = [i or "" for i in m.ids]
+    return _dump(body)
 
 
 def _decode_nonce(body: bytes, what: str) -> int:

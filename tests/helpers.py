@@ -193,3 +193,29 @@ async def until_settled(scheduler, transport, quiet=50, turns=3000):
         else:
             last, still = scheduler.bytes_sent, 0
     return still, buffered_max
+
+
+def answer_dial(reactor, index, listener, dialer_host="127.0.0.1"):
+    """
+    Complete the in-memory dial number C{index} of C{reactor} (the node's
+    own dial, through its endpoint) at C{listener}, as if the TCP
+    connection succeeded.  Returns C{(dialer_proto, listener_proto, pump)}
+    before any byte has moved.
+    """
+    host, port, factory = reactor.tcpClients[index][:3]
+    _next_port[0] += 1
+    source = _next_port[0]
+    client = factory.buildProtocol(IPv4Address("TCP", host, port))
+    server = listener.factory.buildProtocol(IPv4Address("TCP", dialer_host, source))
+    client_transport = iosim.FakeTransport(
+        client, isServer=False,
+        hostAddress=IPv4Address("TCP", dialer_host, source),
+        peerAddress=IPv4Address("TCP", host, port),
+    )
+    server_transport = iosim.FakeTransport(
+        server, isServer=True,
+        hostAddress=IPv4Address("TCP", host, port),
+        peerAddress=IPv4Address("TCP", dialer_host, source),
+    )
+    pump = iosim.connect(server, server_transport, client, client_transport, greet=False)
+    return getattr(client, "_wrappedProtocol", client), server, pump

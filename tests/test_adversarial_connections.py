@@ -33,6 +33,7 @@ from .test_adversarial_gossip import (
     connect_raw,
     disk_outside_state,
     fake_hello,
+    handshaken_raw,
 )
 
 MiB = 1 << 20
@@ -209,6 +210,70 @@ class InMemoryTimeoutTests(SynchronousTestCase):
         self.assert_baseline(node, before)
 
 
+    def test_idle_handshakes_give_way(self):
+        """
+        Issue 11 point 6, in memory: with an established peer, 400 idle
+        connections arrive from 100 hosts (4 each, none says anything):
+        at most MAX_HANDSHAKES of them are ever held, each newcomer taking
+        the place of the oldest; an honest peer that connects then is
+        registered at once (no time passes), and the established one is
+        untouched.  (Before the fix the 400 filled the 256 slots and the
+        honest peer was dropped until the 15-second deadline freed one.)
+        """
+        from p2ptwisted import connections
+
+        node = make_node(self, "target", reactor=self.reactor)
+        self.reactor.advance(0)
+        established, _, _ = handshaken_raw(node, "10.1.0.1")
+        idle, pumps = [], []
+        most = 0
+        for i in range(400):
+            server, client, pump = connect_raw(node, f"10.2.{i // 4 // 200}.{i // 4 % 200 + 1}")
+            self.flush(pump)
+            idle.append(client)
+            pumps.append(pump)
+            most = max(most, len(node.pending))
+        for pump in pumps:
+            pump.flush()
+        self.assertLessEqual(most, connections.MAX_HANDSHAKES)
+        self.assertEqual(sum(not c.lost for c in idle), connections.MAX_HANDSHAKES)
+        server, client, pump = connect_raw(node, "10.3.0.1")
+        client.send(fake_hello())
+        self.flush(pump)
+        self.assertIs(node.connections.get(server.remote_id), server)
+        self.assertIs(node.connections.get(established.remote_id), established)
+        self.assertFalse(client.lost)
+        for _, text in self.events:
+            self.assertIsNone(FORBIDDEN.search(text), text)
+        # One line per drop at most, within each host's budget.
+        drops = [t for _, t in self.events if "the oldest still in the handshake" in t]
+        self.assertEqual(len(drops), 400 - connections.MAX_HANDSHAKES + 1)
+
+    def test_full_node_gives_an_idle_handshake_slot_away(self):
+        """
+        The total limit works the same way: a node at --max-connections
+        whose connections are partly still in the handshake drops the
+        oldest of those for a newcomer; when all are established, the
+        newcomer is refused.
+        """
+        node = make_node(self, "target", reactor=self.reactor, max_connections=3)
+        self.reactor.advance(0)
+        handshaken_raw(node, "10.1.0.1")
+        _, idle, idle_pump = connect_raw(node, "10.2.0.1")
+        self.flush(idle_pump)
+        handshaken_raw(node, "10.1.0.2")
+        self.assertEqual((len(node.connections), len(node.pending)), (2, 1))
+        handshaken_raw(node, "10.1.0.3")
+        self.flush(idle_pump)
+        self.assertTrue(idle.lost)
+        self.assertEqual((len(node.connections), len(node.pending)), (3, 0))
+        server, client, pump = connect_raw(node, "10.1.0.4")
+        self.flush(pump)
+        self.assertTrue(client.lost)
+        self.assertEqual(len(node.connections), 3)
+        self.assertTrue(any("already 3 connections (limit 3)" in t for _, t in self.events))
+
+
 # ---------------------------------------------------------------------------
 # Real TCP helpers
 
@@ -348,19 +413,26 @@ class FloodTests(TestCase):
 
     async def test_total_connection_limit(self):
         """
-        With --max-connections 4, four connections from one host are held
-        open (no HELLO) and six more arrive from another: each of the six
-        is dropped at once with one line naming the limit; once the holders
-        go, an honest node is served and the node is back to baseline.
+        With --max-connections 4, four nodes from one host hold
+        connections open (HELLO said, so they are established: connections
+        still in the handshake would give way, see
+        test_idle_handshakes_do_not_keep_peers_out) and six more arrive
+        from another: each of the six is dropped at once with one line
+        naming the limit; once the holders go, an honest node is served and
+        the node is back to baseline.
         """
         target = await Target.start(self, args=["--max-connections", "4"])
         before = target.baseline()
         watch = NodeWatch(self, target.node)
         identity = load_or_create_identity(self.mktemp())
-        holders = [await raw_connect(self, target, "127.0.0.2", identity) for _ in range(4)]
-        for attacker in holders:
-            self.assertTrue(await attacker.handshake.addTimeout(WAIT, reactor))
-        self.assertEqual(len(target.node.pending), before["pending"] + 4)
+        holders = []
+        for _ in range(4):
+            holder = await raw_connect(self, target, "127.0.0.2",
+                                       load_or_create_identity(self.mktemp()))
+            self.assertTrue(await holder.handshake.addTimeout(WAIT, reactor))
+            holder.hello()
+            holders.append(holder)
+        await watch.until(lambda: len(target.node.connections) == 4)
         extras = [await raw_connect(self, target, "127.0.0.3", identity) for _ in range(6)]
         await when_count([a.lost for a in extras], 6).addTimeout(WAIT, reactor)
         for attacker in extras:
@@ -377,6 +449,49 @@ class FloodTests(TestCase):
             self.assertRegex(line, r"dropping 127\.0\.0\.3:\d+: already 4 connections "
                                    r"\(limit 4\)")
         self.assertEqual(refusals_from(target.lines_since(before["mark"]), "127.0.0.2"), [])
+
+
+    async def test_idle_handshakes_do_not_keep_peers_out(self):
+        """
+        Issue 11 point 6 over real TCP: 400 idle sockets from 25 loopback
+        addresses (16 each, the per-address limit) hold connections that
+        never start TLS; an honest node that connects then gets in and
+        fetches a file within 5 seconds -- far inside the 15-second
+        handshake deadline the idle ones would otherwise hold their slots
+        for.  At most MAX_HANDSHAKES of the idle ones are held at a time.
+        """
+        from twisted.internet.defer import ensureDeferred
+
+        from p2ptwisted import connections
+
+        target = await Target.start(self)
+        watch = NodeWatch(self, target.node)
+        most = [0]
+        original = watch.check
+
+        def check():
+            most[0] = max(most[0], len(target.node.pending))
+            original()
+
+        watch.check = check
+        idle = []
+        for i in range(400):
+            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", target.port,
+                                          bindAddress=(f"127.0.0.{2 + i // 16}", 0))
+            attacker = await connectProtocol(endpoint, Attacker())
+            self.addCleanup(lambda a=attacker: a.transport.connected
+                            and a.transport.abortConnection())
+            idle.append(attacker)
+        await watch.until(lambda: len(watch.all_protos()) >= 400)
+        await when_count([a.lost for a in idle], 400 - connections.MAX_HANDSHAKES
+                         ).addTimeout(WAIT, reactor)
+        self.assertLessEqual(most[0], connections.MAX_HANDSHAKES)
+        self.assertEqual(sum(not a.lost.called for a in idle), connections.MAX_HANDSHAKES)
+        start = reactor.seconds()
+        await ensureDeferred(target.honest_fetch()).addTimeout(5, reactor)
+        self.assertLess(reactor.seconds() - start, 5)
+        for attacker in idle:
+            attacker.transport.abortConnection()
 
 
 # ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2ptwisted import limits
+from p2ptwisted import limits, logbudget
 from p2ptwisted import node as node_module
 from p2ptwisted import peers as peers_module
 from p2ptwisted import wire
@@ -472,7 +472,9 @@ class GossipInMemoryTests(SynchronousTestCase):
         fails (3 seconds after it starts).  The node dials it at most as
         often as the book's backoff allows for one address (derived from
         peers.py: about log2(MAX_DELAY) + 600/MAX_DELAY attempts), never
-        twice at once, and never once per gossip message.
+        twice at once, and never once per gossip message; in fact, as it
+        never answers, it is forgotten after MAX_UNANSWERED attempts and
+        the gossip repeating it is ignored for FORGET_FOR seconds.
         """
         node = self.node
         victim_host, victim_port = "192.0.2.66", 12345
@@ -506,9 +508,10 @@ class GossipInMemoryTests(SynchronousTestCase):
         self.assertLessEqual(most_in_flight, 1)
         self.assertLessEqual(attempts, bound)
         # The dials did fail and were retried (the case can tell the
-        # difference), and the backoff reached its ceiling.
-        self.assertGreaterEqual(attempts, 5)
-        self.assertGreaterEqual(node.book.get(victim).failures, attempts - 1)
+        # difference), until the address was forgotten.
+        self.assertLessEqual(duration, peers_module.FORGET_FOR)
+        self.assertEqual(attempts, peers_module.MAX_UNANSWERED)
+        self.assertIsNone(node.book.get(victim))
         self.assertEqual(len(node.connections), 50)
         self.assert_invariants()
 
@@ -557,3 +560,94 @@ class GossipInMemoryTests(SynchronousTestCase):
         self.assertGreater(len(dialled), node_module.MAX_PENDING_DIALS * 4)
         self.assertEqual(len(node.connections), len(feeders))
         self.assert_invariants()
+
+
+class DeadAddressTests(SynchronousTestCase):
+    """
+    Issue 11 point 7: gossip of dead addresses.  Every dial the node makes
+    fails at once (connection refused), as it would for addresses where
+    nothing listens.
+    """
+
+    timeout = 60
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.events = capture_events(self)
+        self.node = make_node(self, "target", reactor=self.reactor)
+        self.reactor.advance(0)
+        self.failed = 0
+        self.dial_times = []
+
+    def run_for(self, seconds, step=0.25, each=None):
+        """
+        Advance the clock, failing every dial as soon as it is made;
+        C{each(now)} runs at every step.
+        """
+        for tick in range(int(seconds / step)):
+            now = self.reactor.seconds()
+            if each is not None:
+                each(tick, now)
+            while self.failed < len(self.reactor.tcpClients):
+                self.dial_times.append(now)
+                fail_dial(self.reactor, self.failed)
+                self.failed += 1
+            self.reactor.advance(step)
+
+    def test_dead_addresses_forgotten(self):
+        """
+        One PEERS frame names 64 addresses on one host where nothing
+        listens, and a second peer repeats it every 30 seconds: each
+        address is dialled MAX_UNANSWERED times, then forgotten and not
+        dialled again for the rest of ten simulated minutes; the failures
+        are logged within the host's log budget.  (Before the fix: 103
+        dials in the first 12 s, then 64 every minute or so, forever, and
+        one line for each.)
+        """
+        dead = [f"10.66.0.1:{20000 + i}" for i in range(64)]
+        first, _, _ = handshaken_raw(self.node, "10.0.0.1")
+        second, _, _ = handshaken_raw(self.node, "10.0.0.2")
+        first.dataReceived(peers_frame(dead))
+
+        def repeat(tick, now):
+            if tick % 120 == 119:
+                second.dataReceived(peers_frame(dead))
+
+        self.run_for(600, each=repeat)
+        self.assertEqual(len(self.dial_times), 64 * peers_module.MAX_UNANSWERED)
+        self.assertLess(max(self.dial_times), 120)  # the dial rate bound spreads them
+        self.assertEqual([e for e in self.node.book if e.key in dead], [])
+        lines = [t for t in visible(self.events) if "could not reach 10.66.0.1:" in t]
+        self.assertLessEqual(len(lines), logbudget.BURST + 120 / logbudget.REFILL)
+        self.assertTrue(any("similar lines about this host suppressed" in t for t in lines))
+        self.assertTrue(any("forgetting it" in t for t in lines))
+        self.assertEqual(len(self.node.connections), 2)
+
+    def test_total_dial_rate_bounded(self):
+        """
+        Ten peers each gossip 64 new dead addresses every two seconds
+        (so forgetting alone cannot help) for two simulated minutes: the
+        node never dials more than DIAL_BURST + DIAL_RATE * t addresses
+        in any t seconds.
+        """
+        from p2ptwisted import dialing
+
+        feeders = [handshaken_raw(self.node, f"10.0.1.{i + 1}")[0] for i in range(10)]
+        fresh = iter(range(10 ** 6))
+
+        def gossip(tick, now):
+            if tick % 8 == 0:
+                for feeder in feeders:
+                    feeder.dataReceived(peers_frame(
+                        [f"10.{70 + n // 60000}.{n // 250 % 240}.{n % 250 + 1}:12345"
+                         for n in (next(fresh) for _ in range(64))]))
+
+        self.run_for(120, each=gossip)
+        times = self.dial_times
+        self.assertGreater(len(times), dialing.DIAL_BURST)
+        for i, start in enumerate(times):
+            for j in range(i, len(times)):
+                if j - i + 1 > dialing.DIAL_BURST + dialing.DIAL_RATE * (times[j] - start) + 1:
+                    self.fail(f"{j - i + 1} dials in {times[j] - start:.2f} s")
+        self.assertLessEqual(len(times), dialing.DIAL_BURST + dialing.DIAL_RATE * 120 + 1)
+        self.assertEqual(len(self.node.connections), 10)

@@ -7,7 +7,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, gatherResults
 from twisted.trial.unittest import TestCase
 
-from .helpers import RealNodes
+from .helpers import RealNodes, capture_logs
 
 #: Generous bound for the mesh to form; it takes well under a second.
 WAIT = 20
@@ -92,3 +92,29 @@ class MeshTests(RealNodes, TestCase):
         b2 = self.start("B", [a.address], port=b_port)[1]
         self.assertEqual(b2.node_id, b_id)
         await self.connected_to_all([a, b2, c])
+
+    async def test_twenty_nodes_on_one_host(self):
+        """
+        Issue 11 point 5: twenty nodes on 127.0.0.1 with default options
+        (each will hold 19 connections from that one address: past the
+        per-address limit of 16, which once stopped a big mesh on one
+        machine), each knowing only the one before, become a full mesh,
+        and at most 5 % of the connections that complete a handshake are
+        closed as duplicates (nodes learn each other's ids by gossip, and
+        of two that hear of each other the smaller id dials).
+        """
+        logs = capture_logs(self)
+        nodes = []
+        for i in range(20):
+            peers = [nodes[-1].address] if nodes else []
+            nodes.append(self.start(f"n{i}", peers)[1])
+        await self.connected_to_all(nodes)
+        lines = logs()
+        registered = [l for l in lines if l.startswith("connected to ")]
+        refused_new = [l for l in lines if l.endswith(": already connected to this node")]
+        replaced = [l for l in lines if l.endswith(": a preferred connection to this node opened")]
+        ends = len(registered) + len(refused_new)
+        self.assertGreaterEqual(ends, 20 * 19)
+        self.assertLessEqual(len(refused_new) + len(replaced), 0.05 * ends,
+                             (len(refused_new), len(replaced), ends))
+        self.assertFalse([l for l in lines if "limit" in l and l.startswith("dropping")])

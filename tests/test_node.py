@@ -16,7 +16,9 @@ from p2ptwisted.node import Node
 from p2ptwisted.state import StateError
 from p2ptwisted.wire import PeerAddress, Peers
 
-from .helpers import capture_logs, flush, link, make_node
+from p2ptwisted.peers import PeerBook
+
+from .helpers import answer_dial, capture_logs, flush, link, make_node
 from .test_protocol import framed
 
 
@@ -400,10 +402,10 @@ class LimitTests(SynchronousTestCase):
     def test_per_address_limit(self):
         a = make_node(self, "a", max_per_address=3)
         others = [make_node(self, f"o{i}") for i in range(5)]
-        links = [link(o, a) for o in others]
+        links = [link(o, a, dialer_host="10.0.0.8") for o in others]
         flush(*[l[2] for l in links])
         self.assertEqual(len(a.connections), 3)
-        refused = [l for l in self.logs() if "connections from 127.0.0.1 (limit 3)" in l]
+        refused = [l for l in self.logs() if "connections from 10.0.0.8 (limit 3)" in l]
         self.assertEqual(len(refused), 2)
         # Another address is still welcome.
         other = make_node(self, "far")
@@ -426,13 +428,236 @@ class LimitTests(SynchronousTestCase):
         """
         a = make_node(self, "a", max_per_address=1)
         first, second = make_node(self, "b"), make_node(self, "c")
-        l1 = link(first, a)
-        l2 = link(second, a)
+        l1 = link(first, a, dialer_host="10.0.0.8")
+        l2 = link(second, a, dialer_host="10.0.0.8")
         flush(l1[2], l2[2])
         self.assertEqual(list(a.connections), [first.node_id])
         l1[0].transport.loseConnection()
         flush(l1[2], l2[2])
         self.assertEqual((a.connections, a.pending), ({}, []))
-        l3 = link(second, a)
+        l3 = link(second, a, dialer_host="10.0.0.8")
         flush(l3[2])
         self.assertEqual(list(a.connections), [second.node_id])
+
+
+class RedialTests(SynchronousTestCase):
+    """
+    Issue 11 point 4: a completed handshake resets an address's backoff.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.logs = capture_logs(self)
+
+    def wait_for_dial(self, seen):
+        while len(self.reactor.tcpClients) == seen:
+            self.reactor.advance(0.05)
+        return len(self.reactor.tcpClients) - 1
+
+    def test_restarted_peer_back_within_3_seconds_every_time(self):
+        """
+        B is restarted ten times (each time its process is gone for 1.5 s
+        after A had been connected to it for 5 s): every time, A dials it
+        again within 3 s of B listening again, and connects.  (Before the
+        fix the waits grew: 2, 3, 5, 11, 19, 40 ... seconds.)
+        """
+        a = make_node(self, "a", reactor=self.reactor, book=PeerBook(jitter=lambda: 1.0))
+        b = make_node(self, "b", reactor=MemoryReactorClock())
+        a.add_bootstrap(f"127.0.0.1:{b.listen_ports[0]}")
+        seen = 0
+        waits = []
+        up_at = self.reactor.seconds()
+        for restart in range(10):
+            index = self.wait_for_dial(seen)
+            seen = index + 1
+            while self.reactor.seconds() < up_at:  # B is down: refused
+                fail_dial(self.reactor, index)
+                index = self.wait_for_dial(seen)
+                seen = index + 1
+            waits.append(self.reactor.seconds() - up_at)
+            client, server, pump = answer_dial(self.reactor, index, b)
+            flush(pump)
+            self.assertIs(a.connections.get(b.node_id), client)
+            self.reactor.advance(5.0)
+            server.transport.abortConnection()  # B's process ends
+            flush(pump)
+            self.assertNotIn(b.node_id, a.connections)
+            up_at = self.reactor.seconds() + 1.5
+        self.assertTrue(all(w <= 3.0 for w in waits), waits)
+
+    def test_flapping_link_redialled_promptly(self):
+        """
+        A link that drops two seconds after every handshake, twenty times
+        in a row: each time the address is dialled again within
+        INITIAL_DELAY (plus at most a quarter of jitter, plus the dialler's
+        tick) of the drop.  (Before the fix: 1, 2, 4 ... 60 seconds.)
+        """
+        from p2ptwisted import peers
+
+        a = make_node(self, "a", reactor=self.reactor, book=PeerBook(jitter=lambda: 1.0))
+        b = make_node(self, "b", reactor=MemoryReactorClock())
+        a.add_bootstrap(f"127.0.0.1:{b.listen_ports[0]}")
+        seen = 0
+        gaps = []
+        dropped_at = None
+        for _ in range(20):
+            index = self.wait_for_dial(seen)
+            seen = index + 1
+            if dropped_at is not None:
+                gaps.append(self.reactor.seconds() - dropped_at)
+            client, server, pump = answer_dial(self.reactor, index, b)
+            flush(pump)
+            self.assertIn(b.node_id, a.connections)
+            self.reactor.advance(2.0)
+            client.transport.abortConnection()
+            flush(pump)
+            dropped_at = self.reactor.seconds()
+        self.assertLessEqual(max(gaps), peers.INITIAL_DELAY * 1.25 + node_module.DIAL_TICK,
+                             gaps)
+
+
+def fail_dial(reactor, index):
+    factory = reactor.tcpClients[index][2]
+    factory.clientConnectionFailed(reactor.connectors[index],
+                                   Failure(ConnectionRefusedError()))
+
+
+class MeshLimitTests(SynchronousTestCase):
+    """
+    Issue 11 point 5: the per-address limit is about hosts that connect to
+    us, so a node can take part in a big mesh on one machine.
+    """
+
+    def setUp(self):
+        self.logs = capture_logs(self)
+
+    def test_outbound_connections_not_counted(self):
+        """
+        A node run with --max-per-address 2 dials five nodes on one
+        address: all five connect (they were refused past the second).
+        """
+        a = make_node(self, "a", max_per_address=2)
+        others = [make_node(self, f"o{i}") for i in range(5)]
+        links = [link(a, o) for o in others]
+        flush(*[l[2] for l in links])
+        self.assertEqual(len(a.connections), 5)
+        self.assertFalse(any("limit 2" in l for l in self.logs()))
+
+    def test_outbound_in_handshake_not_counted(self):
+        """
+        The same while the dials are still in their handshake: a dial the
+        node made is marked outbound from its first moment (its factory),
+        before the dial's Deferred says which address it was.
+        """
+        reactor = MemoryReactorClock()
+        a = make_node(self, "a", reactor=reactor, max_per_address=2)
+        others = [make_node(self, f"o{i}") for i in range(5)]
+        for other in others:
+            a.add_bootstrap(f"127.0.0.1:{other.listen_ports[0]}")
+        a.dial_due()
+        links = [answer_dial(reactor, i, o) for i, o in enumerate(others)]
+        self.assertEqual(len(a.pending), 5)
+        flush(*[l[2] for l in links])
+        self.assertEqual(len(a.connections), 5)
+
+    def test_same_machine_not_limited_per_address(self):
+        """
+        Connections from this very machine (both ends 127.0.0.1 here: the
+        operator's own nodes) are not limited per address, in the
+        handshake or established: 20 nodes connect at once to one run
+        with --max-per-address 2.  From another host the limit holds, and
+        established connections count.  (Before the fix 30 nodes on one
+        machine never formed a full mesh.)
+        """
+        a = make_node(self, "a", max_per_address=2)
+        links = [link(make_node(self, f"o{i}"), a) for i in range(20)]
+        self.assertEqual(len(a.pending), 20)
+        flush(*[l[2] for l in links])
+        self.assertEqual(len(a.connections), 20)
+        for i in range(3):
+            flush(link(make_node(self, f"r{i}"), a, dialer_host="10.0.0.9")[2])
+        self.assertEqual(len(a.connections), 22)
+        self.assertEqual(len([l for l in self.logs()
+                              if "connections from 10.0.0.9 (limit 2)" in l]), 1)
+        self.assertFalse(any("from 127.0.0.1" in l for l in self.logs()))
+
+
+class KnownIdTests(SynchronousTestCase):
+    """
+    Issue 11 point 5: gossip carries node ids, so a node never dials a node
+    it is connected to, whatever address it hears of it at; and of two
+    nodes that hear of each other, the one with the smaller id dials.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.logs = capture_logs(self)
+
+    def node(self, name, **kw):
+        return make_node(self, name, reactor=self.reactor, **kw)
+
+    def test_gossip_carries_ids(self):
+        a, b, c = self.node("a"), self.node("b"), self.node("c")
+        flush(link(b, a)[2], link(c, a)[2])
+        gossip = a.gossip_for(a.connections[b.node_id])
+        self.assertEqual(gossip.ids, (c.node_id,))
+        self.assertEqual(gossip.addresses, (PeerAddress("127.0.0.1", c.listen_ports[0]),))
+
+    def test_connected_node_not_dialled_at_another_address(self):
+        """
+        A is connected to B; C gossips B at another address (B's LAN
+        address, say) with B's id: A does not dial it.
+        """
+        a, b, c = self.node("a"), self.node("b"), self.node("c")
+        flush(link(a, b)[2])
+        client, server, pump = link(a, c)
+        flush(pump)
+        before = len(self.reactor.tcpClients)
+        client.dataReceived(framed(Peers(addresses=(PeerAddress("10.5.5.5", 4000),),
+                                         ids=(b.node_id,))))
+        self.reactor.advance(30)
+        self.assertEqual(self.reactor.tcpClients[before:], [])
+        self.assertEqual(a.book.get("10.5.5.5:4000").claimed_id, b.node_id)
+
+    def test_smaller_id_dials_first(self):
+        """
+        Gossip tells A of two nodes it has never met: the one with a
+        smaller id than A's is left to dial A (dialled only after
+        YIELD_DELAY, and not at all if it has connected meanwhile: the
+        connection it dials is the one the duplicate rule keeps), the one
+        with a larger id is dialled at once.
+        """
+        from p2ptwisted import gossip
+
+        a, hub = self.node("a"), self.node("hub")
+        client, server, pump = link(a, hub)
+        flush(pump)
+        smaller, larger = "0" * 64, "f" * 64
+        before = len(self.reactor.tcpClients)
+        client.dataReceived(framed(Peers(
+            addresses=(PeerAddress("10.5.5.1", 4001), PeerAddress("10.5.5.2", 4002)),
+            ids=(smaller, larger))))
+        dialled = [c[:2] for c in self.reactor.tcpClients[before:]]
+        self.assertEqual(dialled, [("10.5.5.2", 4002)])
+        self.reactor.advance(gossip.YIELD_DELAY * 1.01)
+        dialled = [c[:2] for c in self.reactor.tcpClients[before:]]
+        self.assertEqual(dialled, [("10.5.5.2", 4002), ("10.5.5.1", 4001)])
+
+    def test_node_that_dialled_meanwhile_not_dialled(self):
+        """
+        The smaller node did dial (its connection is registered): when
+        YIELD_DELAY has passed, A does not dial it at the gossiped address.
+        """
+        a, hub = self.node("a"), self.node("hub")
+        client, server, pump = link(a, hub)
+        flush(pump)
+        smaller = self.node("s")
+        while smaller.node_id > a.node_id:  # ids are random: make one smaller
+            smaller = self.node("s")
+        before = len(self.reactor.tcpClients)
+        address = PeerAddress("127.0.0.1", smaller.listen_ports[0])
+        client.dataReceived(framed(Peers(addresses=(address,), ids=(smaller.node_id,))))
+        flush(link(smaller, a)[2])
+        self.reactor.advance(60)
+        self.assertEqual(self.reactor.tcpClients[before:], [])
+        self.assertIn(smaller.node_id, a.connections)

@@ -75,17 +75,110 @@ class BookTests(SynchronousTestCase):
         boot = self.book.add_bootstrap(str(B), address=B)
         self.assertEqual(self.book.due(0.0, set()), [boot, learned])
 
-    def test_healthy_connection_resets_backoff(self):
+    def test_handshake_resets_backoff(self):
+        """
+        Issue 11 point 4: a completed handshake resets the address's
+        backoff, and when that connection ends, however short it was, the
+        address is redialled after the first step (INITIAL_DELAY).
+        """
         entry = self.book.learn(A, now=0.0)
-        entry.failures = 6
-        self.book.disconnected(entry, now=100.0, lasted=peers.HEALTHY_AFTER)
-        self.assertEqual(entry.next_attempt, 101.0)
+        for _ in range(6):
+            self.book.dial_started(entry)
+            self.book.dial_failed(entry, now=0.0)
+        self.book.dial_started(entry)
+        self.book.connected(entry, "n1")
+        self.assertEqual(entry.failures, 0)
+        self.book.disconnected(entry, now=100.0)
+        self.assertEqual(entry.next_attempt, 100.0 + peers.INITIAL_DELAY)
 
-    def test_flapping_connection_keeps_backing_off(self):
+    def test_short_connections_redialled_promptly_every_time(self):
+        """
+        A peer restarted ten times, or a link that drops every few seconds:
+        each time, the address is due again INITIAL_DELAY after the drop
+        (jitter at most adds a quarter), not after a growing backoff.
+        """
+        book = PeerBook(jitter=lambda: 1.0)
+        entry = book.learn(A, now=0.0)
+        now = 0.0
+        for _ in range(10):
+            book.dial_started(entry)
+            book.connected(entry, "n1")
+            now += 2.0
+            book.disconnected(entry, now)
+            self.assertEqual(entry.next_attempt - now, peers.INITIAL_DELAY * 1.25)
+            now = entry.next_attempt
+        # A dial that then fails backs off from the first step again.
+        book.dial_started(entry)
+        book.dial_failed(entry, now)
+        self.assertEqual(entry.next_attempt - now, peers.INITIAL_DELAY * 1.25)
+
+    def test_unanswered_learned_address_forgotten(self):
+        """
+        Issue 11 point 7: a learned address that never answered is
+        forgotten after MAX_UNANSWERED failed dials, and gossip repeating
+        it is ignored for FORGET_FOR seconds -- unless a node there
+        completes a handshake with us.
+        """
         entry = self.book.learn(A, now=0.0)
-        entry.failures = 3
-        self.book.disconnected(entry, now=100.0, lasted=0.5)
-        self.assertEqual(entry.next_attempt, 108.0)
+        now = 0.0
+        for n in range(peers.MAX_UNANSWERED):
+            self.assertEqual(self.book.due(now, set()), [entry])
+            self.book.dial_started(entry)
+            forgotten = self.book.dial_failed(entry, now)
+            self.assertEqual(forgotten, n == peers.MAX_UNANSWERED - 1)
+            now = entry.next_attempt
+        self.assertIsNone(self.book.get(str(A)))
+        self.assertEqual(self.book.due(1e6, set()), [])
+        self.assertIsNone(self.book.learn(A, now=now))
+        self.assertIsNone(self.book.get(str(A)))
+        again = self.book.learn(A, now=now + peers.FORGET_FOR)
+        self.assertIsNotNone(again)
+        # Seen in a handshake, it is back at once.
+        self.book.learn(B, now=0.0)
+        b = self.book.get(str(B))
+        for _ in range(peers.MAX_UNANSWERED):
+            self.book.dial_started(b)
+            self.book.dial_failed(b, 0.0)
+        self.assertIsNone(self.book.get(str(B)))
+        self.assertIsNotNone(self.book.learn(B, now=1.0, node_id="n2"))
+
+    def test_answered_and_bootstrap_addresses_kept(self):
+        """
+        An address where a handshake once completed, one the operator
+        gave, or one a node announces on the LAN keeps backing off but is
+        never forgotten.
+        """
+        heard = self.book.learn(PeerAddress("10.0.0.3", 1), now=0.0)
+        heard.discovered = True
+        for _ in range(3 * peers.MAX_UNANSWERED):
+            self.book.dial_started(heard)
+            self.assertFalse(self.book.dial_failed(heard, 2.0))
+        self.assertIs(self.book.get(heard.key), heard)
+        answered = self.book.learn(A, now=0.0)
+        self.book.dial_started(answered)
+        self.book.connected(answered, "n1")
+        self.book.disconnected(answered, 1.0)
+        boot = self.book.add_bootstrap(str(B), address=B)
+        for _ in range(3 * peers.MAX_UNANSWERED):
+            for entry in (answered, boot):
+                self.book.dial_started(entry)
+                self.assertFalse(self.book.dial_failed(entry, 2.0))
+        self.assertIs(self.book.get(str(A)), answered)
+        self.assertIs(self.book.get(str(B)), boot)
+
+    def test_claimed_id_keeps_connected_node_from_being_dialled(self):
+        """
+        Issue 11 point 5: gossip says which node is at an address; while we
+        are connected to that node, the address is not dialled.  A claim
+        never overrides the id a handshake there proved.
+        """
+        entry = self.book.learn(A, now=0.0, claimed_id="n1")
+        self.assertEqual(self.book.due(0.0, {"n1"}), [])
+        self.assertEqual(self.book.due(0.0, set()), [entry])
+        self.book.dial_started(entry)
+        self.book.connected(entry, "n2")
+        self.book.learn(A, now=1.0, claimed_id="n3")
+        self.assertEqual(self.book.due(10.0, {"n3"}), [entry])
 
     def test_limit(self):
         """

@@ -344,3 +344,24 @@ class PluginTests(SynchronousTestCase):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         for sub in ("twisted", os.path.join("twisted", "plugins")):
             self.assertFalse(os.path.exists(os.path.join(root, sub, "__init__.py")))
+
+
+class HandshakeLimitOptionTests(SynchronousTestCase):
+    def test_max_handshakes(self):
+        """
+        --max-handshakes (issue 11 point 6) reaches the node; it defaults to
+        the node's MAX_HANDSHAKES and must be at least 1.
+        """
+        from p2ptwisted.connections import MAX_HANDSHAKES
+
+        def node_for(*args):
+            options = Options()
+            options.parseOptions(["--share", self.mktemp(), "--no-discover", *args])
+            return makeService(options, reactor=MemoryReactorClock()).getServiceNamed("node")
+
+        self.assertEqual(node_for().max_handshakes, MAX_HANDSHAKES)
+        self.assertEqual(node_for("--max-handshakes", "5").max_handshakes, 5)
+        options = Options()
+        e = self.assertRaises(usage.UsageError, options.parseOptions,
+                              ["--share", self.mktemp(), "--max-handshakes", "0"])
+        self.assertIn("--max-handshakes: at least 1", str(e))

@@ -68,6 +68,43 @@ class RoundTripTests(SynchronousTestCase):
             encode_frame(Peers(addresses=(PeerAddress("10.0.0.1", 1),) * 65))
 
 
+class PeersIdsTests(SynchronousTestCase):
+    """
+    PEERS may name the node at each address (optional "ids", issue 11
+    point 5): a hint, so a bad one is ignored rather than an error.
+    """
+
+    OTHER = "b" * 64
+
+    def peers(self, body) -> Peers:
+        return decode_frame(bytes([wire.PEERS]) + json.dumps(body).encode())
+
+    def test_round_trip(self):
+        message = Peers(addresses=(PeerAddress("10.0.0.1", 1), PeerAddress("10.0.0.2", 2)),
+                        ids=(NODE_ID, None))
+        frame = encode_frame(message)
+        self.assertEqual(json.loads(frame[1:])["ids"], [NODE_ID, ""])
+        self.assertEqual(decode_frame(frame), message)
+
+    def test_aligned_with_valid_entries(self):
+        message = self.peers({"peers": ["bogus", "10.0.0.1:1", "10.0.0.1:1", "10.0.0.2:2"],
+                              "ids": [NODE_ID, self.OTHER, NODE_ID, "not an id"]})
+        self.assertEqual(message.addresses,
+                         (PeerAddress("10.0.0.1", 1), PeerAddress("10.0.0.2", 2)))
+        self.assertEqual(message.ids, (self.OTHER, None))
+        self.assertEqual(message.rejected, 1)
+
+    def test_bad_ids_ignored(self):
+        for ids in ([NODE_ID], "x", None, {"a": 1}, [1, 2]):
+            message = self.peers({"peers": ["10.0.0.1:1", "10.0.0.2:2"], "ids": ids})
+            self.assertEqual(len(message.addresses), 2)
+            self.assertIn(message.ids, [(), (None, None)])
+
+    def test_without_ids(self):
+        self.assertEqual(self.peers({"peers": ["10.0.0.1:1"]}).ids, ())
+        self.assertNotIn(b"ids", encode_frame(Peers(addresses=(PeerAddress("10.0.0.1", 1),))))
+
+
 class DecodeErrorTests(SynchronousTestCase):
     def assertRejected(self, frame, fragment):
         e = self.assertRaises(ProtocolError, decode_frame, frame)
