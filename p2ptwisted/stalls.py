@@ -7,9 +7,10 @@ node's stall timeout is handed back to the fetcher (which asks another
 source), and a connection whose running downloads have all been quiet,
 and that has sent no frame at all, for L{PROBE_AFTER} seconds is asked
 whether it still works (PING): one that does not answer within
-L{PROBE_TIMEOUT} is dropped, so a dead network path costs about fifteen
-seconds instead of the idle timeout's ninety.  The fetcher then moves
-its downloads on as for any connection that closed.
+L{PROBE_TIMEOUT} is dropped, so a dead network path is noticed within
+fifteen seconds instead of the idle timeout's ninety.  The fetcher then
+moves its downloads on as for any connection that closed (to another
+source, or over a new connection within ten more seconds).
 
 A connection is used only through C{quiet_for}, C{probing} and
 C{check_alive} (L{p2ptwisted.liveness}).
