@@ -35,7 +35,8 @@ class MeshTests(RealNodes, TestCase):
                 if not set(by_id) - {node.node_id} <= set(node.connections):
                     return False
                 for other_id, proto in node.connections.items():
-                    back = by_id[other_id].connections.get(node.node_id) if other_id in by_id else None
+                    back = (by_id[other_id].connections.get(node.node_id)
+                            if other_id in by_id else None)
                     if back is None or (proto.transport.getHost().port
                                         != back.transport.getPeer().port):
                         return False
@@ -48,6 +49,12 @@ class MeshTests(RealNodes, TestCase):
             for waiter in waiters:
                 if not waiter.called:
                     waiter.cancel()
+            # A timeout cancels the waiters, and the DeferredList then fires
+            # with their cancellations as results: success only if the mesh
+            # is really there (issue 15: a timeout once counted as success).
+            if not settled(None):
+                self.fail(f"no full mesh of {len(nodes)} nodes within {WAIT}s: "
+                          + ", ".join(f"{n.display_name}: {len(n.connections)}" for n in nodes))
             return result
 
         return first.addTimeout(WAIT, reactor).addBoth(done)

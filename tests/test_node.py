@@ -87,12 +87,19 @@ class ConnectionTests(SynchronousTestCase):
         """
         After HELLO the two ends are equals: either may ping the other.
         """
+        from .test_exchange import record
+
         a, b = make_node(self, "a"), make_node(self, "b")
         client, server, pump = link(a, b)
         flush(pump)
+        pongs_from_b = record(pump.serverIO, wire.PONG)
+        pongs_from_a = record(pump.clientIO, wire.PONG)
         client.send(wire.Ping(1))
         server.send(wire.Ping(2))
         flush(pump)
+        # Each end got the other's PING: it answered with that nonce.
+        self.assertEqual(pongs_from_b, [wire.Pong(1)])
+        self.assertEqual(pongs_from_a, [wire.Pong(2)])
         self.assertFalse(client.transport.disconnecting or server.transport.disconnecting)
 
     def test_left_is_logged_and_forgotten(self):
