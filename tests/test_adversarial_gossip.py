@@ -488,7 +488,7 @@ class GossipInMemoryTests(SynchronousTestCase):
         most_in_flight = 0
         for tick in range(duration * 10):
             now = tick / 10
-            for i, (server, client, pump) in enumerate(peers):
+            for i, (server, _, _) in enumerate(peers):
                 if tick % 50 == i:  # every 5 s, staggered by 0.1 s
                     server.dataReceived(peers_frame([victim]))
                     gossip_messages += 1

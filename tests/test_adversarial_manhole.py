@@ -146,7 +146,8 @@ class ManholeSurfaceTests(manhole_base.ManholeTestCase):
                          {(base.LOCALHOST, node.port)}, node.output())
         self.assertFalse(os.path.exists(
             os.path.join(share, files_base.RESERVED_PREFIX, HOST_KEY_FILE)))
-        self.assertEqual(node.matching(r"ConchFactory|SSHFactory|manhole host key", 0), [], node.output())
+        self.assertEqual(node.matching(r"ConchFactory|SSHFactory|manhole host key", 0), [],
+                         node.output())
 
     async def test_bare_port_binds_loopback_only(self) -> None:
         """

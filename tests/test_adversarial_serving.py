@@ -413,7 +413,7 @@ class ServingTests(TestCase):
                 os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 5))
                 os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
             except OSError as e:
-                raise SkipTest(f"cannot make or open a device node here: {e}")
+                raise SkipTest(f"cannot make or open a device node here: {e}") from None
 
         await self.refused(self.victim_get(12), 12, "not_regular",
                            files={VICTIM: VICTIM_BYTES}, prepare=self.swap(replace))

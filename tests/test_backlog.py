@@ -222,4 +222,5 @@ class HoldTests(SynchronousTestCase):
         self.clock.advance(self.node.limits.idle_timeout + 1)
         self.assertTrue(self.transport.disconnecting)
         self.assertTrue([line for line in self.logs()
-                         if "it does not read what we send: our output to it has been backed up" in line], self.logs())
+                         if "it does not read what we send: our output to it has been backed up"
+                          in line], self.logs())

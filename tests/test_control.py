@@ -602,7 +602,7 @@ class FetchTests(ControlTestCase):
         done = [s[1] for s in running]
         self.assertEqual(done, sorted(done))
         self.assertGreater(len(set(done)), size // CHUNK_SIZE // 2, "not step by step")
-        for state, got, text in running:
+        for _, got, text in running:
             self.assertEqual(text, f"<fetch 'big.bin' running, {got} of {size} bytes,"
                                    f" from {self.b.node_id[:12]}>")
         [mid] = status_seen

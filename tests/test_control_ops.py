@@ -117,7 +117,7 @@ class TableTests(FetchOpsTestCase):
         """
         for _ in range(12):
             results = self.fired(self.ctl.fetch("small.txt", dest=self.mktemp()))
-            self.mesh.run(lambda: results)
+            self.mesh.run(lambda results=results: results)
         running = self.fired(self.ctl.fetch("big.bin"))
         table = self.ctl.transfers()
         self.assertIsInstance(table, TransferTable)

@@ -252,7 +252,7 @@ class ConnectionTests(SynchronousTestCase):
 
     def test_connection_count_back_to_baseline(self):
         a, b = make_node(self, "a"), make_node(self, "b")
-        for i in range(5):
+        for _ in range(5):
             client, server, pump = link(a, b)
             flush(pump)
             server.transport.abortConnection()
@@ -370,7 +370,7 @@ class DialTests(SynchronousTestCase):
         make_node(self, "a", reactor=self.reactor, bootstrap=["10.9.9.9:12345"])
         self.reactor.advance(0)
         times = []
-        for i in range(6):
+        for _ in range(6):
             host, port, factory, timeout, bind = self.reactor.tcpClients[-1]
             self.assertEqual((host, port), ("10.9.9.9", 12345))
             times.append(self.reactor.seconds())
@@ -474,7 +474,7 @@ class RedialTests(SynchronousTestCase):
         seen = 0
         waits = []
         up_at = self.reactor.seconds()
-        for restart in range(10):
+        for _ in range(10):
             index = self.wait_for_dial(seen)
             seen = index + 1
             while self.reactor.seconds() < up_at:  # B is down: refused

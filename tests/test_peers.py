@@ -28,7 +28,7 @@ class BookTests(SynchronousTestCase):
         entry = self.book.learn(A, now=0.0)
         self.book.dial_started(entry)
         self.book.dial_failed(entry, now=0.0)
-        for i in range(100):
+        for _ in range(100):
             self.assertIsNone(self.book.learn(A, now=0.1))
         self.assertEqual(self.book.due(0.5, set()), [])
         self.assertEqual(self.book.due(1.0, set()), [entry])
@@ -37,7 +37,7 @@ class BookTests(SynchronousTestCase):
         entry = self.book.learn(A, now=0.0)
         delays = []
         now = 0.0
-        for i in range(10):
+        for _ in range(10):
             self.book.dial_started(entry)
             self.book.dial_failed(entry, now)
             delays.append(entry.next_attempt - now)

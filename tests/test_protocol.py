@@ -274,7 +274,7 @@ class LivenessTests(ProtocolTestMixin, SynchronousTestCase):
     def test_answering_peer_stays(self):
         proto, transport = self.connect()
         proto.dataReceived(framed(other_hello()))
-        for i in range(10):
+        for _ in range(10):
             self.clock.advance(limits.PING_INTERVAL)
             for message in read_frames(transport.value()):
                 if isinstance(message, Ping):
