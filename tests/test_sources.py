@@ -124,3 +124,51 @@ class NextStepTests(SynchronousTestCase):
                          (FAIL, "no connected peer has this version"))
         self.assertEqual(self.step(sources, [], now=0.0),
                          (FAIL, "no connected peer has this version"))
+
+
+class MutationFoundTests(SynchronousTestCase):
+    """
+    Cases a mutation run (cosmic-ray over core/sources.py) showed no test
+    pinned down.
+    """
+
+    def test_bench_ends_for_good(self):
+        """
+        Past its end, a bench stays over (not only at its last instant).
+        """
+        sources = Sources()
+        penalty = sources.failed("p", V1, 100.0)
+        for later in (penalty.until, penalty.until + 1, penalty.until + 10**6):
+            self.assertFalse(sources.benched("p", V1, later))
+        self.assertEqual(sources.usable(["p", "q"], V1, penalty.until + 1), ["p", "q"])
+        self.assertEqual(sources.usable(["p", "q"], V1, 100.0), ["q"])
+
+    def test_connection_lost_is_about_that_peer_only(self):
+        """
+        Only the peer whose connection closed is forgiven its stalls, and
+        it is found by value: ids come from frames, never the same string
+        object twice.
+        """
+        sources = Sources()
+        sources.failed("a" * 16, V1, 0.0, offence=False)  # sorts before the lost one
+        sources.failed("z" * 16, V1, 0.0, offence=False)
+        sources.failed("m" * 16, V1, 0.0, offence=False)
+        sources.connection_lost("".join(["m"] * 16))
+        self.assertTrue(sources.benched("a" * 16, V1, 0.0))
+        self.assertTrue(sources.benched("z" * 16, V1, 0.0))
+        self.assertFalse(sources.benched("m" * 16, V1, 0.0))
+
+    def test_a_source_over_its_limit_is_not_started(self):
+        """
+        A peer with more transfers in flight than the limit (the limit was
+        lowered meanwhile) gets no more: the fetch waits.
+        """
+        sources = Sources()
+        self.assertEqual(sources.next_step([("p", 3)], 2, V1, set(), 0.0, None, 10.0),
+                         (WAIT, ""))
+
+    def test_a_lost_source_is_not_waited_for_after_the_wait(self):
+        sources = Sources()
+        for now in (10.0, 11.0, 10**6):
+            step, _ = sources.next_step([], 2, V1, set(), now, 0.0, 10.0)
+            self.assertEqual(step, FAIL)
