@@ -203,6 +203,8 @@ class PropertyTests(SynchronousTestCase):
            ops=st.integers(0, 200))
     @example(seed=642, nodes=4, ops=600)  # equal vectors, different modes
     @example(seed=4, nodes=4, ops=83)  # two losers with the same bytes
+    @example(seed=219, nodes=4, ops=107)  # a deletion held back, never planned again
+    @example(seed=27, nodes=4, ops=91)  # a stuck path never rescanned
     def test_random_operations_converge_and_lose_nothing(self, seed, nodes, ops):
         sim = Simulation(nodes, seed)
         quiet = sim.run(ops)

@@ -176,7 +176,11 @@ class SimNode:
         rest = sorted((a for a in actions if a.kind != DELETE), key=lambda a: a.path)
         for action in rest + deletes:
             self.apply(action)
-        if self.live_engine.waiting:
+        if self.live_engine.has_planning():
+            # As the real shell (FolderSync.pump): more to plan now, such
+            # as deletions held back until the rest was done.
+            self._pump_call = self.sim.clock.callLater(0, self.pump)
+        elif self.live_engine.waiting:
             soonest = min(self.live_engine.waiting.values())
             self._pump_call = self.sim.clock.callLater(
                 max(0.0, soonest - self.sim.clock.seconds()), self.pump)
@@ -197,6 +201,11 @@ class SimNode:
         else:
             delay, _ = self.trouble.failed(action.path)
             self.live_engine.failed(action, self.sim.clock.seconds() + delay)
+            if rescan:
+                # The real node rescans its whole share every few minutes
+                # (p2ptwisted.watch), whatever its watcher saw: by the
+                # time a stuck path is retried, a scan has looked at it.
+                self.changed_on_disk(delay)
 
     def apply(self, action: Action) -> None:
         fs = self.fs
