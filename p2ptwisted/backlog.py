@@ -22,7 +22,12 @@ the idle check (L{p2ptwisted.liveness}).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+if TYPE_CHECKING:
+    from p2ptwisted.uploads import UploadScheduler
 
 #: Buffered output for one peer at which we stop reading from it.
 READ_PAUSE_AT = 4 * 1024 * 1024
@@ -59,6 +64,14 @@ class BacklogMixin:
     """
 
     held_for_output = False
+
+    # The protocol's (see above): annotations only, nothing here shadows them.
+    transport: Any
+    scheduler: Optional[UploadScheduler]
+    drop: Callable[[str], None]
+    pauseProducing: Callable[[], None]
+    resumeProducing: Callable[[], None]
+    _closing: bool
 
     def output_written(self) -> None:
         """

@@ -13,14 +13,22 @@ gossip (L{p2ptwisted.gossip}).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
 from p2ptwisted import wire
 from p2ptwisted.identity import format_id
 from p2ptwisted.protocol import PeerFactory, PeerProtocol
+
+if TYPE_CHECKING:
+    from p2ptwisted.folder import Folder
+    from p2ptwisted.gossip import GossipEntry
+    from p2ptwisted.knownids import KnownIds
+    from p2ptwisted.peers import PeerBook
 
 #: Nodes whose reachability (who dialled whom) we remember for the doctor.
 MAX_REACH = 1024
@@ -62,6 +70,31 @@ class Reach:
 
 
 class ConnectionsMixin:
+    # The node's, set in Node.__init__ (or, for methods, defined by the
+    # node's other mixins): annotations only, nothing shadows them.
+    connections: Dict[str, PeerProtocol]
+    pending: List[PeerProtocol]
+    book: PeerBook
+    folder: Optional[Folder]
+    known_ids: KnownIds
+    allow: Optional[FrozenSet[str]]
+    tls: bool
+    clock: IReactorTime
+    log: Logger
+    running: int
+    node_id: Optional[str]
+    max_connections: int
+    max_per_address: int
+    max_handshakes: int
+    reach: Dict[str, Reach]
+    _waiters: List[Tuple[Callable[[Any], bool], Deferred]]
+    _gossip_timers: Dict[PeerProtocol, IDelayedCall]
+    _last_gossip: Dict[PeerProtocol, float]
+    _gossip_cache: Dict[PeerProtocol, GossipEntry]
+    dial_failed: Callable[..., None]
+    _listen_address: Callable[[PeerProtocol], Optional[wire.PeerAddress]]
+    _peers_changed: Callable[[], None]
+
     def wait_for(self, condition: Callable[[object], bool]) -> Deferred:
         """
         A Deferred that fires with this node once C{condition(node)} holds,
@@ -69,7 +102,7 @@ class ConnectionsMixin:
 
         For scripts and tests: C{node.wait_for(lambda n: len(n.connections) >= 2)}.
         """
-        d = Deferred(lambda d: self._waiters.remove((condition, d)))
+        d: Deferred[object] = Deferred(lambda d: self._waiters.remove((condition, d)))
         if condition(self):
             d.callback(self)
         else:
@@ -156,7 +189,7 @@ class ConnectionsMixin:
         """
         if proto in self.pending:
             self.pending.remove(proto)
-        remote = proto.remote_id
+        remote = _hello(proto).node_id
         if remote != self.node_id:
             self._record_reach(proto)
         if remote == self.node_id:
@@ -186,9 +219,9 @@ class ConnectionsMixin:
         behind a path that broke is back within seconds, not after the
         idle timeout.  Frames on the new connection wait meanwhile.
         """
-        remote = new.remote_id
+        remote = _hello(new).node_id
         new.paused = True  # FrameReceiver buffers what arrives meanwhile
-        decided = []
+        decided: List[bool] = []
 
         def decide(alive: bool) -> None:
             if decided:
@@ -211,6 +244,7 @@ class ConnectionsMixin:
                 return
             if self.connections.get(remote) is existing:
                 del self.connections[remote]
+                assert self.folder is not None  # it is connected: the node started
                 self.folder.peer_lost(existing)
             self._register(new)
             new.paused = False
@@ -223,12 +257,13 @@ class ConnectionsMixin:
         """
         C{proto} is our one connection to its node from now on.
         """
-        remote = proto.remote_id
+        hello = _hello(proto)
+        remote = hello.node_id
         self.connections[remote] = proto
         if self.known_ids.add(remote):
             self.log.info(
                 "first contact with node {readable} ({name}){hint}",
-                readable=format_id(remote), name=wire.safe_text(proto.hello.name, 32),
+                readable=format_id(remote), name=wire.safe_text(hello.name, 32),
                 hint="" if self.allow is not None or not self.tls else
                 "; list known ids with --allow or --trust to admit only them",
             )
@@ -243,6 +278,7 @@ class ConnectionsMixin:
             direction="outbound" if proto.dialed is not None else "inbound",
         )
         proto.start_files()
+        assert self.folder is not None  # a handshake completed: the node started
         self.folder.peer_ready(proto)
         self._peers_changed()
 
@@ -251,15 +287,16 @@ class ConnectionsMixin:
         Remember that this node and that one reached each other, and which
         way: the doctor's answer to "why do files move one way only?".
         """
-        reach = self.reach.pop(proto.remote_id, None) or Reach()
-        reach.name = wire.safe_text(proto.hello.name, 32)
+        hello = _hello(proto)
+        reach = self.reach.pop(hello.node_id, None) or Reach()
+        reach.name = wire.safe_text(hello.name, 32)
         now = self.clock.seconds()
         if proto.dialed is not None:
             reach.outbound = now
             reach.address = proto.dialed.key
         else:
             reach.inbound = now
-        self.reach[proto.remote_id] = reach  # most recent last
+        self.reach[hello.node_id] = reach  # most recent last
         while len(self.reach) > MAX_REACH:
             del self.reach[next(iter(self.reach))]
 
@@ -293,12 +330,14 @@ class ConnectionsMixin:
         remote = proto.remote_id
         if remote is not None and self.connections.get(remote) is proto:
             del self.connections[remote]
-            self.log.info(
-                "{peer} left: {why}", peer=proto.describe(),
-                why=proto.closed_because or reason.getErrorMessage(),
-            )
+            if proto.closed_because is None:
+                # (A connection we dropped or closed was logged then, with
+                # why: one line per drop, not a second "left" line.)
+                self.log.info("{peer} left: {why}", peer=proto.describe(),
+                              why=reason.getErrorMessage())
             for entry in self.book.entries_for(remote):
                 self.book.disconnected(entry, now)
+            assert self.folder is not None  # it was connected: the node started
             self.folder.peer_lost(proto)
             self._peers_changed()
         elif proto.downloads and self.folder is not None:
@@ -312,6 +351,14 @@ class ConnectionsMixin:
         # Waiters may watch pending connections too (a script waiting for a
         # refused stranger to be gone, say).
         self._check_waiters()
+
+
+def _hello(proto: PeerProtocol) -> wire.Hello:
+    """
+    The HELLO of a connection whose handshake completed.
+    """
+    assert proto.hello is not None  # only asked once the peer said HELLO
+    return proto.hello
 
 
 def _host(proto: PeerProtocol) -> Optional[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import os
 import weakref
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -76,9 +76,11 @@ class Control(TransferOps):
     def _info(self, proto: "PeerProtocol") -> PeerInfo:
         peer = proto.transport.getPeer()
         since = datetime.datetime.fromtimestamp(proto.connected_at, datetime.timezone.utc)
+        hello = proto.hello
+        assert hello is not None  # one of the node's connections: past its HELLO
         return PeerInfo(
-            id=proto.remote_id,
-            name=proto.hello.name,
+            id=hello.node_id,
+            name=hello.name,
             address=f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
             direction="outbound" if proto.dialed is not None else "inbound",
             since=since.strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -216,7 +218,7 @@ class Control(TransferOps):
                 return None if isinstance(result, Failure) else result
 
             d.addBoth(fire)
-        waiter = Deferred()
+        waiter: Deferred[str] = Deferred()
         self._fetching[key].append(waiter)
         self._fetch_of[waiter] = next(
             (w.done for w in folder.fetcher.transfers()
@@ -298,7 +300,7 @@ class Control(TransferOps):
         return names
 
 
-def _open_outside(directory: str) -> int:
+def _open_outside(directory: str) -> Tuple[int, List[str]]:
     """
     An operator's destination outside the share: made if missing.
     """

@@ -10,14 +10,19 @@ C{dial_factory}, C{_dials} and C{_endpoint_for}.
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Set
 
 from twisted.internet import endpoints
-from twisted.internet.defer import CancelledError
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
 
 from p2ptwisted import wire
 from p2ptwisted.protocol import PeerProtocol
-from p2ptwisted.peers import BookEntry, parse_dial_target, split_expected_id
+from p2ptwisted.peers import BookEntry, PeerBook, parse_dial_target, split_expected_id
+
+if TYPE_CHECKING:
+    from p2ptwisted.logbudget import LogBudget
 
 #: Dials in flight at once, so a flood of gossip cannot turn us into a
 #: tool for flooding someone else.
@@ -68,6 +73,7 @@ def default_endpoint(reactor, entry: BookEntry) -> IStreamClientEndpoint:
     """
     if entry.endpoint is not None:
         return endpoints.clientFromString(reactor, entry.endpoint)
+    assert entry.address is not None  # an entry has an endpoint string or an address
     host, port = entry.address.host, entry.address.port
     try:
         ip = ipaddress.ip_address(host)
@@ -78,6 +84,20 @@ def default_endpoint(reactor, entry: BookEntry) -> IStreamClientEndpoint:
 
 
 class DialingMixin:
+    # The node's, set in Node.__init__ (or, for methods, defined by the
+    # node's other mixins): annotations only, nothing shadows them.
+    connections: Dict[str, PeerProtocol]
+    book: PeerBook
+    clock: IReactorTime
+    log: Logger
+    running: int
+    dial_factory: Optional[IProtocolFactory]
+    dial_budget: DialBudget
+    log_budget: LogBudget
+    _dials: Set[Deferred]
+    _endpoint_for: Callable[[BookEntry], IStreamClientEndpoint]
+    _check_waiters: Callable[[], None]
+
     def add_bootstrap(self, text: str) -> BookEntry:
         """
         Add an operator-named peer: C{host:port} or a client endpoint
@@ -111,6 +131,7 @@ class DialingMixin:
             self.log.warn("cannot dial {key}: {error}", key=entry.key, error=e)
             return
         self.log.debug("dialling {key}", key=entry.key)
+        assert self.dial_factory is not None  # set by startService; we dial while running
         d = endpoint.connect(self.dial_factory)
         self._dials.add(d)
 

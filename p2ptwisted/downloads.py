@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -25,6 +25,9 @@ from p2ptwisted import wire
 from p2ptwisted.core.index import Entry
 from p2ptwisted.fsops import rename_noreplace
 from p2ptwisted.hashing import PARTIAL_PREFIX, new_hasher
+
+if TYPE_CHECKING:
+    from p2ptwisted.protocol import PeerProtocol
 
 #: Files up to this size are gathered in memory and written to disk in one
 #: go, in a thread, when complete: the reactor then does no file-system work
@@ -50,6 +53,10 @@ class TransferFailed(Exception):
     source sent a bad copy, which kind (L{BAD_DATA}, L{BAD_ENTRY},
     L{BAD_END}).
     """
+
+    #: Set by the fetcher when it fails a fetch: whether it logged why
+    #: (absent before; read with getattr).
+    logged: bool
 
     def __init__(self, code: str, message: str, fault: Optional[str] = None):
         super().__init__(message)
@@ -79,7 +86,7 @@ class Download:
     entry: Entry
     dir_fd: int
     transfer: int = 0
-    peer: object = None
+    peer: Optional[PeerProtocol] = None
     fd: int = -1
     offset: int = 0
     received: int = 0
@@ -88,7 +95,7 @@ class Download:
     resumed_from: int = 0
     #: See L{partial_name}.
     purpose: str = ""
-    _hasher: object = None
+    _hasher: Any = None  # a new_hasher() (BLAKE3, which may ship no types)
     _memory: Optional[bytearray] = None
 
     @property
@@ -111,7 +118,7 @@ class Download:
             st = self._open_partial()
         except OSError as e:
             self.close()
-            raise TransferFailed("local", f"cannot create partial file: {e}")
+            raise TransferFailed("local", f"cannot create partial file: {e}") from e
         have = 0
         if st.st_size > self.entry.size:
             os.ftruncate(self.fd, 0)
@@ -204,7 +211,8 @@ class Download:
             return self._seal()
         except OSError as e:
             self.close()
-            raise TransferFailed("local", f"cannot write the partial file: {e.strerror or e}")
+            raise TransferFailed("local",
+                                 f"cannot write the partial file: {e.strerror or e}") from e
 
     def _seal(self) -> str:
         if self._memory is not None:
@@ -279,6 +287,11 @@ class Download:
             self.dir_fd = -1
 
 
+#: C{path -> (dir fd, directories made)}: opens (making it if need be) the
+#: directory a fetched file goes to (see L{p2ptwisted.fetcher.Fetcher}).
+OpenDir = Callable[[str], Tuple[int, List[str]]]
+
+
 @attrs.define(eq=False)
 class Want:
     """
@@ -289,7 +302,7 @@ class Want:
     sources: tuple
     done: Deferred
     #: Where the bytes go (the sync's destination directory by default).
-    open_dir: Optional[Callable[[str], int]] = None
+    open_dir: Optional[OpenDir] = None
     #: An operator's fetch: the name to publish the file under itself.
     keep: Optional[str] = None
     #: Directories made for this fetch (removed if it fails).

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from p2ptwisted import wire
 from p2ptwisted.core.index import Entry
 from p2ptwisted.core.sources import START, WAIT, Sources
-from p2ptwisted.downloads import BAD_DATA, Download, TransferFailed, Want, check_space
+from p2ptwisted.downloads import BAD_DATA, Download, OpenDir, TransferFailed, Want, check_space
 from p2ptwisted.stalls import STALL_CHECK, StallWatch  # noqa: F401 (STALL_CHECK for tests)
 
 #: Downloads in flight from one peer, and in total.
@@ -59,6 +59,22 @@ _FAILED = ("fetching {path} from {peer} failed: {why}{after}",
            "{peer} sent a bad copy of {path}: {why}; bad data discarded{after}")
 
 
+def _in_flight(want: Optional[Want]) -> Want:
+    """
+    A want the fetcher knows is in flight: its transfer is on the connection.
+    """
+    assert want is not None  # Fetcher.active and the connections' downloads change together
+    return want
+
+
+def _download(want: Want) -> Download:
+    """
+    The download of a want in flight (opening or running).
+    """
+    assert want.download is not None  # set by Fetcher._start until the download ends
+    return want.download
+
+
 class Fetcher:
     """
     @param open_dir: C{path -> (dir fd, directories made)} (blocking):
@@ -71,7 +87,7 @@ class Fetcher:
 
     log = Logger()
 
-    def __init__(self, clock, run_blocking, open_dir: Callable[[str], int],
+    def __init__(self, clock, run_blocking, open_dir: OpenDir,
                  connections: Callable[[], Dict[str, object]], stall_timeout: float,
                  remove_made: Callable[[list], None] = lambda paths: None):
         self.clock = clock
@@ -149,6 +165,7 @@ class Fetcher:
         proto.downloads[transfer] = download  # counts against the peer's limit now
 
         def open_blocking() -> int:
+            assert want.open_dir is not None  # fetch() gives every want one
             download.dir_fd, made = want.open_dir(entry.path)
             want.made.extend(made)
             check_space(download)
@@ -195,7 +212,8 @@ class Fetcher:
             if data.transfer not in proto.cancelled:
                 proto.drop(f"DATA for unknown transfer {data.transfer}")
             return
-        if download.dir_fd < 0 or self._want_of(proto, data.transfer).state != "running":
+        if (download.dir_fd < 0
+                or _in_flight(self._want_of(proto, data.transfer)).state != "running"):
             proto.drop(f"DATA for transfer {data.transfer} before its GET")
             return
         try:
@@ -217,7 +235,7 @@ class Fetcher:
             if end.transfer not in proto.cancelled:
                 proto.drop(f"END for unknown transfer {end.transfer}")
             return
-        download = want.download
+        download = _download(want)
         try:
             download.verify(end)
         except TransferFailed as e:
@@ -249,6 +267,7 @@ class Fetcher:
         d.addCallbacks(sealed, unsealed).chainDeferred(want.done)
 
     def error_received(self, proto, error: wire.Error) -> None:
+        assert error.transfer is not None  # the protocol hands over transfer errors only
         want = self._want_of(proto, error.transfer)
         if want is None:
             return  # an answer to a transfer we cancelled
@@ -274,8 +293,8 @@ class Fetcher:
             if want.state != "opening":
                 self.log.info("fetching {path} from {peer} interrupted; {kept} bytes kept for"
                               " resuming", path=wire.safe_text(want.path),
-                              peer=proto.describe(), kept=want.download.offset)
-                want.download.release()
+                              peer=proto.describe(), kept=_download(want).offset)
+                _download(want).release()
             want.download, want.state = None, "waiting"
             want.interrupted_at = self.clock.seconds() if want.keep is None else None  # (*)
             self.queue.appendleft(want)
@@ -290,9 +309,9 @@ class Fetcher:
         The transfer failed: bad bytes are discarded; unless C{bench} is false the source
         is benched for the version (L{Sources}) and another asked at once, if connected.
         """
-        want = self._want_of(proto, transfer)
+        want = _in_flight(self._want_of(proto, transfer))
         if why.fault is not None:
-            want.download.discard()
+            _download(want).discard()
         penalty = self.sources.failed(proto.remote_id, want.version, self.clock.seconds(),
                                       offence=why.fault is not None) if bench else None
         after = f"; not asking it for this version for {penalty.seconds:.0f}s" if penalty else ""
@@ -303,7 +322,7 @@ class Fetcher:
         another = bench and bool(self.sources.usable(self._sources_of(want), want.version,
                                                      self.clock.seconds()))
         self._finish(want, proto, record=not another)
-        want.download.release()
+        _download(want).release()
         want.download = None
         if another:
             want.state = "waiting"
@@ -323,6 +342,7 @@ class Fetcher:
         if want in self.queue:
             self.queue.remove(want)
         elif want.state == "running" and download is not None:
+            assert download.peer is not None  # Fetcher._start gives every download one
             download.peer.cancel_transfer(download.transfer)
             self._finish(want, download.peer)
             download.release()
@@ -364,7 +384,7 @@ class Fetcher:
             want.done.errback(why)
 
     def _stalled(self, want: Want, idle: float) -> None:
-        download = want.download
+        download = _download(want)
         self._give_up(download.peer, download.transfer,
                       TransferFailed("stalled", f"no data for {idle:.0f} seconds"), cancel=True)
 

@@ -9,10 +9,20 @@ C{_gossip_timers}, C{_last_gossip} and C{_gossip_cache}.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
 from p2ptwisted import wire
 from p2ptwisted.protocol import PeerProtocol
+
+if TYPE_CHECKING:
+    from p2ptwisted.limits import Limits
+    from p2ptwisted.peers import PeerBook
+
+#: A connection's listen address (or None) and whether it is loopback.
+GossipEntry = Tuple[Optional[wire.PeerAddress], bool]
 
 #: Seconds between two PEERS frames to the same peer.
 GOSSIP_INTERVAL = 2.0
@@ -27,6 +37,20 @@ YIELD_DELAY = 4.0
 
 
 class GossipMixin:
+    # The node's, set in Node.__init__ (or, for methods, defined by the
+    # node's other mixins): annotations only, nothing shadows them.
+    connections: Dict[str, PeerProtocol]
+    book: PeerBook
+    limits: Limits
+    clock: IReactorTime
+    log: Logger
+    node_id: Optional[str]
+    _gossip_timers: Dict[PeerProtocol, IDelayedCall]
+    _last_gossip: Dict[PeerProtocol, float]
+    _gossip_cache: Dict[PeerProtocol, GossipEntry]
+    dial_due: Callable[[], None]
+    _check_waiters: Callable[[], None]
+
     def peers_received(self, proto: PeerProtocol, message: wire.Peers) -> None:
         """
         Learn the addresses a peer gossips, within bounds.
@@ -42,6 +66,7 @@ class GossipMixin:
         learned = 0
         ignored += max(0, len(message.addresses) - self.limits.gossip_entries)
         ids = message.ids or (None,) * len(message.addresses)
+        assert self.node_id is not None  # PEERS come after our HELLO: the node started
         for address, claimed in zip(message.addresses[: self.limits.gossip_entries], ids):
             if not from_loopback and wire.is_loopback(address.host):
                 # A remote peer naming a loopback address would have us
@@ -76,7 +101,7 @@ class GossipMixin:
         """
         return self._gossip_entry(proto)[0]
 
-    def _gossip_entry(self, proto: PeerProtocol):
+    def _gossip_entry(self, proto: PeerProtocol) -> GossipEntry:
         """
         C{(listen address or None, whether it is loopback)} for a
         registered connection, worked out once: every PEERS frame to every
@@ -87,7 +112,7 @@ class GossipMixin:
         if entry is None:
             address = self._find_listen_address(proto)
             entry = (address, address is not None and wire.is_loopback(address.host))
-            if self.connections.get(proto.remote_id) is proto:
+            if proto.remote_id is not None and self.connections.get(proto.remote_id) is proto:
                 self._gossip_cache[proto] = entry
         return entry
 
@@ -96,10 +121,11 @@ class GossipMixin:
         host = getattr(peer, "host", None)
         if proto.dialed is not None:
             port = getattr(peer, "port", None)
-        elif proto.hello.listen_ports:
-            port = proto.hello.listen_ports[0]
         else:
-            return None
+            assert proto.hello is not None  # asked of connections past their HELLO
+            if not proto.hello.listen_ports:
+                return None
+            port = proto.hello.listen_ports[0]
         if not isinstance(host, str) or not isinstance(port, int):
             return None  # not an IP connection (say, a UNIX socket)
         try:
@@ -145,7 +171,7 @@ class GossipMixin:
 
     def _send_gossip(self, proto: PeerProtocol) -> None:
         self._gossip_timers.pop(proto, None)
-        if self.connections.get(proto.remote_id) is not proto:
+        if proto.remote_id is None or self.connections.get(proto.remote_id) is not proto:
             return
         self._last_gossip[proto] = self.clock.seconds()
         proto.send(self.gossip_for(proto))

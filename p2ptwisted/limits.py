@@ -12,7 +12,7 @@ node that lowered it would drop honest peers.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Dict, Iterable
 
 import attrs
 
@@ -76,7 +76,7 @@ class Limits:
         @raise ValueError: naming the bad item.
         """
         fields = {a.name: a for a in attrs.fields(cls)}
-        values = {}
+        values: Dict[str, Any] = {}  # each an int or a float, as its field is
         for item in items:
             name, sep, text = item.partition("=")
             name = name.strip().replace("-", "_")

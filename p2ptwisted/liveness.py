@@ -11,12 +11,34 @@ C{_ping_nonce} and C{_probe}.
 from __future__ import annotations
 
 import secrets
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from p2ptwisted import wire
 
+if TYPE_CHECKING:
+    from p2ptwisted.node import Node
+
+#: A probe's waiter: C{[answered, its timeout's call or None]}.
+ProbeWaiter = List[Any]
+
 
 class LivenessMixin:
+    # The protocol's (see the module docstring): annotations only, nothing
+    # here shadows them.
+    clock: IReactorTime
+    node: Node
+    tls: bool
+    held_for_output: bool
+    drop: Callable[[str], None]
+    send: Callable[[wire.Message], None]
+    _timer: Optional[IDelayedCall]
+    _last_frame: float
+    _ping_nonce: Optional[int]
+    #: (nonce, waiters) of a PING whose answer someone waits for.
+    _probe: Optional[Tuple[int, List[ProbeWaiter]]]
+
     def _set_timer(self, delay: float, callback) -> None:
         self._cancel_timer()
         self._timer = self.clock.callLater(delay, callback)

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from typing import Optional
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 
 #: Lines a host may cause at once, and how many seconds refill one.
 BURST = 20
@@ -32,7 +33,7 @@ class _Bucket:
 
 @attrs.define
 class LogBudget:
-    clock: object
+    clock: IReactorTime
     burst: int = BURST
     refill: float = REFILL
     _hosts: "OrderedDict[str, _Bucket]" = attrs.field(factory=OrderedDict)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Callable, Dict, List, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set
 
 from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -42,6 +42,9 @@ from p2ptwisted.limits import Limits
 from p2ptwisted.state import StateLock
 from p2ptwisted.uploads import RateLimit
 
+if TYPE_CHECKING:
+    from p2ptwisted.discovery import Discovery
+
 
 #: How often the dialler looks for addresses that are due.
 DIAL_TICK = 1.0
@@ -64,7 +67,7 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
     """
 
     log = Logger()
-    name = "node"
+    name = "node"  # type: ignore[assignment]  # (Service annotates it as None)
 
     def __init__(
         self,
@@ -102,7 +105,8 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         self.known_ids = KnownIds(state_dir)
         # What we listen and dial with: the peer factory itself, or the
         # same factory behind TLS (set up once the identity is loaded).
-        self.listen_factory = self.dial_factory = None
+        self.listen_factory: Optional[IProtocolFactory] = None
+        self.dial_factory: Optional[IProtocolFactory] = None
         self.listen_ports: List[int] = []
         self.connections: Dict[str, PeerProtocol] = {}
         self.pending: List[PeerProtocol] = []
@@ -143,12 +147,12 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         self._dials: set = set()
         self._dialer: Optional[LoopingCall] = None
         self._waiters: List[tuple] = []
-        self._gossip_timers: Dict[PeerProtocol, object] = {}
+        self._gossip_timers: Dict[PeerProtocol, IDelayedCall] = {}
         self.reach: Dict[str, Reach] = {}
-        self.discovery = None  # a p2ptwisted.discovery.Discovery, if on
+        self.discovery: Optional[Discovery] = None  # if on
         self.listen_host = ""  # the address the listener binds ("" = all)
         self.started_at: Optional[float] = None
-        self._summary_call = None
+        self._summary_call: Optional[IDelayedCall] = None
         self._last_gossip: Dict[PeerProtocol, float] = {}
         self._gossip_cache: Dict[PeerProtocol, tuple] = {}
         for text in bootstrap:
@@ -222,6 +226,7 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         what changed.  Asked during a scan, it runs one more scan after
         that one.  Fires with the number of local changes recorded.
         """
+        assert self.folder is not None  # opened by startService, before any scan
         return self.folder.rescan()
 
     def stopService(self) -> Deferred:
@@ -284,6 +289,7 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
     # -- called by PeerProtocol ------------------------------------------------
 
     def make_hello(self) -> wire.Hello:
+        assert self.node_id is not None  # loaded by startService, before any connection
         return wire.Hello(
             versions=wire.SUPPORTED_VERSIONS,
             node_id=self.node_id,

@@ -14,13 +14,14 @@ methods named here.
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
@@ -31,12 +32,34 @@ from p2ptwisted.liveness import LivenessMixin
 from p2ptwisted.tls import describe_tls_error, peer_id
 from p2ptwisted.uploads import UploadScheduler
 
+if TYPE_CHECKING:  # for annotations only: the node is handed in
+    from p2ptwisted.node import Node
+    from p2ptwisted.peers import BookEntry
+
+#: A handler of one type of frame: PeerProtocol's method, or one that hands
+#: the frame to the folder (see _to_folder).
+Handler = Callable[["PeerProtocol", Any], None]
+
 #: How long a graceful close may take before we abort the connection.
 CLOSE_TIMEOUT = 10.0
 
 #: Bytes per socket read and write, and buffered output before the upload
 #: scheduler is paused (see PeerProtocol.start_files).
 TRANSPORT_BUFFER = 1 << 20
+
+
+def _to_folder(part: str, name: str) -> Handler:
+    """
+    The handler that gives a frame to the folder's method C{name} (of its
+    C{part}, if one is named), on the node's own connections only.
+    """
+    def handler(self: PeerProtocol, message: Any) -> None:
+        if self.scheduler is None:
+            return  # not (or no longer) this node's connection to that peer
+        folder = self.node.folder
+        getattr(getattr(folder, part) if part else folder, name)(self, message)
+
+    return handler
 
 
 @implementer(IHandshakeListener)
@@ -55,8 +78,13 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
     MAX_LENGTH = wire.MAX_FRAME
     log = Logger()
 
-    node: object  # a p2ptwisted.node.Node
-    dialed: Optional[object] = None  # a p2ptwisted.peers.BookEntry
+    node: Node
+    # A TCP transport, or TLS over one (whose .transport is the TCP one).
+    transport: Any
+    dialed: Optional[BookEntry] = None
+    #: Set by the factory of the connections we dial (see _outbound in
+    #: p2ptwisted.connections).
+    outbound = False
     hello: Optional[wire.Hello] = None
     version: Optional[int] = None
     connected_at: float = 0.0
@@ -76,7 +104,7 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
     #: GETs the peer sent on this connection (the doctor's hint at --no-sync).
     gets_received = 0
 
-    def __init__(self, node):
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.clock = node.clock
         self._lost_waiters: list = []
@@ -124,7 +152,7 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
         """
         A Deferred that fires once this connection has closed.
         """
-        d = Deferred()
+        d: Deferred[None] = Deferred()
         if self._lost:
             d.callback(None)
         else:
@@ -256,6 +284,7 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
         if len(frame) > 4 and frame[0] == wire.DATA and self.scheduler is not None:
             self._last_frame = self.clock.seconds()
             self._ping_nonce = None
+            assert self.node.folder is not None  # the node started: it registered us
             self.node.folder.fetcher.data_received(self, wire.decode_data(frame))
             return True
         return False
@@ -282,10 +311,9 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
                 return
             self._hello_received(message)
             return
-        handler = self._handlers.get(type(message))
-        handler(self, message)
+        self._handlers[type(message)](self, message)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.tls and self.hello is None and not self._closing and reason.check(SSL.Error):
             # Before HELLO, a TLS failure is the peer's: no certificate,
             # plaintext, a broken handshake.
@@ -328,6 +356,7 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
     def _error_received(self, message: wire.Error) -> None:
         if message.transfer is not None:
             if self.scheduler is not None:
+                assert self.node.folder is not None  # the node started: it registered us
                 self.node.folder.fetcher.error_received(self, message)
             return
         self.log.info(
@@ -349,16 +378,7 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
         if self._probe is not None and message.nonce == self._probe[0]:
             self._probe_answered(True)
 
-    def _to_folder(part, name):
-        def handler(self, message):
-            if self.scheduler is None:
-                return  # not (or no longer) this node's connection to that peer
-            folder = self.node.folder
-            getattr(getattr(folder, part) if part else folder, name)(self, message)
-
-        return handler
-
-    _handlers = {
+    _handlers: Dict[type, Handler] = {
         wire.Hello: _second_hello,
         wire.Error: _error_received,
         wire.Peers: _peers_received,
@@ -371,7 +391,6 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
         wire.Ping: _ping_received,
         wire.Pong: _pong_received,
     }
-    del _to_folder
 
 
 #: The first two bytes of a TLS record (handshake or alert, version 3.x),

@@ -23,12 +23,16 @@ folder's "in step" line sums them all up).
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import TYPE_CHECKING, Callable, Dict
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from p2ptwisted import wire
+
+if TYPE_CHECKING:
+    from p2ptwisted.downloads import Want
+    from p2ptwisted.protocol import PeerProtocol
 
 #: Seconds between checks.
 STALL_CHECK = 2.0
@@ -69,7 +73,7 @@ class StallWatch:
     log = Logger()
 
     def __init__(self, clock, stall_timeout: float, active: Callable[[], list],
-                 stalled: Callable[[object, float], None], checked: Callable[[], None]):
+                 stalled: Callable[[Want, float], None], checked: Callable[[], None]):
         self.clock = clock
         self.stall_timeout = stall_timeout
         self.active = active
@@ -81,7 +85,7 @@ class StallWatch:
 
     def check(self) -> None:
         now = self.clock.seconds()
-        quiet: Dict[object, float] = {}
+        quiet: Dict[PeerProtocol, float] = {}
         for want in list(self.active()):
             download = want.download
             if want.state != "running" or download is None:

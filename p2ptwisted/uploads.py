@@ -21,7 +21,7 @@ from collections import deque
 from typing import Deque, Dict, Optional
 
 import attrs
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -48,12 +48,12 @@ class RateLimit:
     """
 
     rate: float
-    clock: object
+    clock: IReactorTime
     burst: float = 0.0
     _tokens: float = 0.0
     _stamp: Optional[float] = None
     _queue: Deque["UploadScheduler"] = attrs.field(factory=deque)
-    _timer: object = None
+    _timer: Optional[IDelayedCall] = None
 
     def __attrs_post_init__(self) -> None:
         self.burst = self.burst or max(self.rate / 4, float(CHUNK_SIZE))
@@ -208,7 +208,7 @@ class UploadScheduler:
         self._kick()
 
     def _run_turn(self) -> None:
-        budget = TURN_BUDGET
+        budget: float = TURN_BUDGET
         if self.limit is not None:
             budget = min(budget, self.limit.available())
         write = self.proto.transport.writeSequence

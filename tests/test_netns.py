@@ -257,8 +257,8 @@ class NamespaceTests(unittest.TestCase):
         partial = await growing
         cut_mark = c.mark()
         self.lan.cut("c")
-        await c.wait_for(rf"A \({nodes['a'].node_id[:12]}\) at \S+ left: ", cut_mark,
-                         timeout=NOTICE_TIMEOUT)
+        await c.wait_for(rf"(?:dropping )?A \({nodes['a'].node_id[:12]}\) at \S+( left)?: ",
+                         cut_mark, timeout=NOTICE_TIMEOUT)
         kept = os.path.getsize(partial)
         self.assertTrue(size // 5 <= kept < size, c.output(cut_mark))
         self.lan.restore("c")

@@ -55,7 +55,9 @@ CONNECTED = (
     r"connected to {name} \((?P<id>{id})\) at (?P<host>[^ ]+)"
     r" \((?P<direction>inbound|outbound)\)$"
 )
-LEFT = r"{name} \({id}\) at [^ ]+ left: "
+# A connection that ended: "X left: why", or, when this node ended it, the
+# one line that said so ("dropping X: why", "closing X: why").
+LEFT = r"(?:{name} \({id}\) at [^ ]+ left|(?:dropping|closing) {name} \({id}\) at [^ ]+): "
 DROPPING = re.compile(r"dropping (?P<peer>\S+): (?P<reason>.*)$")
 
 

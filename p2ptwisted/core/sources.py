@@ -89,7 +89,8 @@ class Sources:
         self._pairs[(peer, version)] = (failures, now + seconds, offended or offence)
         offences = self.offences.pop(peer, 0) + offence
         self.offences[peer] = offences
-        for table in (self._pairs, self.offences):
+        tables: Tuple[dict, dict] = (self._pairs, self.offences)
+        for table in tables:
             while len(table) > MAX_REMEMBERED:
                 del table[next(iter(table))]
         return Penalty(until=now + seconds, seconds=seconds, offences=offences,
