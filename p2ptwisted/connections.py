@@ -336,7 +336,7 @@ class ConnectionsMixin:
                 self.log.info("{peer} left: {why}", peer=proto.describe(),
                               why=reason.getErrorMessage())
             for entry in self.book.entries_for(remote):
-                self.book.disconnected(entry, now)
+                self.book.disconnected(entry, now, dropped=proto.closed_because is not None)
             assert self.folder is not None  # it was connected: the node started
             self.folder.peer_lost(proto)
             self._peers_changed()

@@ -284,7 +284,9 @@ class Fetcher:
         are asked of another source, if one is connected, or wait for one
         (*: not an operator's fetch, which is answered at once).
         """
-        self.sources.connection_lost(proto.remote_id)
+        if proto.remote_id not in self.connections():
+            # (not a replaced duplicate: the peer is gone, its benches too)
+            self.sources.connection_lost(proto.remote_id)
         for transfer in list(proto.downloads):
             want = self._want_of(proto, transfer)
             if want is None:

@@ -64,6 +64,8 @@ class BookEntry:
     expected_id: Optional[str] = None
     is_self: bool = False
     failures: int = 0
+    #: Connections in a row that this node ended (see L{PeerBook.disconnected}).
+    drops: int = 0
     next_attempt: float = 0.0
     dialing: bool = False
     learned_at: float = 0.0
@@ -215,18 +217,23 @@ class PeerBook:
         entry.last_error = None
         entry.failures = 0
 
-    def disconnected(self, entry: BookEntry, now: float) -> None:
+    def disconnected(self, entry: BookEntry, now: float, dropped: bool = False) -> None:
         """
         A handshaken connection to this address ended: the handshake showed
         the node is there, so it is redialled after the first backoff step
         however short the connection was (a restarted peer is back at once;
         a link that keeps dropping keeps resuming).  If that dial fails the
         backoff grows from there.
+
+        @param dropped: this node ended it (a peer that sent bad copies,
+            did not read, did not answer): each such end in a row waits a
+            step longer, so dropping a peer is not undone a second later.
         """
         entry.dialing = False
         entry.failures = 0
         entry.answered = True
-        entry.next_attempt = now + self.delay(1)
+        entry.drops = entry.drops + 1 if dropped else 0
+        entry.next_attempt = now + self.delay(1 + entry.drops)
 
     def mark_self(self, entry: BookEntry) -> None:
         """

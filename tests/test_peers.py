@@ -112,6 +112,28 @@ class BookTests(SynchronousTestCase):
         book.dial_failed(entry, now)
         self.assertEqual(entry.next_attempt - now, peers.INITIAL_DELAY * 1.25)
 
+    def test_peer_we_drop_waits_longer_each_time(self):
+        """
+        A connection this node ended (a peer that sent bad copies or does
+        not read) is not redialled a second later: each such end in a row
+        doubles the wait, up to the ceiling; a connection the peer ended
+        starts over at the first step.
+        """
+        book = PeerBook(jitter=lambda: 0.0)
+        entry = book.learn(A, now=0.0)
+        waits = []
+        for _ in range(8):
+            book.dial_started(entry)
+            book.connected(entry, "n1")
+            book.disconnected(entry, 100.0, dropped=True)
+            waits.append(entry.next_attempt - 100.0)
+        self.assertEqual(waits, [2.0, 4.0, 8.0, 16.0, 32.0, peers.MAX_DELAY, peers.MAX_DELAY,
+                                 peers.MAX_DELAY])
+        book.dial_started(entry)
+        book.connected(entry, "n1")
+        book.disconnected(entry, 100.0)
+        self.assertEqual(entry.next_attempt - 100.0, peers.INITIAL_DELAY)
+
     def test_unanswered_learned_address_forgotten(self):
         """
         Issue 11 point 7: a learned address that never answered is
