@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -25,9 +25,6 @@ from p2ptwisted import wire
 from p2ptwisted.core.index import Entry
 from p2ptwisted.fsops import rename_noreplace
 from p2ptwisted.hashing import PARTIAL_PREFIX, new_hasher
-
-if TYPE_CHECKING:
-    from p2ptwisted.protocol import PeerProtocol
 
 #: Files up to this size are gathered in memory and written to disk in one
 #: go, in a thread, when complete: the reactor then does no file-system work
@@ -86,7 +83,7 @@ class Download:
     entry: Entry
     dir_fd: int
     transfer: int = 0
-    peer: Optional[PeerProtocol] = None
+    peer: Any = None  # the PeerProtocol it comes from
     fd: int = -1
     offset: int = 0
     received: int = 0

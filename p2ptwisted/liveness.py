@@ -11,14 +11,12 @@ C{_ping_nonce} and C{_probe}.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from p2ptwisted import wire
 
-if TYPE_CHECKING:
-    from p2ptwisted.node import Node
 
 #: A probe's waiter: C{[answered, its timeout's call or None]}.
 ProbeWaiter = List[Any]
@@ -28,7 +26,7 @@ class LivenessMixin:
     # The protocol's (see the module docstring): annotations only, nothing
     # here shadows them.
     clock: IReactorTime
-    node: Node
+    node: Any  # the Node (never imported here: the node imports us)
     tls: bool
     held_for_output: bool
     drop: Callable[[str], None]

@@ -33,7 +33,6 @@ from p2ptwisted.tls import describe_tls_error, peer_id
 from p2ptwisted.uploads import UploadScheduler
 
 if TYPE_CHECKING:  # for annotations only: the node is handed in
-    from p2ptwisted.node import Node
     from p2ptwisted.peers import BookEntry
 
 #: A handler of one type of frame: PeerProtocol's method, or one that hands
@@ -78,7 +77,7 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
     MAX_LENGTH = wire.MAX_FRAME
     log = Logger()
 
-    node: Node
+    node: Any  # the Node, handed in (never imported here: it imports us)
     # A TCP transport, or TLS over one (whose .transport is the TCP one).
     transport: Any
     dialed: Optional[BookEntry] = None
@@ -104,7 +103,7 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
     #: GETs the peer sent on this connection (the doctor's hint at --no-sync).
     gets_received = 0
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Any) -> None:
         self.node = node
         self.clock = node.clock
         self._lost_waiters: list = []

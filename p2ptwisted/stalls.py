@@ -23,7 +23,7 @@ folder's "in step" line sums them all up).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict
+from typing import TYPE_CHECKING, Any, Callable, Dict
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -32,7 +32,6 @@ from p2ptwisted import wire
 
 if TYPE_CHECKING:
     from p2ptwisted.downloads import Want
-    from p2ptwisted.protocol import PeerProtocol
 
 #: Seconds between checks.
 STALL_CHECK = 2.0
@@ -85,7 +84,7 @@ class StallWatch:
 
     def check(self) -> None:
         now = self.clock.seconds()
-        quiet: Dict[PeerProtocol, float] = {}
+        quiet: Dict[Any, float] = {}  # by connection
         for want in list(self.active()):
             download = want.download
             if want.state != "running" or download is None:
