@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from p2ptwisted import wire
 from p2ptwisted.identity import format_id
-from p2ptwisted.protocol import PeerFactory, PeerProtocol
+from p2ptwisted.protocol import PeerProtocol
 
 if TYPE_CHECKING:
     from p2ptwisted.folder import Folder
@@ -372,16 +372,3 @@ def _outbound(proto: PeerProtocol) -> bool:
     that built it (L{OutboundFactory}) tells.
     """
     return proto.dialed is not None or getattr(proto, "outbound", False)
-
-
-class OutboundFactory(PeerFactory):
-    """
-    The node's peer factory for the connections it dials: the same
-    protocol, marked as outbound from the start (limits on inbound
-    connections must not count it).
-    """
-
-    def buildProtocol(self, addr) -> PeerProtocol:
-        proto = PeerFactory.buildProtocol(self, addr)
-        proto.outbound = True
-        return proto

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import builtins
 import re
-import rlcompleter
 from typing import Callable, Dict, List, Optional
 
 from twisted.conch import manhole
+
+from p2ptwisted.completion import common_prefix, completions, open_string
 
 #: The bytes of the keys handled here.
 CTRL_G = b"\x07"
@@ -249,7 +250,7 @@ class Console(manhole.ColoredManhole):
     def handle_TAB(self) -> None:
         before, after = self.currentLineBuffer()
         text = before.decode("utf-8", "replace")
-        quoted = _open_string(text)
+        quoted = open_string(text)
         if quoted is not None:
             word, found = quoted, self._paths(quoted)
         else:
@@ -262,7 +263,7 @@ class Console(manhole.ColoredManhole):
         if not found:
             self.terminal.write(b"\a")
             return
-        common = _common_prefix(found)
+        common = common_prefix(found)
         if len(common) > len(word):
             self._insert(common[len(word):].encode("utf-8"))
         elif len(found) > 1:
@@ -350,54 +351,3 @@ class Console(manhole.ColoredManhole):
     def _draw_search(self, match: bytes) -> None:
         self._erase_search()
         self.terminal.write(f"(reverse-i-search)`{self._search}': ".encode() + match)
-
-
-def completions(word: str, namespace: Dict[str, object]) -> List[str]:
-    """
-    What C{word} (a name, or a dotted name) may complete to in
-    C{namespace}, sorted, without duplicates; private names only when
-    C{word} asks for them (after a C{_}).
-    """
-    completer = rlcompleter.Completer(namespace)
-    found = []
-    for state in range(10_000):
-        try:
-            match = completer.complete(word, state)
-        except Exception:
-            break  # evaluating the dotted prefix raised: nothing to offer
-        if match is None:
-            break
-        found.append(match)
-    last = word.rsplit(".", 1)[-1]
-    if not last.startswith("_"):
-        found = [m for m in found if not m.rsplit(".", 1)[-1].startswith("_")]
-    return sorted(set(found))
-
-
-def _open_string(text: str) -> Optional[str]:
-    """
-    What follows an unclosed quote at the end of C{text} (a line of
-    Python), or C{None} if the cursor is not inside a string.
-    """
-    quote, start, i = None, 0, 0
-    while i < len(text):
-        c = text[i]
-        if quote is not None:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = None
-        elif c in "'\"":
-            quote, start = c, i + 1
-        elif c == "#":
-            return None
-        i += 1
-    return text[start:] if quote is not None else None
-
-
-def _common_prefix(words: List[str]) -> str:
-    first, last = min(words), max(words)
-    n = 0
-    while n < len(first) and n < len(last) and first[n] == last[n]:
-        n += 1
-    return first[:n]

@@ -158,18 +158,13 @@ class DialingMixin:
         if quiet:
             return
         host = entry.address.host if entry.address is not None else entry.key
-        suppressed = self.log_budget.spend(host)
-        if suppressed is None:
-            return
-        more = f" ({suppressed} similar lines about this host suppressed)" if suppressed else ""
         if forgotten:
-            self.log.info("could not reach {key} (attempt {n}): {why}; it never answered,"
-                          " forgetting it{more}", key=entry.key, n=entry.failures,
-                          why=why, more=more)
+            format = ("could not reach {key} (attempt {n}): {why}; it never answered,"
+                      " forgetting it")
         else:
-            self.log.info("could not reach {key} (attempt {n}, next in {delay:.0f}s):"
-                          " {why}{more}", key=entry.key, n=entry.failures,
-                          delay=entry.next_attempt - self.clock.seconds(), why=why, more=more)
+            format = "could not reach {key} (attempt {n}, next in {delay:.0f}s): {why}"
+        self.log_budget.emit(host, self.log.info, format, key=entry.key, n=entry.failures,
+                             why=why, delay=entry.next_attempt - self.clock.seconds())
 
     def discovered(self, host: str, port: int, node_id: str, restarted: bool) -> None:
         """

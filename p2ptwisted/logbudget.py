@@ -38,6 +38,18 @@ class LogBudget:
     refill: float = REFILL
     _hosts: "OrderedDict[str, _Bucket]" = attrs.field(factory=OrderedDict)
 
+    def emit(self, host: Optional[str], emit, format: str, **fields) -> None:
+        """
+        Log C{format} with C{emit} (a L{Logger} method) if C{host}'s budget
+        allows; a line after suppressed ones says how many were held back.
+        """
+        suppressed = self.spend(host)
+        if suppressed is None:
+            return
+        if suppressed:
+            format += " ({suppressed} similar lines about this host suppressed)"
+        emit(format, suppressed=suppressed, **fields)
+
     def spend(self, host: Optional[str]) -> Optional[int]:
         """
         Ask to log one line about C{host}.

@@ -23,14 +23,14 @@ from twisted.python.threadpool import ThreadPool
 
 from p2ptwisted import wire
 from p2ptwisted.connections import (  # noqa: F401 (re-exported)
-    MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_PER_ADDRESS, MAX_REACH, ConnectionsMixin,
-    OutboundFactory, Reach)
+    MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_PER_ADDRESS, MAX_REACH, ConnectionsMixin, Reach)
 from p2ptwisted.dialing import (  # noqa: F401 (re-exported)
     CONNECT_TIMEOUT, MAX_PENDING_DIALS, DialBudget, DialingMixin, default_endpoint)
 from p2ptwisted.gossip import GOSSIP_INTERVAL, GossipMixin  # noqa: F401 (re-exported)
 from p2ptwisted.peers import BookEntry, PeerBook
 from p2ptwisted.logbudget import LogBudget
-from p2ptwisted.protocol import PeerFactory, PeerProtocol
+from p2ptwisted.factories import OutboundFactory, PeerFactory
+from p2ptwisted.protocol import PeerProtocol
 from p2ptwisted.watch import ShareWatcher
 from p2ptwisted.core.planner import SEND_ONLY, SEND_RECEIVE
 from p2ptwisted.folder import Folder

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -208,12 +208,8 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
         L{p2ptwisted.logbudget}); lines over budget are counted and the
         count is added to the next line that gets through.
         """
-        suppressed = self.node.log_budget.spend(getattr(self.transport.getPeer(), "host", None))
-        if suppressed is None:
-            return
-        if suppressed:
-            format += " ({suppressed} similar lines about this host suppressed)"
-        emit(format, peer=self.describe(), suppressed=suppressed, **fields)
+        self.node.log_budget.emit(getattr(self.transport.getPeer(), "host", None), emit,
+                                  format, peer=self.describe(), **fields)
 
     def close(self, code: str, message: str) -> None:
         """
@@ -395,21 +391,3 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
 #: The first two bytes of a TLS record (handshake or alert, version 3.x),
 #: read as the top of a length prefix: a TLS peer talking to a plaintext one.
 _TLS_RECORD_STARTS = frozenset({0x1603, 0x1503})
-
-
-class PeerFactory(Factory):
-    """
-    The one factory a node uses, for the connections it accepts and the ones
-    it dials alike.
-    """
-
-    protocol = PeerProtocol
-    noisy = False
-
-    def __init__(self, node):
-        self.node = node
-
-    def buildProtocol(self, addr) -> PeerProtocol:
-        proto = self.protocol(self.node)
-        proto.factory = self
-        return proto
