@@ -361,3 +361,19 @@ def check_space(download: Download) -> None:
     free = st.f_bavail * st.f_frsize
     if free < need:
         raise TransferFailed("space", f"needs {need} bytes of free space, {free} free")
+
+
+def in_flight(want: Optional[Want]) -> Want:
+    """
+    A want the fetcher knows is in flight: its transfer is on the connection.
+    """
+    assert want is not None  # Fetcher.active and the connections' downloads change together
+    return want
+
+
+def download_of(want: Want) -> Download:
+    """
+    The download of a want in flight (opening or running).
+    """
+    assert want.download is not None  # set by Fetcher._start until the download ends
+    return want.download

@@ -36,7 +36,8 @@ from twisted.logger import Logger
 from p2ptwisted import wire
 from p2ptwisted.core.index import Entry
 from p2ptwisted.core.sources import START, WAIT, Sources
-from p2ptwisted.downloads import BAD_DATA, Download, OpenDir, TransferFailed, Want, check_space
+from p2ptwisted.downloads import (
+    BAD_DATA, Download, OpenDir, TransferFailed, Want, check_space, download_of, in_flight)
 from p2ptwisted.stalls import STALL_CHECK, StallWatch  # noqa: F401 (STALL_CHECK for tests)
 
 #: Downloads in flight from one peer, and in total.
@@ -57,22 +58,6 @@ LOG_EACH_MIN = 1024 * 1024
 #: How a failed download is logged: another failure, a bad copy.
 _FAILED = ("fetching {path} from {peer} failed: {why}{after}",
            "{peer} sent a bad copy of {path}: {why}; bad data discarded{after}")
-
-
-def _in_flight(want: Optional[Want]) -> Want:
-    """
-    A want the fetcher knows is in flight: its transfer is on the connection.
-    """
-    assert want is not None  # Fetcher.active and the connections' downloads change together
-    return want
-
-
-def _download(want: Want) -> Download:
-    """
-    The download of a want in flight (opening or running).
-    """
-    assert want.download is not None  # set by Fetcher._start until the download ends
-    return want.download
 
 
 class Fetcher:
@@ -213,7 +198,7 @@ class Fetcher:
                 proto.drop(f"DATA for unknown transfer {data.transfer}")
             return
         if (download.dir_fd < 0
-                or _in_flight(self._want_of(proto, data.transfer)).state != "running"):
+                or in_flight(self._want_of(proto, data.transfer)).state != "running"):
             proto.drop(f"DATA for transfer {data.transfer} before its GET")
             return
         try:
@@ -235,7 +220,7 @@ class Fetcher:
             if end.transfer not in proto.cancelled:
                 proto.drop(f"END for unknown transfer {end.transfer}")
             return
-        download = _download(want)
+        download = download_of(want)
         try:
             download.verify(end)
         except TransferFailed as e:
@@ -295,8 +280,8 @@ class Fetcher:
             if want.state != "opening":
                 self.log.info("fetching {path} from {peer} interrupted; {kept} bytes kept for"
                               " resuming", path=wire.safe_text(want.path),
-                              peer=proto.describe(), kept=_download(want).offset)
-                _download(want).release()
+                              peer=proto.describe(), kept=download_of(want).offset)
+                download_of(want).release()
             want.download, want.state = None, "waiting"
             want.interrupted_at = self.clock.seconds() if want.keep is None else None  # (*)
             self.queue.appendleft(want)
@@ -311,9 +296,9 @@ class Fetcher:
         The transfer failed: bad bytes are discarded; unless C{bench} is false the source
         is benched for the version (L{Sources}) and another asked at once, if connected.
         """
-        want = _in_flight(self._want_of(proto, transfer))
+        want = in_flight(self._want_of(proto, transfer))
         if why.fault is not None:
-            _download(want).discard()
+            download_of(want).discard()
         penalty = self.sources.failed(proto.remote_id, want.version, self.clock.seconds(),
                                       offence=why.fault is not None) if bench else None
         after = f"; not asking it for this version for {penalty.seconds:.0f}s" if penalty else ""
@@ -324,7 +309,7 @@ class Fetcher:
         another = bench and bool(self.sources.usable(self._sources_of(want), want.version,
                                                      self.clock.seconds()))
         self._finish(want, proto, record=not another)
-        _download(want).release()
+        download_of(want).release()
         want.download = None
         if another:
             want.state = "waiting"
@@ -386,7 +371,7 @@ class Fetcher:
             want.done.errback(why)
 
     def _stalled(self, want: Want, idle: float) -> None:
-        download = _download(want)
+        download = download_of(want)
         self._give_up(download.peer, download.transfer,
                       TransferFailed("stalled", f"no data for {idle:.0f} seconds"), cancel=True)
 
