@@ -221,7 +221,7 @@ class IndexExchange:
         # Each batch says how far it completes the peer's copy, so the
         # peer knows when it has caught up even past forgotten deletions.
         self._through[peer] = through
-        for frame in pack_index(entries, through):
+        for frame in pack_index(entries, through, blocks=(proto.version or 0) >= 3):
             proto.send_frame(frame)
         self.entries_sent += len(entries)
         if entries:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Callable, Tuple
+from typing import Callable, List, Tuple
 
 from p2ptwisted import wire
+from p2ptwisted.core.blocks import block_size, has_list
 
 from blake3 import blake3 as _blake3
 
@@ -75,11 +76,65 @@ def open_regular(dir_fd: int, name: str) -> Tuple[int, os.stat_result]:
 
 
 def hash_fd(fd: int, stopped: Callable[[], bool] = lambda: False) -> str:
-    hasher = new_hasher()
+    return hash_file(fd, -1, stopped)[0]
+
+
+class BlockHasher:
+    """
+    The content hash of a file and, if it has one, its block list
+    (L{p2ptwisted.core.blocks}), from its bytes fed in order.  One pass
+    serves both, so a file is read once however it is hashed.
+
+    @param size: the file's size, which fixes the block size; a negative
+        size means "no block list" (just the content hash).
+    """
+
+    def __init__(self, size: int):
+        self.whole = new_hasher()
+        self.listing = size >= 0 and has_list(size)
+        self.bsize = block_size(size) if self.listing else 0
+        self._block = new_hasher()
+        self._in_block = 0
+        self._digests: List[bytes] = []
+
+    def update(self, data) -> None:
+        self.whole.update(data)
+        if not self.listing:
+            return
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self.bsize - self._in_block)
+            self._block.update(view[:take])
+            self._in_block += take
+            view = view[take:]
+            if self._in_block == self.bsize:
+                self._digests.append(self._block.digest())
+                self._block, self._in_block = new_hasher(), 0
+
+    def result(self) -> Tuple[str, bytes]:
+        """
+        (content hash in hex, block list: C{b""} if the file has none).
+        """
+        if not self.listing:
+            return self.whole.hexdigest(), b""
+        tail = [self._block.digest()] if self._in_block else []
+        return self.whole.hexdigest(), b"".join(self._digests + tail)
+
+
+def hash_file(fd: int, size: int,
+              stopped: Callable[[], bool] = lambda: False) -> Tuple[str, bytes]:
+    """
+    Read C{fd} from where it stands to its end: its content hash and block
+    list (see L{BlockHasher}; C{size} is what the caller expects the file
+    to be, for the block size).
+
+    @raise ScanStopped: if C{stopped()} became true.
+    """
+    hasher = BlockHasher(size)
     while True:
         if stopped():
             raise ScanStopped()
         chunk = os.read(fd, HASH_READ)
         if not chunk:
-            return hasher.hexdigest()
+            return hasher.result()
         hasher.update(chunk)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import stat as stat_module
 import unicodedata
-from typing import Any, Callable, List, Optional, Set, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple, Union
 
 import attrs
 
@@ -29,7 +29,7 @@ from p2ptwisted import wire
 from p2ptwisted.core.ignore import IGNORE_FILE, MAX_IGNORE_BYTES, IgnoreError, IgnoreRules
 from p2ptwisted.core.index import DIR, FILE, IndexStore, Observed
 from p2ptwisted.core.scan import HASH, META, WAIT, Stat, classify, look_again_at
-from p2ptwisted.hashing import ScanStopped, ShareError, hash_fd, open_regular
+from p2ptwisted.hashing import ScanStopped, ShareError, hash_file, open_regular
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -215,25 +215,26 @@ class Scanner:
         if verdict == META:
             assert entry is not None  # (META: a known file whose bits changed)
             report.changed.append(Observed(path, FILE, found.size, found.mtime_ns, perms,
-                                           entry.hash))
+                                           entry.hash, entry.blocks))
         elif verdict == WAIT:
             self._wait(report, look_again_at(found))
             if entry is None or entry.deleted:
                 seen.discard(path)  # not there yet, as far as peers know
         elif verdict == HASH:
-            digest = self._hash(dir_fd, name, found, report)
-            if digest == "":
+            hashed = self._hash(dir_fd, name, found, report)
+            if hashed == "":
                 report.skipped.append(wire.safe_text(path) + " (cannot be read)")
-            elif digest is None:
+            elif hashed is None:
                 self._wait(report, now_ns + 1)  # changed while we read it
             else:
                 report.changed.append(Observed(path, FILE, found.size, found.mtime_ns, perms,
-                                               digest))
+                                               *hashed))
 
-    def _hash(self, dir_fd: int, name: str, found: Stat, report: ScanReport) -> Optional[str]:
+    def _hash(self, dir_fd: int, name: str, found: Stat,
+              report: ScanReport) -> Union[None, str, Tuple[str, bytes]]:
         """
-        The file's hash; C{None} if it changed while we looked (look again
-        soon), C{""} if it cannot be read at all.
+        The file's hash and block list; C{None} if it changed while we
+        looked (look again soon), C{""} if it cannot be read at all.
         """
         try:
             fd, st = open_regular(dir_fd, name)
@@ -244,7 +245,7 @@ class Scanner:
         try:
             if (st.st_size, st.st_mtime_ns) != (found.size, found.mtime_ns):
                 return None
-            digest = hash_fd(fd, lambda: self.stopped())  # read anew: stop() replaces it
+            digest = hash_file(fd, found.size, lambda: self.stopped())  # (stop() replaces it)
             after = os.fstat(fd)
             report.hashed += 1
             if (after.st_size, after.st_mtime_ns) != (found.size, found.mtime_ns):

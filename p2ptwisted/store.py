@@ -28,6 +28,7 @@ import sqlite3
 import urllib.parse
 from typing import Dict, Iterable, Iterator, List, Literal, Optional, Tuple
 
+from p2ptwisted.core.blocks import digest_at, digests
 from p2ptwisted.core.index import FILE, Entry
 from p2ptwisted.core.versions import Vector
 
@@ -37,7 +38,7 @@ INDEX_FILE = "index.sqlite3"
 #: The schema this code writes and reads, kept in C{PRAGMA user_version}.
 #: A later release that changes the schema bumps it and migrates older
 #: files; a file with a higher number was written by a newer release.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: SQLite page cache per connection, in KiB: the bound on what the index
 #: costs in memory, whatever its size.
@@ -52,14 +53,28 @@ HASH_KEY = 8
 #: Rows fetched per query when a listing is streamed.
 CHUNK = 1000
 
-_FIELDS = "path, kind, size, mtime_ns, perms, hash, deleted, version, modified_by, sequence"
+_FIELDS = ("path, kind, size, mtime_ns, perms, hash, deleted, version, modified_by, sequence,"
+           " blocks")
+_MARKS = ", ".join("?" * 11)
+
+#: Where each block of our own live files is: (path, block index) by the
+#: first 8 bytes of the block's digest, as a signed 64-bit key (a match is
+#: checked against the entry's whole list).  A block any file holds is
+#: reused and served from there (L{SqliteStore.with_block}).
+_BLOCKMAP = """
+CREATE TABLE blockmap (
+    path TEXT NOT NULL, idx INTEGER NOT NULL, key INTEGER NOT NULL,
+    PRIMARY KEY (path, idx)
+) WITHOUT ROWID;
+CREATE INDEX blockmap_key ON blockmap (key);
+"""
 
 _SCHEMA = f"""
 CREATE TABLE local (
     path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, perms INTEGER NOT NULL, hash TEXT NOT NULL,
     deleted INTEGER NOT NULL, version TEXT NOT NULL, modified_by TEXT NOT NULL,
-    sequence INTEGER NOT NULL
+    sequence INTEGER NOT NULL, blocks BLOB NOT NULL DEFAULT x''
 );
 CREATE INDEX local_sequence ON local (sequence);
 CREATE INDEX local_hash ON local (substr(hash, 1, {HASH_KEY}))
@@ -68,13 +83,22 @@ CREATE TABLE remote (
     peer TEXT NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, perms INTEGER NOT NULL,
     hash TEXT NOT NULL, deleted INTEGER NOT NULL, version TEXT NOT NULL,
-    modified_by TEXT NOT NULL, sequence INTEGER NOT NULL,
+    modified_by TEXT NOT NULL, sequence INTEGER NOT NULL, blocks BLOB NOT NULL DEFAULT x'',
     PRIMARY KEY (peer, path)
 ) WITHOUT ROWID;
 CREATE INDEX remote_path ON remote (path);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+{_BLOCKMAP}
 PRAGMA user_version = {SCHEMA_VERSION};
 """
+
+#: From schema 1 (before block lists): the new columns and the block map.
+#: Entries written before keep no list (their files travel as one stream
+#: until they change).
+_MIGRATE_1 = """
+ALTER TABLE local ADD COLUMN blocks BLOB NOT NULL DEFAULT x'';
+ALTER TABLE remote ADD COLUMN blocks BLOB NOT NULL DEFAULT x'';
+""" + _BLOCKMAP + f"PRAGMA user_version = {SCHEMA_VERSION};"
 
 
 class StoreError(Exception):
@@ -98,12 +122,23 @@ def decode_version(text: str) -> Vector:
 def _row(entry: Entry) -> tuple:
     return (entry.path, entry.kind, entry.size, entry.mtime_ns, entry.perms, entry.hash,
             int(entry.deleted), encode_version(entry.version), entry.modified_by,
-            entry.sequence)
+            entry.sequence, entry.blocks)
 
 
 def _entry(row) -> Entry:
     return Entry(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]),
-                 decode_version(row[7]), row[8], row[9])
+                 decode_version(row[7]), row[8], row[9], bytes(row[10]))
+
+
+def block_key(digest: bytes) -> int:
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _block_rows(entries: Iterable[Entry]) -> Iterator[tuple]:
+    for entry in entries:
+        if entry.live and entry.blocks:
+            for i, digest in enumerate(digests(entry.blocks)):
+                yield entry.path, i, block_key(digest)
 
 
 class _Write:
@@ -182,6 +217,11 @@ class SqliteStore:
             if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise StoreError(f"{self.path} is an SQLite database but not a node index;"
                                  " move it away or use another --state")
+        elif version == 1:
+            with _Write(self):
+                for statement in _MIGRATE_1.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
         elif version != SCHEMA_VERSION:
             raise StoreError(f"index {self.path} has schema version {version}, this release"
                              f" reads only {SCHEMA_VERSION}: it was written by another release")
@@ -224,9 +264,13 @@ class SqliteStore:
         return None if row is None else _entry(row)
 
     def put(self, entries: Iterable[Entry], meta: Optional[Dict[str, str]] = None) -> None:
+        entries = list(entries)
         with _Write(self) as db:
-            db.executemany(f"INSERT OR REPLACE INTO local ({_FIELDS})"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", map(_row, entries))
+            db.executemany(f"INSERT OR REPLACE INTO local ({_FIELDS}) VALUES ({_MARKS})",
+                           map(_row, entries))
+            db.executemany("DELETE FROM blockmap WHERE path = ?", ((e.path,) for e in entries))
+            db.executemany("INSERT INTO blockmap (path, idx, key) VALUES (?, ?, ?)",
+                           _block_rows(entries))
             if meta:
                 db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                meta.items())
@@ -244,6 +288,20 @@ class SqliteStore:
             f" AND +hash = ? AND deleted = 0 AND kind = '{FILE}' ORDER BY path",
             (content_hash[:HASH_KEY], content_hash))
         return [_entry(row) for row in rows]
+
+    def with_block(self, digest: bytes, limit: int = 8) -> List[Tuple[Entry, int]]:
+        """
+        Up to C{limit} (entry, block index) of our live files whose block
+        list has a block with C{digest}.
+        """
+        rows = self._db.execute("SELECT path, idx FROM blockmap WHERE key = ? LIMIT ?",
+                                (block_key(digest), limit * 4)).fetchall()
+        found = []
+        for path, index in rows:
+            entry = self.get(path)
+            if entry is not None and entry.live and digest_at(entry.blocks, index) == digest:
+                found.append((entry, index))
+        return found[:limit]
 
     def live_under(self, path: str, limit: int) -> List[Entry]:
         # Every string that starts with "p/" sorts in ["p/", "p0"): "0"
@@ -276,7 +334,7 @@ class SqliteStore:
     def remote_put(self, peer: str, entries: Iterable[Entry]) -> None:
         with _Write(self) as db:
             db.executemany(f"INSERT OR REPLACE INTO remote (peer, {_FIELDS})"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           f" VALUES (?, {_MARKS})",
                            ((peer,) + _row(entry) for entry in entries))
 
     def tombstones(self, after: str, limit: int) -> List[Entry]:
@@ -288,6 +346,7 @@ class SqliteStore:
         rows = [(p,) for p in paths]
         with _Write(self) as db:
             db.executemany("DELETE FROM local WHERE path = ?", rows)
+            db.executemany("DELETE FROM blockmap WHERE path = ?", rows)
             db.executemany("DELETE FROM remote WHERE path = ? AND deleted = 1", rows)
 
     def remote_paths(self, peer: str) -> List[str]:

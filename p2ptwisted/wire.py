@@ -23,7 +23,7 @@ from typing import Callable, Dict, Optional, Tuple, Type, Union
 import attrs
 
 #: Protocol versions this implementation speaks, lowest first.
-SUPPORTED_VERSIONS: Tuple[int, ...] = (2,)
+SUPPORTED_VERSIONS: Tuple[int, ...] = (2, 3)
 
 #: The largest frame (type byte plus body) either side may send or accept.
 #: One constant for both directions: Int32StringReceiver's sendString does
@@ -368,8 +368,8 @@ def _unique_object(pairs):
     return result
 
 
-def _json_object(body: bytes, what: str) -> dict:
-    if len(body) > MAX_CONTROL_BODY:
+def _json_object(body: bytes, what: str, limit: int = MAX_CONTROL_BODY) -> dict:
+    if len(body) > limit:
         raise ProtocolError(f"{what} body too long ({len(body)} bytes)")
     try:
         value = json.loads(

@@ -17,8 +17,10 @@ Version 2 replaces version 1's LIST, CATALOG and HAVE with two frames:
 An entry is C{{"path", "kind": "file"|"dir", "size", "mtime" (ns),
 "perms" (0..0o777), "hash" (64 hex for a live file, else ""),
 "deleted": bool, "version": [["16 hex", counter], ...], "by": "16 hex",
-"seq"}}.  An entry that breaks a rule is dropped and counted, not fatal
-(as CATALOG entries in version 1); a frame that is not a valid object is.
+"seq"}}, and since version 3, for a file of more than one block,
+C{"bsize"} and C{"blocks"} (its block list, base64).  An entry that breaks
+a rule is dropped and counted, not fatal (as CATALOG entries in version
+1); a frame that is not a valid object is.
 
 Like L{p2ptwisted.wire}, every decoder is total: bytes in, a message or a
 L{ProtocolError} out.  They live apart from L{p2ptwisted.wire} because they
@@ -28,15 +30,18 @@ frames of types L{TYPES} here and every other frame to C{wire}.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import List, Optional, Tuple, Union
 
 import attrs
 
+from p2ptwisted.core.blocks import block_size, list_problem
 from p2ptwisted.core.index import KINDS, PERM_MASK, Entry, entry_problem
 from p2ptwisted.core.versions import MAX_COUNTER, MAX_COUNTERS, Vector
 from p2ptwisted.wire import (
-    MAX_CONTROL_BODY, MAX_FILE_SIZE, ProtocolError, _dump, _field, _int, _json_object,
+    MAX_CONTROL_BODY, MAX_FILE_SIZE, MAX_FRAME, ProtocolError, _dump, _field, _int, _json_object,
     check_path)
 from p2ptwisted.wire import decode_frame as wire_decode_frame
 from p2ptwisted.wire import type_name as wire_type_name
@@ -50,6 +55,12 @@ _HASH = re.compile(r"[0-9a-f]{64}")
 
 #: Room kept under MAX_CONTROL_BODY when packing entries into one frame.
 _PACK_LIMIT = MAX_CONTROL_BODY - 256
+
+#: The body limit of INDEX since version 3: entries with block lists are
+#: bigger (a list of 4,096 blocks is 175,000 characters), so INDEX bodies
+#: may fill a frame.  Accepted from any peer: a version 2 peer never sends
+#: more than MAX_CONTROL_BODY.
+MAX_INDEX_BODY = MAX_FRAME - 1
 
 
 @attrs.frozen
@@ -110,10 +121,11 @@ def decode_entry(obj: object) -> Entry:
     content_hash = _field(obj, "hash", str, "index entry")
     if content_hash and not _HASH.fullmatch(content_hash):
         raise ProtocolError("index entry hash is not 64 lowercase hex digits")
+    size = _int(obj, "size", 0, MAX_FILE_SIZE, "index entry")
     entry = Entry(
         path=check_path(obj.get("path")),
         kind=kind,
-        size=_int(obj, "size", 0, MAX_FILE_SIZE, "index entry"),
+        size=size,
         mtime_ns=_int(obj, "mtime", -(2**63), 2**63 - 1, "index entry"),
         perms=_int(obj, "perms", 0, PERM_MASK, "index entry"),
         hash=content_hash,
@@ -121,6 +133,7 @@ def decode_entry(obj: object) -> Entry:
         version=_version(obj.get("version")),
         modified_by=_short_id(obj.get("by"), "index entry by"),
         sequence=_int(obj, "seq", 1, 2**63 - 1, "index entry"),
+        blocks=_blocks(obj, size),
     )
     problem = entry_problem(entry)
     if problem is not None:
@@ -128,11 +141,38 @@ def decode_entry(obj: object) -> Entry:
     return entry
 
 
-def entry_to_json(e: Entry) -> dict:
-    return {"path": e.path, "kind": e.kind, "size": e.size, "mtime": e.mtime_ns,
-            "perms": e.perms, "hash": e.hash, "deleted": e.deleted,
-            "version": [[k, v] for k, v in e.version.counters], "by": e.modified_by,
-            "seq": e.sequence}
+def _blocks(obj: dict, size: int) -> bytes:
+    """
+    An entry's block list (C{b""} if it has none), checked against its
+    size: one digest per block of the size the rule gives.
+    """
+    if "blocks" not in obj:
+        return b""
+    text = _field(obj, "blocks", str, "index entry")
+    if _int(obj, "bsize", 1, 2**63 - 1, "index entry") != block_size(size):
+        raise ProtocolError(f"index entry bsize is not {block_size(size)} for its size")
+    try:
+        blocks = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ProtocolError("index entry blocks is not base64") from None
+    problem = list_problem(size, blocks)
+    if problem or not blocks:
+        raise ProtocolError(f"index entry blocks: {problem or 'empty'}")
+    return blocks
+
+
+def entry_to_json(e: Entry, blocks: bool = True) -> dict:
+    """
+    @param blocks: include the block list (not for a version 2 peer).
+    """
+    obj = {"path": e.path, "kind": e.kind, "size": e.size, "mtime": e.mtime_ns,
+           "perms": e.perms, "hash": e.hash, "deleted": e.deleted,
+           "version": [[k, v] for k, v in e.version.counters], "by": e.modified_by,
+           "seq": e.sequence}
+    if blocks and e.blocks and e.live:
+        obj["bsize"] = block_size(e.size)
+        obj["blocks"] = base64.b64encode(e.blocks).decode("ascii")
+    return obj
 
 
 def decode_index_frame(frame: bytes) -> Union[IndexHello, Index]:
@@ -151,7 +191,7 @@ def decode_index_frame(frame: bytes) -> Union[IndexHello, Index]:
             have_sequence=_int(obj, "have_sequence", 0, 2**63 - 1, "INDEX_HELLO"),
             sequence=_int(obj, "sequence", 0, 2**63 - 1, "INDEX_HELLO"),
         )
-    obj = _json_object(body, "INDEX")
+    obj = _json_object(body, "INDEX", MAX_INDEX_BODY)
     raw = _field(obj, "entries", list, "INDEX")
     through = (_int(obj, "through", 0, 2**63 - 1, "INDEX") if "through" in obj else None)
     entries: List[Entry] = []
@@ -187,17 +227,24 @@ def encode_index_hello(m: IndexHello) -> bytes:
                                           "have_sequence": m.have_sequence})
 
 
-def pack_index(entries: List[Entry], through: Optional[int] = None) -> List[bytes]:
+def pack_index(entries: List[Entry], through: Optional[int] = None,
+               blocks: bool = True) -> List[bytes]:
     """
     INDEX frames holding C{entries} in order, each within the body limit;
     the last carries C{through}, if given (then there is one frame even
     for no entries).
+
+    @param blocks: whether the peer speaks version 3: entries then carry
+        their block lists; for a version 2 peer, they do not.  Frames are
+        packed to L{MAX_CONTROL_BODY}, except that an entry with a list
+        too long for that gets a frame of its own, up to
+        L{MAX_INDEX_BODY}.
     """
     frames: List[bytes] = []
     group: List[bytes] = []
     size = 0
     for entry in entries:
-        item = _dump(entry_to_json(entry))
+        item = _dump(entry_to_json(entry, blocks))
         if group and size + len(item) + 1 > _PACK_LIMIT:
             frames.append(_index_frame(group, None))
             group, size = [], 0

@@ -951,8 +951,8 @@ class ScanningTests(SynchronousTestCase):
         index as they are on disk.
         """
         hashed = []
-        real = scanner_module.hash_fd
-        self.patch(scanner_module, "hash_fd",
+        real = scanner_module.hash_file
+        self.patch(scanner_module, "hash_file",
                    lambda fd, *args: hashed.append(os.fstat(fd).st_size) or real(fd, *args))
         data = content(14, 2 * MiB)
         write_file(self.a.share_dir, "big.bin", data, mtime_ns=past_ns(self.mesh))

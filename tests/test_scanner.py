@@ -5,6 +5,8 @@ leaves alone.
 
 import os
 
+from blake3 import blake3
+
 from twisted.trial.unittest import SynchronousTestCase
 
 import p2ptwisted.scanner as scanner_module
@@ -32,10 +34,10 @@ class ScannerTests(SynchronousTestCase):
                                ignored=lambda p, d: self.rules.ignored(p, d))
         self.hashed = []
 
-        def counting(fd, stopped=lambda: False):
+        def counting(fd, size, stopped=lambda: False):
             self.hashed.append(fd)
-            return share.hash_fd(fd, stopped)
-        self.patch(scanner_module, "hash_fd", counting)
+            return share.hash_file(fd, size, stopped)
+        self.patch(scanner_module, "hash_file", counting)
 
     def write(self, path, data=b"x", mtime=OLD, mode=0o644):
         full = os.path.join(self.root, path)
@@ -62,6 +64,28 @@ class ScannerTests(SynchronousTestCase):
             expected = share.hash_fd(f.fileno())
         self.assertEqual([o.hash for o in report.changed if o.path == "a.txt"], [expected])
         self.assertEqual(report.hashed, 2)
+
+    def test_block_lists_recorded(self):
+        """
+        A file of more than one block gets its block list in the index,
+        kept through a change of permission bits and dropped with the file.
+        """
+        data = bytes(range(256)) * 1200  # 300 KiB: three blocks of 128 KiB
+        self.write("big.bin", data)
+        self.write("small.txt", b"one block")
+        self.scan()
+        big = self.store.get("big.bin")
+        self.assertEqual(big.blocks, b"".join(
+            blake3(data[i:i + 128 * 1024]).digest() for i in range(0, len(data), 128 * 1024)))
+        self.assertEqual(self.store.get("small.txt").blocks, b"")
+        os.chmod(os.path.join(self.root, "big.bin"), 0o600)
+        self.scan()
+        self.assertEqual(self.store.get("big.bin").perms, 0o600)
+        self.assertEqual(self.store.get("big.bin").blocks, big.blocks)
+        os.unlink(os.path.join(self.root, "big.bin"))
+        self.scan()
+        self.assertEqual(self.store.get("big.bin").blocks, b"")
+        self.assertEqual(self.store.with_block(big.blocks[:32]), [])
 
     def test_unchanged_share_hashes_nothing(self):
         self.write("a.txt")

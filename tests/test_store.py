@@ -80,6 +80,30 @@ class StoreBehaviour:
         self.store.put([entry("a", 1), entry("a", 2, content_hash="h2")])
         self.assertEqual(self.store.get("a").hash, "h2")
 
+    def test_block_lists_and_where_blocks_are(self):
+        """
+        A file's block list round-trips; C{with_block} finds every live
+        file and block index holding a digest, and forgets replaced and
+        deleted versions.
+        """
+        one, two, three = (bytes([n]) * 32 for n in (1, 2, 3))
+        big = entry("big", 1, size=3 * 128 * 1024 + 1, blocks=one + two + three + one)
+        other = entry("other", 2, size=2 * 128 * 1024, blocks=three + two)
+        self.store.put([big, other])
+        self.assertEqual(self.store.get("big").blocks, big.blocks)
+        self.assertEqual(sorted((e.path, i) for e, i in self.store.with_block(one)),
+                         [("big", 0), ("big", 3)])
+        self.assertEqual(sorted((e.path, i) for e, i in self.store.with_block(two)),
+                         [("big", 1), ("other", 1)])
+        self.assertEqual(self.store.with_block(b"\x09" * 32), [])
+        self.store.put([entry("big", 3, size=2 * 128 * 1024 + 1, blocks=two + two + two)])
+        self.assertEqual(self.store.with_block(one), [])
+        self.store.put([entry("other", 4, deleted=True, content_hash="", size=0)])
+        self.assertEqual(sorted((e.path, i) for e, i in self.store.with_block(three)), [])
+        self.assertEqual(len(self.store.with_block(two, limit=2)), 2)
+        self.store.remote_put(B, [big])
+        self.assertEqual(self.store.remote_for("big")[B].blocks, big.blocks)
+
     def test_since_orders_by_sequence(self):
         e5, e1, e3 = entry("x", 5), entry("y", 1), entry("z", 3)
         self.store.put([e5, e1, e3])
@@ -318,6 +342,30 @@ class SqliteStoreTests(StoreBehaviour, SynchronousTestCase):
         db.commit()
         db.close()
         self.assertStoreError(path, "not a node index")
+
+    def test_schema_1_is_migrated(self):
+        """
+        An index written before block lists opens: its entries keep no
+        list, and new ones keep theirs.
+        """
+        old = entry("old", 1)
+        self.store.put([old])
+        self.store.close()
+        db = sqlite3.connect(self.path)
+        db.execute("DROP TABLE blockmap")
+        db.execute("ALTER TABLE local DROP COLUMN blocks")
+        db.execute("ALTER TABLE remote DROP COLUMN blocks")
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+        db.close()
+        store = self.reopen()
+        self.assertEqual(store.get("old"), old)
+        self.assertEqual(store.get("old").blocks, b"")
+        new = entry("new", 2, size=2 * 128 * 1024, blocks=b"\x05" * 64)
+        store.put([new])
+        self.assertEqual(self.reopen().get("new").blocks, new.blocks)
+        self.assertEqual([e.path for e, _ in self.store.with_block(b"\x05" * 32)],
+                         ["new", "new"])
 
     def test_unknown_schema_version(self):
         self.store.close()

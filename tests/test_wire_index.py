@@ -3,6 +3,7 @@ Protocol version 2's index frames: round trips, one rule per rejected
 entry, and totality on random bytes.
 """
 
+import base64
 import json
 
 from hypothesis import given, settings
@@ -11,7 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2ptwisted.core.index import DIR, FILE, Entry
 from p2ptwisted.core.versions import Vector
-from p2ptwisted.wire import MAX_CONTROL_BODY, ProtocolError
+from p2ptwisted.core.blocks import MAX_BLOCK, MAX_BLOCKS, MIN_BLOCK
+from p2ptwisted.wire import MAX_CONTROL_BODY, MAX_FRAME, ProtocolError
 from p2ptwisted.wire_index import (
     INDEX, INDEX_HELLO, Index, IndexHello, decode_index_frame, encode_index_hello, entry_to_json,
     pack_index)
@@ -40,11 +42,12 @@ class RoundTripTests(SynchronousTestCase):
 
     def test_entries_in_order_across_frames(self):
         entries = [entry(path=f"dir/file-{i:05}.txt", sequence=i + 1) for i in range(2000)]
-        frames = pack_index(entries)
-        self.assertGreater(len(frames), 1)
-        self.assertTrue(all(len(f) - 1 <= MAX_CONTROL_BODY for f in frames))
-        back = [e for f in frames for e in decode_index_frame(f).entries]
-        self.assertEqual(back, entries)
+        for blocks in (True, False):
+            frames = pack_index(entries, blocks=blocks)
+            self.assertGreater(len(frames), 1)
+            self.assertTrue(all(len(f) - 1 <= MAX_CONTROL_BODY for f in frames))
+            back = [e for f in frames for e in decode_index_frame(f).entries]
+            self.assertEqual(back, entries)
 
     def test_through(self):
         """
@@ -69,6 +72,31 @@ class RoundTripTests(SynchronousTestCase):
     def test_empty(self):
         self.assertEqual(pack_index([]), [])
 
+    def test_block_lists(self):
+        """
+        A file's block list travels as base64 with its block size, to a
+        version 3 peer only; a list too long for a control body gets a
+        frame of its own, within the frame limit.
+        """
+        size = 5 * MIN_BLOCK + 1
+        listed = entry(size=size, blocks=bytes(range(32)) * 6)
+        obj = entry_to_json(listed)
+        self.assertEqual(obj["bsize"], MIN_BLOCK)
+        self.assertEqual(base64.b64decode(obj["blocks"]), listed.blocks)
+        [back] = decode_index_frame(pack_index([listed])[0]).entries
+        self.assertEqual(back.blocks, listed.blocks)
+        [bare] = decode_index_frame(pack_index([listed], blocks=False)[0]).entries
+        self.assertEqual(bare.blocks, b"")
+        self.assertNotIn(b"blocks", pack_index([listed], blocks=False)[0])
+
+        huge = entry(path="huge", size=MAX_BLOCK * MAX_BLOCKS, blocks=b"\x07" * 32 * MAX_BLOCKS)
+        small = [entry(path=f"s{i}", sequence=i + 8) for i in range(3)]
+        frames = pack_index(small[:1] + [huge] + small[1:])
+        self.assertEqual(len(frames), 3)
+        self.assertGreater(len(frames[1]), MAX_CONTROL_BODY)
+        self.assertLessEqual(len(frames[1]), MAX_FRAME)
+        self.assertEqual(decode_index_frame(frames[1]).entries[0].blocks, huge.blocks)
+
 
 class RejectTests(SynchronousTestCase):
     def rejected(self, **changes):
@@ -89,6 +117,28 @@ class RejectTests(SynchronousTestCase):
         ]
         for change in cases:
             self.assertEqual(self.rejected(**change), (1, 1), change)
+
+    def test_block_list_rules(self):
+        """
+        A list must match the entry's size exactly: its block size, one
+        digest per block, valid base64, and only on a file that has one.
+        """
+        size = 3 * MIN_BLOCK
+        good = base64.b64encode(b"\x01" * 96).decode()
+        base = {"size": size, "bsize": MIN_BLOCK, "blocks": good}
+        self.assertEqual(self.rejected(**base), (0, 2))
+        cases = [
+            {"bsize": 2 * MIN_BLOCK}, {"bsize": "x"}, {"bsize": None},
+            {"blocks": base64.b64encode(b"\x01" * 64).decode()},
+            {"blocks": base64.b64encode(b"\x01" * 97).decode()},
+            {"blocks": good[:-2] + "!!"}, {"blocks": "é" * 4}, {"blocks": 5}, {"blocks": ""},
+            {"size": MIN_BLOCK, "blocks": base64.b64encode(b"\x01" * 32).decode()},
+        ]
+        for change in cases:
+            bad = dict(base, **change)
+            if bad["bsize"] is None:
+                del bad["bsize"]
+            self.assertEqual(self.rejected(**bad), (1, 1), change)
 
     def test_missing_field(self):
         obj = entry_to_json(entry())

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from typing import Dict, Iterable, Iterator, List, Optional, Protocol
+from typing import Dict, Iterable, Iterator, List, Optional, Protocol, Tuple
 
 import attrs
 
+from p2ptwisted.core.blocks import digests
 from p2ptwisted.core.versions import Vector
 
 FILE = "file"
@@ -43,6 +44,11 @@ class Entry:
         directories and tombstones.
     @ivar modified_by: short id of the node that made this version.
     @ivar sequence: where this entry sits in the sending node's own index.
+    @ivar blocks: the file's block list (L{p2ptwisted.core.blocks}): its
+        block digests concatenated, or C{b""} for a file of one block (or
+        too many), a directory, a tombstone, and a version whose list we
+        were not told.  Not part of equality: it follows from the content,
+        which C{hash} already names.
     """
 
     path: str
@@ -55,6 +61,7 @@ class Entry:
     version: Vector
     modified_by: str
     sequence: int = 0
+    blocks: bytes = attrs.field(default=b"", eq=False, repr=False)
 
     @property
     def live(self) -> bool:
@@ -110,6 +117,8 @@ class Observed:
     mtime_ns: int
     perms: int
     hash: str = ""
+    #: The file's block list (see L{Entry.blocks}).
+    blocks: bytes = attrs.field(default=b"", eq=False, repr=False)
 
     def matches(self, entry: Optional[Entry]) -> bool:
         """
@@ -133,6 +142,7 @@ class IndexStore(Protocol):
             meta: Optional[Dict[str, str]] = None) -> None: ...
     def since(self, sequence: int, limit: int) -> List[Entry]: ...
     def with_hash(self, content_hash: str) -> List[Entry]: ...
+    def with_block(self, digest: bytes, limit: int = 8) -> List[Tuple[Entry, int]]: ...
     def live_under(self, path: str, limit: int) -> List[Entry]: ...
     def meta(self, key: str) -> Optional[str]: ...
     def set_meta(self, key: str, value: str) -> None: ...
@@ -178,6 +188,14 @@ class MemoryStore:
     def with_hash(self, content_hash: str) -> List[Entry]:
         return [e for e in self.local.values()
                 if e.live and e.kind == FILE and e.hash == content_hash]
+
+    def with_block(self, digest: bytes, limit: int = 8) -> List[Tuple[Entry, int]]:
+        found: List[Tuple[Entry, int]] = []
+        for entry in sorted(self.local.values(), key=lambda e: e.path):
+            if entry.live and entry.blocks:
+                found.extend((entry, i) for i, d in enumerate(digests(entry.blocks))
+                             if d == digest)
+        return found[:limit]
 
     def live_under(self, path: str, limit: int) -> List[Entry]:
         prefix = path + "/"
@@ -332,6 +350,7 @@ class LocalIndex:
             mtime_ns=observed.mtime_ns, perms=observed.perms & PERM_MASK,
             hash=observed.hash if observed.kind == "file" else "",
             deleted=False, version=version, modified_by=self.me, sequence=self._next(),
+            blocks=observed.blocks if observed.kind == "file" else b"",
         )
         self._save([entry])
         return entry
@@ -343,7 +362,7 @@ class LocalIndex:
         old = self.store.get(path)
         if old is None or old.deleted:
             return None
-        entry = attrs.evolve(old, deleted=True, size=0, hash="",
+        entry = attrs.evolve(old, deleted=True, size=0, hash="", blocks=b"",
                              version=old.version.bump(self.me, now),
                              modified_by=self.me, sequence=self._next())
         self._save([entry])
