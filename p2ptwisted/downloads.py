@@ -313,6 +313,18 @@ class Want:
     interrupted_at: Optional[float] = None
     #: When its last progress line was logged (L{p2ptwisted.stalls}).
     progress_at: Optional[float] = None
+    #: Its block download (L{p2ptwisted.swarm.BlockDownload}), if it
+    #: comes block by block rather than as one stream.
+    swarm: Any = None
+
+    @property
+    def got(self) -> int:
+        """
+        Bytes of the file here so far.
+        """
+        if self.swarm is not None:
+            return self.swarm.got
+        return self.download.offset if self.download is not None else 0
 
     @property
     def path(self) -> str:
@@ -338,7 +350,7 @@ class Want:
             remove(made)
 
     def __repr__(self) -> str:
-        got = self.download.offset if self.download is not None else 0
+        got = self.got
         return (f"<fetch {wire.safe_text(self.path, 60)!r} {self.state},"
                 f" {got} of {self.entry.size} bytes, from {self.peer[:12] or '?'}>")
 

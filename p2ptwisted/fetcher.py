@@ -28,7 +28,7 @@ protocol.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -38,6 +38,8 @@ from p2ptwisted.core.index import Entry
 from p2ptwisted.core.sources import START, WAIT, Sources
 from p2ptwisted.downloads import (
     BAD_DATA, Download, OpenDir, TransferFailed, Want, check_space, download_of, in_flight)
+from p2ptwisted.holders import Holders
+from p2ptwisted.swarm import BlockDownload, BlockRequest
 from p2ptwisted.stalls import STALL_CHECK, StallWatch  # noqa: F401 (STALL_CHECK for tests)
 
 #: Downloads in flight from one peer, and in total.
@@ -74,7 +76,12 @@ class Fetcher:
 
     def __init__(self, clock, run_blocking, open_dir: OpenDir,
                  connections: Callable[[], Dict[str, object]], stall_timeout: float,
-                 remove_made: Callable[[list], None] = lambda paths: None):
+                 remove_made: Callable[[list], None] = lambda paths: None,
+                 store=None, disk=None, me: str = ""):
+        #: (for block downloads: local reuse, and their random order)
+        self.store, self.disk, self.me = store, disk, me
+        self.bytes_reused = 0
+        self.holders = Holders(clock, connections, self._holds)
         self.clock = clock
         self.run_blocking = run_blocking
         self.open_dir = open_dir
@@ -120,6 +127,11 @@ class Fetcher:
         while self.queue and len(self.active) < MAX_TOTAL:
             want = self.queue.popleft()
             connections = self._sources_of(want)
+            if self._blockwise(want, connections):
+                self.active.append(want)
+                want.swarm = BlockDownload(want, self, self._swarm_finished)
+                want.swarm.start()
+                continue
             step, what = self.sources.next_step(
                 [(s, len(p.downloads)) for s, p in connections.items()], MAX_PER_PEER,
                 want.version, want.tried, self.clock.seconds(), want.interrupted_at,
@@ -132,6 +144,58 @@ class Fetcher:
                 self._fail(want, TransferFailed("unavailable", what))
         waiting.extend(self.queue)
         self.queue = waiting
+
+    def _holds(self, peer: str, path: str, content_hash: str) -> bool:
+        entry = self.store.remote_for(path).get(peer) if self.store is not None else None
+        return entry is not None and entry.live and entry.hash == content_hash
+
+    def have_received(self, proto, have) -> None:
+        self.holders.received(proto, have)
+
+    def partial_block(self, path: str, content_hash: str, digest: bytes,
+                      length: int) -> Optional[Tuple[int, int]]:
+        """
+        A block a download of ours in progress has verified (see
+        L{BlockDownload.serve}), the named version's first.
+        """
+        swarms = sorted((w.swarm for w in self.active if w.swarm is not None),
+                        key=lambda s: s.want.version != (path, content_hash))
+        for swarm in swarms:
+            found = swarm.serve(digest, length)
+            if found is not None:
+                return found
+        return None
+
+    def _blockwise(self, want: Want, connections: dict) -> bool:
+        """
+        Whether to fetch C{want} block by block: it has a block list, we
+        can look for its blocks locally, and a source speaks version 3.
+        """
+        return bool(want.entry.blocks) and self.store is not None and any(
+            (getattr(p, "version", None) or 0) >= 3 for p in connections.values())
+
+    def _swarm_finished(self, want: Want, result) -> None:
+        """
+        A block download ended: C{result} is the verified file's name or a
+        L{TransferFailed} (or a Failure of one).
+        """
+        if want in self.active:
+            self.active.remove(want)
+        want.finished_at = self.clock.seconds()
+        self.recent.append(want)
+        self._pump_soon()
+        why = getattr(result, "value", result)
+        if isinstance(why, BaseException):
+            if not isinstance(why, TransferFailed):
+                why = TransferFailed("local", str(why))
+            if why.code != "cancelled":
+                self.log.warn("fetching {path} failed: {why}", path=wire.safe_text(want.path),
+                              why=str(why))
+            self._fail(want, why, logged=why.code != "cancelled")
+            return
+        want.state = "done"
+        self.completed += 1
+        want.done.callback(result)
 
     def _sources_of(self, want: Want) -> dict:
         connections = self.connections()
@@ -193,6 +257,9 @@ class Fetcher:
 
     def data_received(self, proto, data: wire.Data) -> None:
         download = proto.downloads.get(data.transfer)
+        if isinstance(download, BlockRequest):
+            download.owner.data_received(download, data.payload)
+            return
         if download is None:
             if data.transfer not in proto.cancelled:
                 proto.drop(f"DATA for unknown transfer {data.transfer}")
@@ -215,6 +282,10 @@ class Fetcher:
         self.bytes_received += len(data.payload)
 
     def end_received(self, proto, end: wire.End) -> None:
+        block = proto.downloads.get(end.transfer)
+        if isinstance(block, BlockRequest):
+            block.owner.end_received(block, end)
+            return
         want = self._want_of(proto, end.transfer)
         if want is None or want.state != "running":
             if end.transfer not in proto.cancelled:
@@ -253,6 +324,10 @@ class Fetcher:
 
     def error_received(self, proto, error: wire.Error) -> None:
         assert error.transfer is not None  # the protocol hands over transfer errors only
+        block = proto.downloads.get(error.transfer)
+        if isinstance(block, BlockRequest):
+            block.owner.error_received(block, error)
+            return
         want = self._want_of(proto, error.transfer)
         if want is None:
             return  # an answer to a transfer we cancelled
@@ -272,6 +347,10 @@ class Fetcher:
         if proto.remote_id not in self.connections():
             # (not a replaced duplicate: the peer is gone, its benches too)
             self.sources.connection_lost(proto.remote_id)
+            self.holders.peer_lost(proto.remote_id)
+        owners = {r.owner for r in proto.downloads.values() if isinstance(r, BlockRequest)}
+        for owner in owners:
+            owner.peer_lost(proto)
         for transfer in list(proto.downloads):
             want = self._want_of(proto, transfer)
             if want is None:
@@ -328,6 +407,10 @@ class Fetcher:
         download = want.download
         if want in self.queue:
             self.queue.remove(want)
+        elif want.swarm is not None and want in self.active:
+            want.swarm.finished = lambda want, why: None
+            want.swarm.cancel(why)
+            self.active.remove(want)
         elif want.state == "running" and download is not None:
             assert download.peer is not None  # Fetcher._start gives every download one
             download.peer.cancel_transfer(download.transfer)
@@ -381,9 +464,13 @@ class Fetcher:
     def stop(self) -> None:
         self.stopped = True
         self._stalls.stop()
+        self.holders.stop()
         if self._pump_call is not None and self._pump_call.active():
             self._pump_call.cancel()
         for want in self.active + list(self.queue):
+            if want.swarm is not None:
+                want.swarm.finished = lambda want, why: None
+                want.swarm.cancel(TransferFailed("cancelled", "the node is stopping"))
             if want.download is not None and want.state == "running":
                 want.download.release()
             want.download = None

@@ -68,7 +68,9 @@ class Folder:
         self.exchange = IndexExchange(self.engine, clock, connections, changed=self._kick)
         self.server = Server(self.store, self.disk, uploads_per_peer)
         self.fetcher = Fetcher(clock, run_blocking, self._open_dir, connections, stall_timeout,
-                               remove_made=self.disk.remove_made)
+                               remove_made=self.disk.remove_made, store=self.store,
+                               disk=self.disk, me=node_id)
+        self.server.partial_block = self.fetcher.partial_block
         self.sync = FolderSync(self.engine, scanner, self.disk, clock,
                                fetch=lambda action, sources: self.fetcher.fetch(action.entry,
                                                                               sources),
@@ -82,7 +84,7 @@ class Folder:
         #: peer sent meanwhile (None until it comes).
         self._hello_waiting: Dict[Any, Optional[IndexHello]] = {}
         self._waiters: List[Tuple[Callable[[], bool], Deferred]] = []
-        self._busy_since: Optional[Tuple[float, int, int, int]] = None
+        self._busy_since: Optional[Tuple[float, int, int, int, int]] = None
         self.sync.observers.append(self._observe)
 
     def when(self, condition: Callable[[], bool]) -> Deferred:
@@ -111,20 +113,23 @@ class Folder:
         if not self.in_sync():
             if self._busy_since is None:
                 self._busy_since = (self.clock.seconds(), self.sync.applied,
-                                    fetcher.completed, fetcher.bytes_received)
+                                    fetcher.completed, fetcher.bytes_received,
+                                    fetcher.bytes_reused)
             return
         if self._busy_since is None:
             return
-        started, applied, fetched, received = self._busy_since
+        started, applied, fetched, received, reused = self._busy_since
         self._busy_since = None
         if self.sync.applied > applied:
             seconds = self.clock.seconds() - started
             size = fetcher.bytes_received - received
+            local = fetcher.bytes_reused - reused
             self.log.info(
                 "in step with peers: applied {changes} changes, fetched {files} files"
-                " ({size} bytes) in {seconds:.1f}s, {rate:.1f} MiB/s",
+                " ({size} bytes) in {seconds:.1f}s, {rate:.1f} MiB/s{local}",
                 changes=self.sync.applied - applied, files=fetcher.completed - fetched,
-                size=size, seconds=seconds, rate=size / max(seconds, 1e-3) / 2**20)
+                size=size, seconds=seconds, rate=size / max(seconds, 1e-3) / 2**20,
+                local=f"; reused {local} bytes from local files" if local else "")
 
     def _check_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []

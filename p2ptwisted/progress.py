@@ -44,7 +44,7 @@ class ProgressView:
         self._loop: Optional[LoopingCall] = None
 
     def _got(self) -> int:
-        return self.want.download.offset if self.want.download is not None else 0
+        return self.want.got
 
     def _rate(self) -> Optional[float]:
         if len(self._samples) < 2:

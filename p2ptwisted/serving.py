@@ -14,11 +14,12 @@ disk only through L{p2ptwisted.apply.Disk}, link-proof.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, List, Optional, Tuple
 
 from twisted.logger import Logger
 
 from p2ptwisted import wire
+from p2ptwisted.core.blocks import block_span
 from p2ptwisted.core.index import FILE, Entry, IndexStore
 from p2ptwisted.fsops import ApplyError, closing
 from p2ptwisted.hashing import ShareError, open_regular
@@ -36,6 +37,10 @@ class Server:
         self.store = store
         self.disk = disk
         self.uploads_per_peer = uploads_per_peer
+        #: C{(path, hash, digest, length) -> (fd, offset) or None}: a block
+        #: a download of ours in progress has verified (set by the folder).
+        self.partial_block: Callable[[str, str, bytes, int],
+                                     Optional[Tuple[int, int]]] = lambda *a: None
 
     def find(self, path: str, content_hash: str) -> Optional[Entry]:
         """
@@ -65,6 +70,9 @@ class Server:
         if len(scheduler.by_id) >= self.uploads_per_peer:
             refuse("busy", f"more than {self.uploads_per_peer} transfers in flight")
             return
+        if get.length:
+            self._block(proto, get, refuse)
+            return
         entry = self.find(get.path, get.hash)
         if entry is None:
             refuse("not_found", "no file with that content here")
@@ -83,6 +91,39 @@ class Server:
             refuse("unavailable", e.strerror or "cannot open the file")
             return
         scheduler.add(Upload(transfer=get.transfer, fd=fd, entry=entry, position=get.offset))
+
+    def _block(self, proto, get: wire.Get, refuse) -> None:
+        """
+        A block request: the bytes at C{offset} of the version named, or
+        the block with that digest from wherever we have it -- any of our
+        files, or a partial download of ours that has verified it.  The
+        requester checks the digest; END names the block.
+        """
+        digest = bytes.fromhex(get.block)
+        places: List[Tuple[Entry, int]] = []
+        entry = self.find(get.path, get.hash)
+        if entry is not None and get.offset + get.length <= entry.size:
+            places.append((entry, get.offset))
+        places += [(e, block_span(e.size, i)[0]) for e, i in self.store.with_block(digest, 2)
+                   if block_span(e.size, i)[1] == get.length]
+        places += [(e, 0) for e in self.store.with_hash(get.block)[:1] if e.size == get.length]
+        for entry, offset in places:
+            try:
+                fd = self._open(entry)
+            except (ApplyError, ShareError, OSError):
+                continue
+            self._send_block(proto, get, fd, entry, offset)
+            return
+        partial = self.partial_block(get.path, get.hash, digest, get.length)
+        if partial is not None:
+            self._send_block(proto, get, partial[0], None, partial[1])
+            return
+        refuse("not_found", "no block with that digest here")
+
+    @staticmethod
+    def _send_block(proto, get: wire.Get, fd: int, entry: Optional[Entry], offset: int) -> None:
+        proto.scheduler.add(Upload(transfer=get.transfer, fd=fd, entry=entry, position=offset,
+                                   end=offset + get.length, block=get.block))
 
     def _open(self, entry: Entry) -> int:
         dir_fd, name = self.disk.parent(entry.path)

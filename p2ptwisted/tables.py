@@ -65,7 +65,7 @@ def transfer_cells(want, now: float) -> List[str]:
     One fetch as table cells: path, state, bytes so far of the size, the
     peer, and how long ago it finished.
     """
-    got = want.download.offset if want.download is not None else 0
+    got = want.got
     size = want.entry.size
     percent = f" ({100 * got / size:.0f}%)" if size else ""
     finished = (f"{max(0.0, now - want.finished_at):.0f}s ago"
@@ -101,7 +101,7 @@ def progress_line(want, rate: Optional[float]) -> str:
     A running fetch in one line: path, bytes of size, percent, rate, time
     left, peer.
     """
-    got = want.download.offset if want.download is not None else 0
+    got = want.got
     size = want.entry.size
     line = f"{wire.safe_text(want.path, 60)}: {want.state}, {human(got)} of {human(size)}"
     if size:

@@ -105,21 +105,40 @@ class RateLimit:
 @attrs.define(eq=False)
 class Upload:
     """
-    One file being sent: an open descriptor and how far we have got.
+    One file, or one block of one, being sent: an open descriptor and how
+    far we have got.
+
+    @ivar entry: the file's index entry; C{None} for a block read from a
+        partial download (whose blocks were verified as they came).
+    @ivar end: where to stop (the file's size, or a block's end).
+    @ivar block: for a block request, the block's digest, which END names.
     """
 
     transfer: int
     fd: int
-    entry: Entry
+    entry: Optional[Entry]
     position: int
     sent: int = 0
+    end: int = -1
+    block: str = ""
+    start: int = attrs.field(init=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        if self.end < 0:
+            assert self.entry is not None
+            self.end = self.entry.size
+        self.start = self.position
 
     @property
     def done(self) -> bool:
-        return self.position >= self.entry.size
+        return self.position >= self.end
+
+    @property
+    def path(self) -> str:
+        return self.entry.path if self.entry is not None else "(a partial download)"
 
     def read_chunk(self, limit: int) -> bytes:
-        size = min(limit, self.entry.size - self.position)
+        size = min(limit, self.end - self.position)
         chunk = os.pread(self.fd, size, self.position)
         if len(chunk) != size:
             raise ShareError("changed", "the file shrank while being sent")
@@ -128,9 +147,17 @@ class Upload:
         return chunk
 
     def unchanged(self) -> bool:
-        st = os.fstat(self.fd)
         entry = self.entry
+        if entry is None:
+            return True
+        st = os.fstat(self.fd)
         return (st.st_size, st.st_mtime_ns) == (entry.size, entry.mtime_ns)
+
+    def end_frame(self) -> "wire.End":
+        if self.block:
+            return wire.End(transfer=self.transfer, size=self.end - self.start, hash=self.block)
+        assert self.entry is not None
+        return wire.End(transfer=self.transfer, size=self.entry.size, hash=self.entry.hash)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -243,9 +270,8 @@ class UploadScheduler:
         except OSError as e:
             error = str(e)
         upload.close()
-        entry = upload.entry
         if error is None:
-            self.proto.send(wire.End(transfer=upload.transfer, size=entry.size, hash=entry.hash))
+            self.proto.send(upload.end_frame())
             files, size, since, _ = self._served
             self._served = (files + 1, size + upload.sent, since, self.clock.seconds())
             if self._served_call is not None and self._served_call.active():
@@ -254,7 +280,7 @@ class UploadScheduler:
                 self._served_call = self.clock.callLater(SERVED_QUIET, self.log_served)
         else:
             log.info("upload of {path} to {peer} failed: {why}",
-                     path=wire.safe_text(entry.path), peer=self.proto.describe(), why=error)
+                     path=wire.safe_text(upload.path), peer=self.proto.describe(), why=error)
             self.proto.send(wire.Error(code=code, message=error, transfer=upload.transfer))
 
     # IPushProducer

@@ -22,6 +22,8 @@ from typing import Callable, Dict, Optional, Tuple, Type, Union
 
 import attrs
 
+from p2ptwisted.core.blocks import MAX_BLOCK
+
 #: Protocol versions this implementation speaks, lowest first.
 SUPPORTED_VERSIONS: Tuple[int, ...] = (2, 3)
 
@@ -295,12 +297,18 @@ class Get:
     A request for the file at C{path} whose content hashes to C{hash},
     from byte C{offset} on; the answer is DATA frames and an END, or an
     ERROR naming C{transfer}.
+
+    A block request (version 3) also has C{length} and C{block}: only
+    C{length} bytes from C{offset}, which hash to C{block}; the server may
+    send them from any file, or partial download, that has that block.
     """
 
     transfer: int
     path: str
     hash: str
     offset: int
+    length: int = 0
+    block: str = ""
 
 
 @attrs.frozen
@@ -493,11 +501,22 @@ def _decode_get(body: bytes) -> Get:
         path=check_path(obj.get("path")),
         hash=_hash(obj, "hash", "GET"),
         offset=_int(obj, "offset", 0, MAX_FILE_SIZE, "GET"),
+        **_block_request(obj),
     )
 
 
+def _block_request(obj: dict) -> dict:
+    if "length" not in obj and "block" not in obj:
+        return {}
+    return {"length": _int(obj, "length", 1, MAX_BLOCK, "GET"),
+            "block": _hash(obj, "block", "GET")}
+
+
 def _encode_get(m: Get) -> bytes:
-    return _dump({"transfer": m.transfer, "path": m.path, "hash": m.hash, "offset": m.offset})
+    obj = {"transfer": m.transfer, "path": m.path, "hash": m.hash, "offset": m.offset}
+    if m.length:
+        obj.update(length=m.length, block=m.block)
+    return _dump(obj)
 
 
 def _decode_end(body: bytes) -> End:

@@ -33,11 +33,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import List, Optional, Tuple, Union
+from typing import FrozenSet, List, Optional, Tuple, Union
 
 import attrs
 
-from p2ptwisted.core.blocks import block_size, list_problem
+from p2ptwisted.core.blocks import MAX_BLOCKS, block_size, list_problem
 from p2ptwisted.core.index import KINDS, PERM_MASK, Entry, entry_problem
 from p2ptwisted.core.versions import MAX_COUNTER, MAX_COUNTERS, Vector
 from p2ptwisted.wire import (
@@ -48,7 +48,11 @@ from p2ptwisted.wire import type_name as wire_type_name
 
 INDEX_HELLO = 0x23
 INDEX = 0x24
-TYPES = frozenset({INDEX_HELLO, INDEX})
+HAVE = 0x25
+TYPES = frozenset({INDEX_HELLO, INDEX, HAVE})
+
+#: Longest HAVE bitmap: one bit per block of the longest block list.
+MAX_HAVE_BYTES = MAX_BLOCKS // 8
 
 _SHORT_ID = re.compile(r"[0-9a-f]{16}")
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -71,6 +75,21 @@ class IndexHello:
     #: The sender's highest sequence when it sent this: the receiver has
     #: caught up once it holds the entries up to here.
     sequence: int = 0
+
+
+@attrs.frozen
+class Have:
+    """
+    Version 3: the blocks of a file version the sender has verified in
+    its partial download (BitTorrent's BITFIELD, Syncthing's
+    DownloadProgress), so others may ask it for them.
+
+    @ivar blocks: the verified block indexes.
+    """
+
+    path: str
+    hash: str
+    blocks: FrozenSet[int]
 
 
 @attrs.frozen
@@ -204,11 +223,41 @@ def decode_index_frame(frame: bytes) -> Union[IndexHello, Index]:
     return Index(entries=tuple(entries), rejected=rejected, through=through)
 
 
+def decode_have(frame: bytes) -> Have:
+    """
+    Decode a HAVE frame (type byte included): C{{"path", "hash",
+    "blocks": base64 bitmap}}, bit 7 of byte 0 being block 0.
+    """
+    obj = _json_object(bytes(frame[1:]), "HAVE")
+    content_hash = _field(obj, "hash", str, "HAVE")
+    if not _HASH.fullmatch(content_hash):
+        raise ProtocolError("HAVE hash is not 64 lowercase hex digits")
+    text = _field(obj, "blocks", str, "HAVE")
+    try:
+        bitmap = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ProtocolError("HAVE blocks is not base64") from None
+    if len(bitmap) > MAX_HAVE_BYTES:
+        raise ProtocolError(f"HAVE bitmap longer than {MAX_HAVE_BYTES} bytes")
+    blocks = frozenset(i for i in range(len(bitmap) * 8) if bitmap[i >> 3] & (0x80 >> (i & 7)))
+    return Have(path=check_path(obj.get("path")), hash=content_hash, blocks=blocks)
+
+
+def encode_have(m: Have) -> bytes:
+    bitmap = bytearray((max(m.blocks, default=-1) >> 3) + 1)
+    for i in m.blocks:
+        bitmap[i >> 3] |= 0x80 >> (i & 7)
+    return bytes((HAVE,)) + _dump({"path": m.path, "hash": m.hash,
+                                   "blocks": base64.b64encode(bytes(bitmap)).decode("ascii")})
+
+
 def decode_any_frame(frame: bytes):
     """
     Decode any version 2 frame: index frames here, the rest by
     L{p2ptwisted.wire.decode_frame}.
     """
+    if frame and frame[0] == HAVE:
+        return decode_have(frame)
     if frame and frame[0] in TYPES:
         return decode_index_frame(frame)
     return wire_decode_frame(frame)
@@ -218,7 +267,8 @@ def type_name(type_byte: int) -> str:
     """
     The name of any frame type (L{wire.type_name} for the others).
     """
-    return {INDEX_HELLO: "INDEX_HELLO", INDEX: "INDEX"}.get(type_byte) or wire_type_name(type_byte)
+    names = {INDEX_HELLO: "INDEX_HELLO", INDEX: "INDEX", HAVE: "HAVE"}
+    return names.get(type_byte) or wire_type_name(type_byte)
 
 
 def encode_index_hello(m: IndexHello) -> bytes:

@@ -264,7 +264,7 @@ class SessionTests(ConsoleTestCase):
 
 def _want(path="big.iso", size=1000, got=0, state="running"):
     return SimpleNamespace(path=path, entry=SimpleNamespace(size=size), state=state,
-                           download=SimpleNamespace(offset=got), peer="ab" * 32,
+                           got=got, peer="ab" * 32,
                            finished_at=None, done=Deferred())
 
 
@@ -282,7 +282,7 @@ class ProgressTests(ConsoleTestCase):
         ProgressView(s.console, clock, want).start()
         self.assertIn("big.iso: running, 0 B of 9.8 KiB (0%)", s.output())
         for got in (1000, 2000, 3000):
-            want.download.offset = got
+            want.got = got
             clock.advance(0.5)
         out = s.output()
         self.assertIn("\r", out)
@@ -291,7 +291,7 @@ class ProgressTests(ConsoleTestCase):
         self.assertNotIn(">>>", out)
         s.type(b"zz")
         self.assertEqual(s.line(), b"")
-        want.download.offset, want.state = 10_000, "done"
+        want.got, want.state = 10_000, "done"
         s.clear()
         clock.advance(0.5)
         out = s.output()

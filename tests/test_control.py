@@ -29,7 +29,7 @@ from p2ptwisted.uploads import CHUNK_SIZE
 from p2ptwisted.wire_index import decode_any_frame
 
 from .helpers import capture_logs, link, make_node
-from .test_exchange import content, content_hash, tap, throttle
+from .test_exchange import content, content_hash, stream_only, tap, throttle
 
 MiB = 1024 * 1024
 
@@ -568,6 +568,7 @@ class FetchTests(ControlTestCase):
         no conflict copy of its own file), counted by status(), and a
         "fetched" line gives its size, peer and rate.
         """
+        stream_only(self)  # (progress byte by byte; tests.test_swarm for blocks)
         data = content(3, 8 * MiB + 12345)
         size = len(data)
         self.offer("big.bin", data)
@@ -727,6 +728,7 @@ class FetchTests(ControlTestCase):
         again once B is back, it resumes from where it stopped (a GET at
         that offset), and the partial file is gone at the end.
         """
+        stream_only(self)  # (tests.test_swarm resumes block downloads)
         data = content(6, 4 * MiB)
         self.offer("movie.bin", data)
         control = self.control(self.a)

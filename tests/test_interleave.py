@@ -35,19 +35,17 @@ class InterleaveTests(RealNodes, TestCase):
         original_data = Fetcher.data_received
         original_pong = PeerProtocol._handlers[wire.Pong]
 
-        def data_received(exchange, proto, data):
-            original_data(exchange, proto, data)
-            if exchange is b.folder.fetcher and not pinged.called:
-                download = next(iter(proto.downloads.values()), None)
-                if download is not None and download.offset >= 1024 * 1024:
+        def data_received(fetcher, proto, data):
+            original_data(fetcher, proto, data)
+            if fetcher is b.folder.fetcher and not pinged.called:
+                if fetcher.bytes_received >= 1024 * 1024:
                     proto.send(wire.Ping(7))
-                    pinged.callback(download)
+                    pinged.callback(fetcher)
 
         def pong_received(proto, message):
             original_pong(proto, message)
             if proto.node is b and message.nonce == 7 and not ponged.called:
-                download = pinged.result
-                ponged.callback(download.offset)
+                ponged.callback(pinged.result.bytes_received)
 
         self.patch(Fetcher, "data_received", data_received)
         self.patch(PeerProtocol, "_handlers", {**PeerProtocol._handlers, wire.Pong: pong_received})

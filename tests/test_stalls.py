@@ -23,7 +23,8 @@ from p2ptwisted import stalls as stalls_module
 from p2ptwisted import wire
 
 from .helpers import capture_logs, link
-from .test_exchange import MiB, Mesh, content, partials, read_file, record, tap, throttle
+from .test_exchange import (
+    MiB, Mesh, content, partials, read_file, record, stream_only, tap, throttle)
 
 #: What the issue asks: recovery within this many seconds of the stall.
 RECOVERY = 30.0
@@ -83,6 +84,7 @@ def answer_dials(mesh, nodes, answered: list) -> None:
 
 class StallTests(SynchronousTestCase):
     def setUp(self):
+        stream_only(self)
         self.logs = capture_logs(self)
         self.mesh = Mesh(self)
         self.a, self.b = self.mesh.node("a"), self.mesh.node("b")

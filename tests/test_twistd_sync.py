@@ -50,7 +50,8 @@ SYNC_TIMEOUT = 20.0
 #: Written after "in step with peers: " by p2ptwisted.folder.Folder._log_in_step.
 IN_STEP = re.compile(
     r"in step with peers: applied (?P<changes>\d+) changes, fetched (?P<files>\d+) files"
-    r" \((?P<bytes>\d+) bytes\) in [\d.]+s, [\d.]+ MiB/s$"
+    r" \((?P<bytes>\d+) bytes\) in [\d.]+s, [\d.]+ MiB/s"
+    r"(?:; reused (?P<reused>\d+) bytes from local files)?$"
 )
 
 #: A conflict copy's name, as the planner makes it: NAME.sync-conflict-

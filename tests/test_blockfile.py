@@ -1,0 +1,137 @@
+"""
+The disk side of a block download: the record of verified blocks across
+restarts, recovery without it, planted files, the final check.
+"""
+
+import os
+
+from blake3 import blake3
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2ptwisted.blockfile import HAVE_SUFFIX, BlockFile, publish_as
+from p2ptwisted.core.blocks import MIN_BLOCK
+from p2ptwisted.core.index import FILE, Entry
+from p2ptwisted.core.versions import Vector
+from p2ptwisted.downloads import TransferFailed
+
+from .test_exchange import content
+
+
+def entry_of(data: bytes, listed: bytes = b"", content_hash: str = "") -> Entry:
+    blocks = listed or b"".join(blake3(data[i:i + MIN_BLOCK]).digest()
+                                for i in range(0, len(data), MIN_BLOCK))
+    return Entry("d/big.bin", FILE, len(data), 1_700_000_000 * 10**9, 0o640,
+                 content_hash or blake3(data).hexdigest(), False, Vector({"a" * 16: 1}),
+                 "a" * 16, 1, blocks)
+
+
+class BlockFileTests(SynchronousTestCase):
+    def setUp(self):
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+        self.dir_fd = os.open(self.dir, os.O_RDONLY)
+        self.addCleanup(os.close, self.dir_fd)
+        self.data = content(1, 5 * MIN_BLOCK + 99)
+        self.entry = entry_of(self.data)
+
+    def opened(self, entry=None):
+        f = BlockFile(entry or self.entry, self.dir_fd)
+        have = f.open()
+        self.addCleanup(f.close)
+        return f, have
+
+    def put(self, f, i):
+        offset, size = f.span(i)
+        f.write(offset, self.data[offset:offset + size])
+        f.mark(i)
+
+    def test_verified_blocks_survive_a_restart(self):
+        f, have = self.opened()
+        self.assertEqual(have, set())
+        for i in (0, 3, 5):
+            self.put(f, i)
+        f.close()  # (as a killed process would leave it)
+        again, have = self.opened()
+        self.assertEqual(have, {0, 3, 5})
+        self.assertEqual(again.read_block(3), self.data[3 * MIN_BLOCK:4 * MIN_BLOCK])
+        self.assertIsNone(again.read_block(1))
+
+    def test_without_a_record_the_blocks_there_are_hashed(self):
+        """
+        A partial file from a stream download (a prefix, no record): its
+        whole blocks are found again; a torn last one is not.
+        """
+        with open(os.path.join(self.dir, BlockFile(self.entry, -1).partial), "wb") as f:
+            f.write(self.data[:2 * MIN_BLOCK + 10])
+        _, have = self.opened()
+        self.assertEqual(have, {0, 1})
+
+    def test_record_of_a_removed_partial_is_not_trusted(self):
+        f, _ = self.opened()
+        for i in range(3):
+            self.put(f, i)
+        f.close()
+        os.unlink(os.path.join(self.dir, f.partial))
+        _, have = self.opened()
+        self.assertEqual(have, set())
+
+    def test_planted_link_and_fifo_are_replaced(self):
+        name = BlockFile(self.entry, -1).partial
+        target = os.path.join(self.dir, "elsewhere")
+        with open(target, "wb") as f:
+            f.write(b"precious")
+        os.symlink(target, os.path.join(self.dir, name))
+        os.mkfifo(os.path.join(self.dir, name + HAVE_SUFFIX))
+        f, have = self.opened()
+        self.put(f, 0)
+        with open(target, "rb") as g:
+            self.assertEqual(g.read(), b"precious")
+        self.assertFalse(os.path.islink(os.path.join(self.dir, name)))
+
+    def test_check_finds_blocks_changed_on_disk(self):
+        f, _ = self.opened()
+        for i in range(f.count):
+            self.put(f, i)
+        self.assertEqual(f.check(), set())
+        f.write(2 * MIN_BLOCK + 7, b"\xff")  # (a lost write, say)
+        self.assertEqual(f.check(), {2})
+        self.assertNotIn(2, f.have)
+
+    def test_check_says_when_the_list_itself_is_wrong(self):
+        """
+        Every block matches the list, but the file is not the content hash
+        the entry names: the list was a lie; nothing is published.
+        """
+        liar = entry_of(self.data, content_hash="0" * 64)
+        f, _ = self.opened(liar)
+        for i in range(f.count):
+            self.put(f, i)
+        error = self.assertRaises(TransferFailed, f.check)
+        self.assertIn("the block list is wrong", str(error))
+
+    def test_copy_in_takes_only_the_right_bytes(self):
+        src = os.path.join(self.dir, "old")
+        with open(src, "wb") as g:
+            g.write(b"x" * MIN_BLOCK + self.data[MIN_BLOCK:2 * MIN_BLOCK])
+        fd = os.open(src, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        f, _ = self.opened()
+        self.assertFalse(f.copy_in(0, fd, 0))
+        self.assertTrue(f.copy_in(1, fd, MIN_BLOCK))
+        self.assertEqual(f.have, {1})
+
+    def test_publish_as_never_replaces(self):
+        f, _ = self.opened()
+        for i in range(f.count):
+            self.put(f, i)
+        self.assertEqual(publish_as(f, "done.bin"), "done.bin")
+        with open(os.path.join(self.dir, "done.bin"), "rb") as g:
+            self.assertEqual(g.read(), self.data)
+        self.assertEqual(oct(os.stat(os.path.join(self.dir, "done.bin")).st_mode & 0o777),
+                         oct(0o640))
+        self.assertEqual(sorted(os.listdir(self.dir)), ["done.bin"])
+        g, _ = self.opened()
+        for i in range(g.count):
+            self.put(g, i)
+        self.assertRaises(TransferFailed, publish_as, g, "done.bin")
+        self.assertEqual(sorted(os.listdir(self.dir)), ["done.bin"])
