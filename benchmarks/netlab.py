@@ -201,6 +201,19 @@ class Lab:
         self.nodes.clear()
 
 
+def code_path(tree: str = TREE, python: str = sys.executable) -> str:
+    """
+    Where the nodes will import p2ptwisted from, with C{tree} on their
+    PYTHONPATH (an editable install elsewhere must not win).
+    """
+    done = subprocess.run([python, "-c", "import p2ptwisted; print(p2ptwisted.__file__)"],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=tree))
+    if done.returncode != 0:
+        raise LabError(f"cannot import p2ptwisted from {tree}: {done.stderr.strip()[-300:]}")
+    return os.path.dirname(os.path.dirname(os.path.abspath(done.stdout.strip())))
+
+
 def clean_stale() -> None:
     """
     Remove every namespace and link named C{p2pb-...}: this lab's own, or
