@@ -406,9 +406,16 @@ def main(argv=None) -> int:
     os.makedirs(workdir, exist_ok=True)
     bench = Bench(args, workdir)
     began = time.monotonic()
+    status = 0
     try:
         for name in chosen:
             getattr(bench, name)()
+    except KeyboardInterrupt:
+        print("interrupted; the lab and the nodes are removed", file=sys.stderr)
+        status = 130
+    except netlab.LabError as e:
+        print(f"failed: {e}", file=sys.stderr)
+        status = 1
     finally:
         if bench.rows:
             print(f"\n{bench.table()}\n\n({time.monotonic() - began:.0f} s in all; code from"
@@ -420,7 +427,7 @@ def main(argv=None) -> int:
                         os.unlink(os.path.join(root, f))
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -345,10 +345,12 @@ def wait_mesh(nodes: List[Node], timeout: float) -> float:
 
 def on_signals() -> None:
     """
-    SIGTERM and SIGHUP unwind like Ctrl-C, so the lab is removed.
+    SIGTERM and SIGHUP unwind like Ctrl-C, so the lab is removed (and
+    Ctrl-C does even where it was inherited as ignored, in a background job).
     """
     def leave(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, leave)
     signal.signal(signal.SIGHUP, leave)
 
