@@ -47,18 +47,16 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
+import labnodes
 import netlab
-from netlab import Lab, Node, wait_mesh, wait_until
+from labnodes import (
+    IN_STEP, SCAN, SERVED, Node, fetched_from, in_step_bytes, served_by_peer, start_node, texts,
+    wait_mesh, wait_quiet, wait_until,
+)
+from netlab import Lab
 
 MiB = 1 << 20
 NAME = "big.bin"
-
-IN_STEP = re.compile(r"in step with peers: applied (\d+) changes, fetched (\d+) files"
-                     r" \((\d+) bytes")
-REUSED = re.compile(r"reused (\d+) bytes")
-SERVED = re.compile(r"served (\d+) files \((\d+) bytes\) to (.*?) \([0-9a-f]{12}\)")
-FETCHED = re.compile(r"fetched (.+?) \((\d+) bytes\) from (.*?) \([0-9a-f]{12}\)")
-SCAN = re.compile(r"share scan: .*\(([\d.]+)s\)")
 
 
 def block_size(size: int) -> int:
@@ -74,36 +72,6 @@ def block_size(size: int) -> int:
 
 def touched_blocks(offset: int, length: int, bs: int) -> int:
     return (offset + length - 1) // bs - offset // bs + 1
-
-
-def in_step_bytes(lines: List[str]) -> Dict[str, int]:
-    """
-    What in-step lines say was fetched (and reused, where a node says so).
-    """
-    out = {"lines": 0, "changes": 0, "files": 0, "bytes": 0, "reused": 0}
-    for line in lines:
-        m = IN_STEP.search(line)
-        if m:
-            out["lines"] += 1
-            out["changes"] += int(m.group(1))
-            out["files"] += int(m.group(2))
-            out["bytes"] += int(m.group(3))
-            r = REUSED.search(line)
-            out["reused"] += int(r.group(1)) if r else 0
-    return out
-
-
-def served_by_peer(lines: List[str]) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for line in lines:
-        m = SERVED.search(line)
-        if m:
-            out[m.group(3)] = out.get(m.group(3), 0) + int(m.group(2))
-    return out
-
-
-def texts(node: Node, since: float = 0.0) -> List[str]:
-    return [line for t, line in node.lines if t >= since]
 
 
 def make_random(path: str, size: int) -> None:
@@ -128,18 +96,6 @@ def size_of(path: str) -> int:
         return -1
 
 
-def wait_quiet(nodes: List[Node], pattern: "re.Pattern[str]", since: float, quiet: float,
-               timeout: float) -> None:
-    """
-    Wait until no node has logged a line matching C{pattern} for C{quiet}
-    seconds (served lines come 2 s after a peer's last upload).
-    """
-    def settled(now: float) -> bool:
-        last = max([since] + [t for n in nodes for t, _ in n.matching(pattern, since)])
-        return now - last >= quiet
-    wait_until(settled, nodes, "the nodes to settle", timeout, interval=0.1)
-
-
 class Bench:
     """
     The scenarios, sharing the options, the work directory and the table.
@@ -161,7 +117,7 @@ class Bench:
 
     def node(self, lab: Lab, run: str, i: int, peers: List[int]) -> Node:
         base = os.path.join(self.workdir, run, f"h{i}")
-        return lab.start_node(i, os.path.join(base, "share"), os.path.join(base, "state"),
+        return start_node(lab, i, os.path.join(base, "share"), os.path.join(base, "state"),
                               os.path.join(self.workdir, run, f"h{i}.log"), peers=peers,
                               tree=self.args.tree, python=self.args.python)
 
@@ -200,16 +156,15 @@ class Bench:
                     done[i] = now
             return len(done) == hosts - 1
         end = wait_until(everyone, nodes, f"{hosts} hosts to hold the file", self.args.timeout)
-        wait_quiet(nodes, SERVED, end, 3.0, self.args.timeout)
+        wait_quiet(nodes, SERVED, end, 3.0)
         sent = {i: lab.link_bytes(i)["sent"] - before[i]["sent"] for i in range(1, hosts + 1)}
         scan = [float(m.group(1)) for _, m in nodes[0].matching(SCAN, start)]
-        self.say(f"  {hosts} hosts: all hold it after {end - start:.1f} s"
+        self.say(f"  {hosts} hosts: every other host holds it after {end - start:.1f} s"
                  f" (host 1's scan took {scan[0] if scan else float('nan'):.1f} s)")
         for i, node in enumerate(nodes, 1):
             served = served_by_peer(texts(node, start))
-            fetched = [f"{m.group(3)}" for _, m in node.matching(FETCHED, start)]
             self.say(f"    h{i}: " + (f"done at {done[i] - start:.1f} s, fetched from "
-                                      f"{', '.join(fetched) or '?'}; " if i in done else "")
+                                      f"{fetched_from(node, start)}; " if i in done else "")
                      + f"link sent {sent[i] / MiB:.0f} MiB ({sent[i] / size:.2f} copies); "
                      f"logged served {sum(served.values()) / MiB:.0f} MiB"
                      + (f" ({', '.join(f'{k}: {v / MiB:.0f}' for k, v in served.items())})"
@@ -234,8 +189,9 @@ class Bench:
             many = self.swarm_run(lab, hosts, data, size)
         os.unlink(data)
         ratio = many["seconds"] / one["seconds"]
-        self.row("swarm", "2 hosts (one copy)", f"{one['seconds']:.1f} s")
-        self.row("swarm", f"{hosts} hosts, all hold it", f"{many['seconds']:.1f} s")
+        self.row("swarm", "2 hosts: the other holds it", f"{one['seconds']:.1f} s")
+        self.row("swarm", f"{hosts} hosts: all {hosts - 1} others hold it",
+                 f"{many['seconds']:.1f} s")
         self.row("swarm", f"ratio {hosts} hosts / 2 hosts", f"{ratio:.2f}", "<= 2", ratio <= 2)
         self.row("swarm", "host 1 uploaded (link / logged served)",
                  f"{many['source_sent'] / size:.2f} / {many['source_served'] / size:.2f} copies",
@@ -245,7 +201,7 @@ class Bench:
     # multi
 
     def multi_run(self, lab: Lab, sources: List[int], downloader: int, data: str,
-                  size: int) -> float:
+                  size: int) -> tuple:
         run = f"multi{len(sources)}"
         for i in sources:
             os.makedirs(self.share(run, i))
@@ -253,25 +209,24 @@ class Bench:
         nodes = [self.node(lab, run, i, [] if i == sources[0] else [sources[0]])
                  for i in sources]
         wait_mesh(nodes, self.args.timeout)
-        wait_quiet(nodes, re.compile(""), 0.0, 1.0, self.args.timeout)  # same-bytes merges
+        wait_quiet(nodes, re.compile(""), 0.0, 1.0)  # same bytes on each: versions merge
         before = {i: lab.link_bytes(i)["sent"] for i in sources}
         node = self.node(lab, run, downloader, sources)
         nodes.append(node)
         path = os.path.join(self.share(run, downloader), NAME)
         end = wait_until(lambda now: size_of(path) == size, nodes, "the download",
                          self.args.timeout)
-        start = node.matching(netlab.CONNECTED)[0][0]
+        start = node.matching(labnodes.CONNECTED)[0][0]
         sent = {i: lab.link_bytes(i)["sent"] - before[i] for i in sources}
-        fetched = [m.group(3) for _, m in node.matching(FETCHED)]
         self.say(f"  {len(sources)} source(s): {end - start:.1f} s from the first connection"
                  f" ({size / (end - start) * 8 / 1e6:.0f} Mbit/s); fetched from"
-                 f" {', '.join(fetched) or '?'}; sources' links sent "
+                 f" {fetched_from(node)}; sources' links sent "
                  + ", ".join(f"h{i} {v / MiB:.0f} MiB" for i, v in sent.items()))
         self.rss(f"{len(sources)} source(s)", nodes)
         if digest(path) != digest(data):
             raise netlab.LabError("the downloader holds different bytes")
         lab.stop_nodes()
-        return end - start
+        return end - start, sent
 
     def multi(self) -> None:
         count, size = self.args.sources, self.args.size_mib * MiB
@@ -282,13 +237,15 @@ class Bench:
         downloader = count + 1
         with Lab(downloader, self.workdir, rate_mbit=self.args.rate_mbit,
                  rates={downloader: None}) as lab:
-            one = self.multi_run(lab, [1], downloader, data, size)
-            many = self.multi_run(lab, list(range(1, count + 1)), downloader, data, size)
+            one, _ = self.multi_run(lab, [1], downloader, data, size)
+            many, sent = self.multi_run(lab, list(range(1, count + 1)), downloader, data, size)
         os.unlink(data)
         speedup = one / many
         self.row("multi", "1 source", f"{one:.1f} s")
         self.row("multi", f"{count} sources", f"{many:.1f} s")
         self.row("multi", "speedup", f"{speedup:.2f}x", ">= 2.5x", speedup >= 2.5)
+        self.row("multi", f"{count} sources: share each link sent",
+                 " / ".join(f"{v / size:.2f}" for v in sent.values()), f"about 1/{count} each")
         self.rss_row("multi")
 
     # delta
@@ -302,7 +259,7 @@ class Bench:
         before = lab.link_bytes(2)["received"]
         end = wait_until(lambda now: bool(b.matching(IN_STEP, mark)) and done(), [a, b],
                          what, self.args.timeout, interval=0.1)
-        wait_quiet([b], IN_STEP, end, 1.0, self.args.timeout)
+        wait_quiet([b], IN_STEP, end, 1.0)
         got = in_step_bytes(texts(b, mark))
         got["link"] = lab.link_bytes(2)["received"] - before
         got["seconds"] = end - mark
@@ -326,7 +283,7 @@ class Bench:
         make_random(a_path, size)
         with Lab(2, self.workdir, rate_mbit=None) as lab:
             a = self.node(lab, run, 1, [])
-            wait_until(lambda now: bool(a.matching(netlab.FIRST_SCAN)), [a], "A's scan",
+            wait_until(lambda now: bool(a.matching(labnodes.FIRST_SCAN)), [a], "A's scan",
                        self.args.timeout)
             b = self.node(lab, run, 2, [1])
             first = self.delta_step(lab, a, b, "first sync", lambda: size_of(b_path) == size)
@@ -397,7 +354,7 @@ def main(argv=None) -> int:
     if why:
         print(f"skipped: {why}")
         return 0
-    code = netlab.code_path(args.tree, args.python)
+    code = labnodes.code_path(args.tree, args.python)
     if os.path.realpath(code) != os.path.realpath(args.tree):
         print(f"the nodes would run the code in {code}, not {args.tree}", file=sys.stderr)
         return 1

@@ -1,8 +1,8 @@
 """
 A little LAN on one machine for benchmarks: hosts in network namespaces,
 each with a veth to one bridge in the root namespace, each link shaped to a
-given rate in both directions, and real ``twistd -n p2pshare`` nodes
-started in them.
+given rate in both directions; benchmarks/labnodes.py starts real
+``twistd -n p2pshare`` nodes in them.
 
     python benchmarks/netlab.py [--hosts 2] [--rate-mbit 100] [--seconds 3]
 
@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 PREFIX = "p2pb-"
 BRIDGE = PREFIX + "br"
@@ -39,10 +38,6 @@ SUBNET = "10.77.0"
 PORT = 12345
 LOCK_PATH = os.path.join(tempfile.gettempdir(), "p2pb-netlab.lock")
 TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-CONNECTED = re.compile(r"connected to (.*?) \(([0-9a-f]{12})\) at \S+ \((?:outbound|inbound)\)")
-LEFT = re.compile(r"\] (.*?) \(([0-9a-f]{12})\) at \S+ left: ")
-FIRST_SCAN = re.compile(r"first scan: ")
 
 
 class LabError(Exception):
@@ -110,7 +105,7 @@ class Lab:
         self.count = hosts
         self.workdir = workdir
         self.rates = {i: (rates or {}).get(i, rate_mbit) for i in range(1, hosts + 1)}
-        self.nodes: List["Node"] = []
+        self.nodes: List[Any] = []  # what to stop() on the way out (labnodes.Node)
         self._lock: Optional[int] = None
 
     @staticmethod
@@ -175,43 +170,10 @@ class Lab:
         with open(f"{base}/rx_bytes") as rx, open(f"{base}/tx_bytes") as tx:
             return {"sent": int(rx.read()), "received": int(tx.read())}
 
-    def start_node(self, i: int, share: str, state: str, log_path: str,
-                   peers: List[int] = (), extra: List[str] = (), tree: str = TREE,
-                   python: str = sys.executable) -> "Node":
-        """
-        Start C{twistd -n p2pshare} in host I, dialling the given hosts,
-        with discovery off (the nodes find each other by --peer and
-        gossip) and the code of C{tree} on its PYTHONPATH.
-        """
-        os.makedirs(share, exist_ok=True)
-        twistd = os.path.join(os.path.dirname(python), "twistd")
-        argv = ["ip", "netns", "exec", self.ns(i), python, twistd, "-n", "--pidfile=",
-                "p2pshare", "--port", str(PORT), "--share", share, "--state", state,
-                "--name", f"h{i}", "--no-discover"]
-        for peer in peers:
-            argv += ["--peer", f"{self.address(peer)}:{PORT}"]
-        argv += list(extra)
-        node = Node(f"h{i}", argv, log_path, tree)
-        self.nodes.append(node)
-        return node
-
     def stop_nodes(self) -> None:
         for node in self.nodes:
             node.stop()
         self.nodes.clear()
-
-
-def code_path(tree: str = TREE, python: str = sys.executable) -> str:
-    """
-    Where the nodes will import p2ptwisted from, with C{tree} on their
-    PYTHONPATH (an editable install elsewhere must not win).
-    """
-    done = subprocess.run([python, "-c", "import p2ptwisted; print(p2ptwisted.__file__)"],
-                          capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, PYTHONPATH=tree))
-    if done.returncode != 0:
-        raise LabError(f"cannot import p2ptwisted from {tree}: {done.stderr.strip()[-300:]}")
-    return os.path.dirname(os.path.dirname(os.path.abspath(done.stdout.strip())))
 
 
 def clean_stale() -> None:
@@ -236,111 +198,6 @@ def clean_stale() -> None:
             name = fields[1].strip().split("@")[0]
             if name.startswith(PREFIX):
                 sh("ip", "link", "del", name, check=False)
-
-
-class Node:
-    """
-    One node process; its log (stdout, so it never rotates) is read
-    incrementally, each line stamped with the time it was seen.
-    """
-
-    def __init__(self, name: str, argv: List[str], log_path: str, tree: str):
-        self.name = name
-        self.log_path = log_path
-        self.lines: List[tuple] = []  # (monotonic seconds, text)
-        self.connected: Dict[str, str] = {}  # short id -> peer's name
-        self._offset = 0
-        self._partial = ""
-        env = dict(os.environ, PYTHONPATH=tree, PYTHONUNBUFFERED="1")
-        with open(log_path, "w") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def poll(self, now: float) -> None:
-        with open(self.log_path) as f:
-            f.seek(self._offset)
-            data = f.read()
-            self._offset = f.tell()
-        lines = (self._partial + data).split("\n")
-        self._partial = lines.pop()
-        for line in lines:
-            self.lines.append((now, line))
-            m = CONNECTED.search(line)
-            if m:
-                self.connected[m.group(2)] = m.group(1)
-                continue
-            m = LEFT.search(line)
-            if m:
-                self.connected.pop(m.group(2), None)
-
-    def matching(self, pattern: "re.Pattern[str]", since: float = 0.0) -> List[tuple]:
-        """
-        (time, match) of the lines seen at or after C{since} that match.
-        """
-        return [(t, m) for t, line in self.lines if t >= since
-                for m in [pattern.search(line)] if m]
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def peak_rss_mib(self) -> float:
-        """
-        VmHWM of the node: read while it runs (C{nan} once it has gone).
-        """
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return float("nan")
-
-    def tail(self, n: int = 15) -> str:
-        self.poll(time.monotonic())
-        return "\n".join(f"  {self.name}| {line}" for _, line in self.lines[-n:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
-def wait_until(condition: Callable[[float], bool], nodes: List[Node], what: str,
-               timeout: float, interval: float = 0.02) -> float:
-    """
-    Poll the nodes' logs (and C{condition}, given the time) every
-    C{interval} until it holds; return that time.  A node that exits or a
-    timeout raises L{LabError} with the ends of the logs.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        now = time.monotonic()
-        for node in nodes:
-            node.poll(now)
-        if condition(now):
-            return now
-        dead = [node for node in nodes if not node.alive()]
-        if dead or now > deadline:
-            why = f"{dead[0].name} exited" if dead else f"timed out after {timeout:.0f}s"
-            logs = "\n".join(node.tail() for node in (dead or nodes))
-            raise LabError(f"waiting for {what}: {why}\n{logs}")
-        time.sleep(interval)
-
-
-def wait_mesh(nodes: List[Node], timeout: float) -> float:
-    """
-    Wait until every node has done its first scan and holds a connection
-    to every other one.
-    """
-    def full(_now: float) -> bool:
-        return all(len(n.connected) >= len(nodes) - 1 and n.matching(FIRST_SCAN)
-                   for n in nodes)
-    return wait_until(full, nodes, "a full mesh", timeout)
 
 
 def on_signals() -> None:

@@ -1,6 +1,6 @@
 """
-The plumbing of the block benchmarks (benchmarks/netlab.py and
-benchmarks/blocks.py): the figures they read from the nodes' logs, the
+The plumbing of the block benchmarks (benchmarks/netlab.py, labnodes.py
+and blocks.py): the figures they read from the nodes' logs, the
 block size rule their targets use, and -- where root and iproute2 are
 available, skipped with the reason otherwise -- that a lab's links are
 shaped and that everything it makes, or an earlier killed run left, is
@@ -32,6 +32,7 @@ def load(name: str):
 
 
 netlab = load("netlab")
+labnodes = load("labnodes")
 blocks = load("blocks")
 
 MiB = 1 << 20
@@ -75,7 +76,7 @@ class FiguresTests(unittest.TestCase):
             " reused 1071644672 bytes from local files) in 1.0s, 2.0 MiB/s",
             "x fetched big.bin (20971520 bytes) from h2 (ac0b9e6b4f33) at 10.77.0.2:12345",
         ]
-        self.assertEqual(blocks.in_step_bytes(lines),
+        self.assertEqual(labnodes.in_step_bytes(lines),
                          {"lines": 2, "changes": 3, "files": 2, "bytes": 23068672,
                           "reused": 1071644672})
 
@@ -86,7 +87,7 @@ class FiguresTests(unittest.TestCase):
             "x served 2 files (5 bytes) to h2 (ac0b9e6b4f33) at 10.77.0.2:40002 in 0.1s, 0 MiB/s",
             "x served 1 files (7 bytes) to h3 (0123456789ab) at 10.77.0.3:40000 in 0.1s, 0 MiB/s",
         ]
-        self.assertEqual(blocks.served_by_peer(lines), {"h2": 209715205, "h3": 7})
+        self.assertEqual(labnodes.served_by_peer(lines), {"h2": 209715205, "h3": 7})
 
     def test_node_log(self):
         """
@@ -97,7 +98,7 @@ class FiguresTests(unittest.TestCase):
         script = ("print('t [n] connected to h2 (ac0b9e6b4f33) at 10.77.0.2:12345 (outbound)');"
                   "print('t [n] connected to h3 (0123456789ab) at 10.77.0.3:5 (inbound)');"
                   "print('t [n] h2 (ac0b9e6b4f33) at 10.77.0.2:12345 left: closed')")
-        node = netlab.Node("h1", [sys.executable, "-c", script], log, ROOT)
+        node = labnodes.Node("h1", [sys.executable, "-c", script], log, ROOT)
         node.proc.wait(30)
         node.poll(time.monotonic())
         self.assertEqual(node.connected, {"0123456789ab": "h3"})
