@@ -354,7 +354,11 @@ def main(argv=None) -> int:
     if why:
         print(f"skipped: {why}")
         return 0
-    code = labnodes.code_path(args.tree, args.python)
+    try:
+        code = labnodes.code_path(args.tree, args.python)
+    except netlab.LabError as e:
+        print(e, file=sys.stderr)
+        return 1
     if os.path.realpath(code) != os.path.realpath(args.tree):
         print(f"the nodes would run the code in {code}, not {args.tree}", file=sys.stderr)
         return 1

@@ -34,6 +34,9 @@ def code_path(tree: str = TREE, python: str = sys.executable) -> str:
     Where the nodes will import p2ptwisted from, with C{tree} on their
     PYTHONPATH (an editable install elsewhere must not win).
     """
+    if not os.path.exists(os.path.join(os.path.dirname(python), "twistd")):
+        raise LabError(f"no twistd beside {python}: run with the project's venv python"
+                       " (or give --python)")
     done = subprocess.run([python, "-c", "import p2ptwisted; print(p2ptwisted.__file__)"],
                           capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=tree))
