@@ -348,8 +348,11 @@ def main(argv=None) -> int:
     chosen = ["swarm", "multi", "delta"] if args.all else list(dict.fromkeys(args.scenarios))
     if not chosen or not set(chosen) <= {"swarm", "multi", "delta"}:
         parser.error("name scenarios (swarm, multi, delta) or give --all")
-    if args.hosts < 3 or args.sources < 2:
-        parser.error("--hosts at least 3, --sources at least 2")
+    if args.hosts < 3 or args.sources < 2 or max(args.hosts, args.sources + 1) > 250:
+        parser.error("--hosts from 3 to 250, --sources from 2 to 249")
+    sizes = (args.size_mib, args.delta_mib, args.edit_kib)
+    if min(sizes) < 1 or args.edit_kib > 1024 * args.delta_mib:
+        parser.error("sizes at least 1, and --edit-kib at most the --delta-mib file")
     why = netlab.unavailable()
     if why:
         print(f"skipped: {why}")
