@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,8 +49,11 @@ class LabError(Exception):
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+    except OSError as e:
+        raise LabError(f"{argv[0]}: {e}") from None
     if check and done.returncode != 0:
         raise LabError(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
     return done
@@ -63,9 +67,8 @@ def unavailable() -> Optional[str]:
     if os.geteuid() != 0:
         return "needs root (CAP_NET_ADMIN) for network namespaces and tc"
     for tool in ("ip", "tc"):
-        if not any(os.access(os.path.join(d, tool), os.X_OK)
-                   for d in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/sbin", "/sbin"]):
-            return f"needs iproute2's {tool} (apt-get install -y iproute2)"
+        if shutil.which(tool) is None:
+            return f"needs iproute2's {tool} on PATH (apt-get install -y iproute2)"
     ns = f"{PREFIX}probe{os.getpid()}"
     try:
         steps = [("ip", "netns", "add", ns),
