@@ -118,8 +118,8 @@ class Bench:
     def node(self, lab: Lab, run: str, i: int, peers: List[int]) -> Node:
         base = os.path.join(self.workdir, run, f"h{i}")
         return start_node(lab, i, os.path.join(base, "share"), os.path.join(base, "state"),
-                              os.path.join(self.workdir, run, f"h{i}.log"), peers=peers,
-                              tree=self.args.tree, python=self.args.python)
+                          os.path.join(self.workdir, run, f"h{i}.log"), peers=peers,
+                          tree=self.args.tree, python=self.args.python)
 
     def share(self, run: str, i: int) -> str:
         return os.path.join(self.workdir, run, f"h{i}", "share")
