@@ -40,6 +40,10 @@ from p2ptwisted.hashing import new_hasher
 #: connected (again) before it fails and is left to the sync's retries.
 RECONNECT_WAIT = 10.0
 
+#: Blocks after which a running download looks for new sources again,
+#: between its ticks.
+LOOK_EVERY = 8
+
 #: Files of at least this size get a log line each when they arrive.
 LOG_EACH_MIN = 1024 * 1024
 
@@ -99,6 +103,7 @@ class BlockDownload:
         self.reused = 0
         self._timer = None
         self.over = False
+        self._since_look = 0  # blocks since sources were last looked for
         #: When the last source went away (it waits L{RECONNECT_WAIT}).
         self.lost_at: Optional[float] = None
 
@@ -130,14 +135,19 @@ class BlockDownload:
     def _local_plan(self) -> Dict[int, list]:
         """
         For each block, where our own files hold its digest: (entry, block
-        index in it, or -1 for a whole one-block file).
+        index in it, or -1 for a whole one-block file).  Each file's entry
+        is kept once, however many blocks it gives (an entry carries its
+        whole block list: one per block would cost the list times the
+        blocks in memory).
         """
         store, plan = self.ctx.store, {}
+        entries: Dict[str, Any] = {}
         lengths = block_lengths(self.entry.size)
         for i, digest in enumerate(digests(self.entry.blocks)):
-            found: list = [(e, j) for e, j in store.with_block(digest, limit=2)]
-            found += [(e, -1) for e in store.with_hash(digest.hex())[:1]
-                      if e.size == lengths[i]]
+            found = [(entries.setdefault(e.path, e), j)
+                     for e, j in store.with_block(digest, limit=2)]
+            found += [(entries.setdefault(e.path, e), -1)
+                      for e in store.with_hash(digest.hex())[:1] if e.size == lengths[i]]
             if found:
                 plan[i] = found
         return plan
@@ -224,7 +234,10 @@ class BlockDownload:
         found: Dict[str, Optional[FrozenSet[int]]] = {
             p: blocks for p, blocks in self.ctx.holders.of(self.want.version).items()
             if p in usable and blocks}
-        found.update((p, None) for p in self.want.sources if p in usable)
+        holders = set(self.want.sources) | {
+            p for p, e in self.ctx.store.remote_for(self.entry.path).items()
+            if e.live and e.hash == self.entry.hash}  # (indexes that came since we began)
+        found.update((p, None) for p in holders if p in usable)
         return found
 
     def have_received(self, peer: str, blocks: FrozenSet[int]) -> None:
@@ -234,8 +247,8 @@ class BlockDownload:
         if self.scheduler is None or self.over or not blocks:
             return
         connections = self.ctx.connections()
-        if peer not in connections or peer in self.want.sources:
-            return
+        if peer not in connections or self._sources().get(peer, ()) is None:
+            return  # (a whole copy: it is a source of every block already)
         if peer in self.scheduler.in_flight:
             self.scheduler.update_source(peer, blocks)
         else:
@@ -424,6 +437,13 @@ class BlockDownload:
         elif self._timer is None or not self._timer.active():
             self._tick()
         else:
+            # Between ticks, look for new sources every few blocks (an index
+            # that has just come makes its peer one): on a fast link a
+            # whole file may cross within a tick.
+            self._since_look += 1
+            if self._since_look >= LOOK_EVERY:
+                self._since_look = 0
+                self._add_sources()
             self._ask()
 
     # -- the end ---------------------------------------------------------------------

@@ -62,6 +62,22 @@ class SwarmTests(SynchronousTestCase):
         self.assertEqual(sum(len(s) for s in gets.values()), 6 * MiB // block_size(6 * MiB))
         self.assertEqual(partials(d), set())
 
+    def test_a_source_whose_index_comes_later_is_used(self):
+        """
+        D starts fetching from A alone; C, which has the file too, connects
+        later: its index makes it a source of the download under way.
+        """
+        data = content(9, 8 * MiB)
+        a, c = self.spread(data, "a", "c")
+        d = self.mesh.node("d")
+        self.mesh.link(d, a)
+        self.mesh.run(lambda: 0 < received(d) < MiB)
+        _, _, pump = self.mesh.link(d, c)
+        from_c = record(pump.clientIO, wire.GET)
+        self.mesh.settle(a, c, d)
+        self.assertEqual(read_file(d.share_dir, "big.bin"), data)
+        self.assertTrue(from_c, "C never asked")
+
     def test_edit_in_the_middle_moves_about_the_edit(self):
         """
         A block-sized edit in the middle of a big file: the other node takes
