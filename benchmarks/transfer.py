@@ -83,13 +83,15 @@ class Node:
     A twistd p2pshare process whose log lines are read as they arrive.
     """
 
-    def __init__(self, name, share, port, peers=(), extra=()):
+    def __init__(self, name, share, port, peers=(), extra=(), tree=None):
         args = [sys.executable, TWISTD, "-n", "--pidfile=", "p2pshare",
                 "--port", f"tcp:{port}:interface=127.0.0.1", "--share", share, "--no-discover",
                 "--name", name, *extra]
         for peer in peers:
             args += ["--peer", peer]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if tree is not None:  # the code of another tree (a baseline), not the installed one
+            env["PYTHONPATH"] = tree
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env=env, cwd=share)
         self.lines = []
@@ -159,7 +161,7 @@ class Node:
                 self.proc.wait()
 
 
-def node_transfer(source_dir: str, workdir: str, expect: int, extra=()):
+def node_transfer(source_dir: str, workdir: str, expect: int, extra=(), tree=None):
     """
     Move everything in C{source_dir} from a node A to a fresh node B.
 
@@ -170,11 +172,12 @@ def node_transfer(source_dir: str, workdir: str, expect: int, extra=()):
     os.makedirs(dest)
     state_a = os.path.join(workdir, "state-a")
     a_port, b_port = free_port(), free_port()
-    a = Node("A", source_dir, a_port, extra=("--state", state_a, *extra))
+    shutil.rmtree(state_a, ignore_errors=True)  # (each run from scratch, whichever tree)
+    a = Node("A", source_dir, a_port, extra=("--state", state_a, *extra), tree=tree)
     b = None
     try:
         a.wait_for(r"first scan: ")
-        b = Node("B", dest, b_port, peers=[f"127.0.0.1:{a_port}"], extra=extra)
+        b = Node("B", dest, b_port, peers=[f"127.0.0.1:{a_port}"], extra=extra, tree=tree)
         start = b.wait_for(r"connected to A ")
         end = b.wait_total(r"in step with peers: applied \d+ changes, fetched (\d+) files", expect)
         return end - start, a.peak_rss_mib(), b.peak_rss_mib()
@@ -214,6 +217,9 @@ def main(argv=None) -> int:
     parser.add_argument("--file-kib", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3,
                         help="runs of (a), alternating with the raw copy; medians are reported")
+    parser.add_argument("--baseline-tree", default=None,
+                        help="also run (a) with the code of this tree (a git worktree of an"
+                             " earlier commit), in the same rounds, and report the ratio")
     parser.add_argument("--workdir", default=None,
                         help="where to keep the generated data (reused between runs)")
     args = parser.parse_args(argv)
@@ -231,6 +237,11 @@ def main(argv=None) -> int:
         make_small(small_dir, args.files, args.file_kib * 1024)
 
     modes = {"TLS": (), "plaintext": ("--no-tls",)}
+    trees = {mode: None for mode in modes}
+    if args.baseline_tree:
+        base = os.path.abspath(args.baseline_tree)
+        modes.update({"TLS, baseline": (), "plaintext, baseline": ("--no-tls",)})
+        trees.update({"TLS, baseline": base, "plaintext, baseline": base})
     raws, rss = [], []
     nodes = {mode: [] for mode in modes}
     for run in range(args.runs):
@@ -240,7 +251,8 @@ def main(argv=None) -> int:
         line.append(f"raw copy {size / raws[-1] / 1e6:.0f} MB/s")
         for mode, extra in modes.items():
             os.sync()
-            seconds, rss_a, rss_b = node_transfer(big_dir, workdir, expect=1, extra=extra)
+            seconds, rss_a, rss_b = node_transfer(big_dir, workdir, expect=1, extra=extra,
+                                                  tree=trees[mode])
             nodes[mode].append(seconds)
             rss += [rss_a, rss_b]
             line.append(f"{mode} {size / seconds / 1e6:.0f} MB/s")
@@ -252,6 +264,10 @@ def main(argv=None) -> int:
         node_mbs = size / statistics.median(nodes[mode]) / 1e6
         print(f"    p2pshare, {mode}: {node_mbs:.0f} MB/s, ratio {node_mbs / raw_mbs:.2f}",
               flush=True)
+    if args.baseline_tree:
+        for mode in ("TLS", "plaintext"):
+            ratio = statistics.median(nodes[mode + ", baseline"]) / statistics.median(nodes[mode])
+            print(f"    {mode}: this tree's speed / the baseline's: {ratio:.2f}", flush=True)
     print(f"    peak RSS per node at most {max(rss):.0f} MiB", flush=True)
     if args.files:
         os.sync()

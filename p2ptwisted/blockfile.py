@@ -189,29 +189,35 @@ class BlockFile:
 
     def check(self) -> Set[int]:
         """
-        Read the whole partial file once: the blocks that are not what the
-        list says (empty when the file is whole and right).  Blocking.
+        Read the whole partial file once and check its content hash: the
+        blocks that are not what the list says (empty when the file is
+        whole and right).  Blocking.
+
+        The blocks were verified as they came, so a file that has its
+        content hash is done after one hash of it; only one that does not
+        is read again to find which blocks are wrong (a write lost in a
+        crash).
 
         @raise TransferFailed: if every block matches the list but the file
             is not the content hash: the list itself is wrong.
         """
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        whole, found = hash_file(self.fd, self.entry.size)
         st = os.fstat(self.fd)
         if st.st_size != self.entry.size:
             os.ftruncate(self.fd, self.entry.size)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        if st.st_size == self.entry.size and hash_file(self.fd, -1)[0] == self.entry.hash:
+            return set()
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        _, found = hash_file(self.fd, self.entry.size)
         bad = {i for i, (a, b) in enumerate(zip(digests(found), digests(self.entry.blocks)))
                if a != b}
-        if st.st_size < self.entry.size:
-            bad |= {i for i in range(self.count) if self.span(i)[0] + self.span(i)[1] > st.st_size}
+        bad |= {i for i in range(self.count) if sum(self.span(i)) > st.st_size}
         if bad:
             self.unmark(bad)
             return bad
-        if whole != self.entry.hash:
-            raise TransferFailed("mismatch", f"every block matches the list but the file hashes"
-                                 f" to {whole[:16]}, not {self.entry.hash[:16]}: the block list"
-                                 " is wrong", "entry")
-        return set()
+        raise TransferFailed("mismatch", "every block matches the list but the file is not its"
+                             f" content hash {self.entry.hash[:16]}: the block list is wrong",
+                             "entry")
 
     def close(self) -> None:
         for name in ("fd", "have_fd"):

@@ -48,9 +48,15 @@ LOOK_EVERY = 8
 LOG_EACH_MIN = 1024 * 1024
 
 #: Bytes of block requests outstanding per source (at least two blocks):
-#: enough to keep a LAN link busy while a request crosses it, small enough
-#: that a second source soon gets its share.
-DEPTH_BYTES = 2 * 1024 * 1024
+#: enough to keep a fast link busy while requests cross it and the
+#: sender reads the next block (2 MiB left a loopback transfer a third
+#: slower than one stream) ...
+DEPTH_BYTES = 8 * 1024 * 1024
+
+#: ... but never more than this fraction of the file, so that the first
+#: source to answer does not take all of a small file's blocks before the
+#: others are asked.
+DEPTH_SHARE = 4
 
 #: Seconds a block must have been on its way before the endgame asks
 #: another source for it too.
@@ -207,8 +213,9 @@ class BlockDownload:
         self._tick()
 
     def _scheduler(self, have, rng: random.Random) -> BlockScheduler:
+        depth = min(DEPTH_BYTES, self.entry.size // DEPTH_SHARE)
         return BlockScheduler(block_lengths(self.entry.size), have, rng=rng,
-                              depth_bytes=DEPTH_BYTES, endgame_wait=ENDGAME_WAIT)
+                              depth_bytes=depth, endgame_wait=ENDGAME_WAIT)
 
     # -- asking ----------------------------------------------------------------------
 

@@ -57,7 +57,8 @@ IN_STEP = re.compile(r"in step with peers: applied \d+ changes, fetched (?P<file
                      r" \((?P<bytes>\d+) bytes\)")
 
 #: Blocks of the files these cases move (8 MiB and less: 128 KiB), and the
-#: most a download has asked and not received at once (swarm.DEPTH_BYTES).
+#: most a download has asked and not received at once (a quarter of the
+#: file: swarm.DEPTH_SHARE).
 BLOCK = 128 * 1024
 IN_FLIGHT = 2 * MiB
 

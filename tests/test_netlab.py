@@ -43,7 +43,10 @@ def lab_names() -> list:
              netlab.sh("ip", "netns", "list", check=False).stdout.splitlines() if line.split()]
     links = [line.split(":")[1].strip().split("@")[0] for line in
              netlab.sh("ip", "-o", "link", "show", check=False).stdout.splitlines()]
-    return [n for n in names + links if n.startswith(netlab.PREFIX)]
+    # (not another process's short-lived probe: netlab.unavailable, run by
+    # a test in another worker at the same time, removes its own)
+    return [n for n in names + links
+            if n.startswith(netlab.PREFIX) and not n.startswith(netlab.PREFIX + "probe")]
 
 
 class FiguresTests(unittest.TestCase):

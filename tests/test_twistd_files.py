@@ -76,7 +76,7 @@ FETCHED = (r"fetched {path} \((?P<size>\d+) bytes\) from {peer}(?: \(\d+ blocks\
 
 #: What a block download may have asked and not received when its source
 #: dies (p2ptwisted.swarm.DEPTH_BYTES), fetched again after.
-IN_FLIGHT = 2 * MiB
+IN_FLIGHT = 8 * MiB
 
 #: A conflict copy's name (p2ptwisted.core.planner.conflict_name).
 CONFLICT = re.compile(r"\.sync-conflict-\d{8}-\d{6}-[0-9a-f]{7}")
