@@ -366,7 +366,7 @@ def main(argv=None) -> int:
         print(f"the nodes would run the code in {code}, not {args.tree}", file=sys.stderr)
         return 1
     netlab.on_signals()
-    workdir = args.keep or tempfile.mkdtemp(prefix="p2pb-blocks-")
+    workdir = args.keep or tempfile.mkdtemp(prefix="p2plab-blocks-")
     os.makedirs(workdir, exist_ok=True)
     bench = Bench(args, workdir)
     began = time.monotonic()

@@ -10,11 +10,11 @@ Run alone it checks the plumbing: it builds the hosts and measures a raw
 TCP stream from host 1 to host 2, shaped and then unshaped, so the rate a
 benchmark's links really give is known.
 
-Host I is the namespace ``p2pb-hI`` with ``eth0`` at 10.77.0.I/24 (and
-``lo`` up); its other end, ``p2pb-vI``, is on the bridge ``p2pb-br``.
-Shaping is a tbf on ``eth0`` (what the host sends) and one on ``p2pb-vI``
+Host I is the namespace ``p2plab-hI`` with ``eth0`` at 10.77.0.I/24 (and
+``lo`` up); its other end, ``p2plab-vI``, is on the bridge ``p2plab-br``.
+Shaping is a tbf on ``eth0`` (what the host sends) and one on ``p2plab-vI``
 (what it receives).  Everything is removed on the way out, Ctrl-C and
-errors included; a run that was killed leaves names starting with ``p2pb-``
+errors included; a run that was killed leaves names starting with ``p2plab-``
 behind, and the next run removes them first (a lock keeps two runs from
 removing each other's).  It needs root and iproute2 (``ip`` and ``tc``:
 ``apt-get install -y iproute2``); without them it says why and exits 0.
@@ -33,11 +33,13 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-PREFIX = "p2pb-"
+#: (Not "p2pb-": tests/test_netns.py names its host b's namespace
+#: p2pb-XXXXXX, and a run of this lab would end its processes as stale.)
+PREFIX = "p2plab-"
 BRIDGE = PREFIX + "br"
 SUBNET = "10.77.0"
 PORT = 12345
-LOCK_PATH = os.path.join(tempfile.gettempdir(), "p2pb-netlab.lock")
+LOCK_PATH = os.path.join(tempfile.gettempdir(), "p2plab-netlab.lock")
 TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -181,7 +183,7 @@ class Lab:
 
 def clean_stale() -> None:
     """
-    Remove every namespace and link named C{p2pb-...}: this lab's own, or
+    Remove every namespace and link named C{p2plab-...}: this lab's own, or
     those a killed run left.  Processes still in such a namespace can only
     be nodes an earlier run started; they are ended by PID first.
     """
@@ -254,7 +256,7 @@ def main(argv=None) -> int:
         print(f"skipped: {why}")
         return 0
     on_signals()
-    with tempfile.TemporaryDirectory(prefix="p2pb-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="p2plab-") as workdir:
         for rate in (args.rate_mbit, None):
             with Lab(max(args.hosts, 2), workdir, rate_mbit=rate) as lab:
                 got = raw_rate_mbit(lab, 1, 2, args.seconds)

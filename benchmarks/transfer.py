@@ -242,7 +242,7 @@ def main(argv=None) -> int:
         base = os.path.abspath(args.baseline_tree)
         modes.update({"TLS, baseline": (), "plaintext, baseline": ("--no-tls",)})
         trees.update({"TLS, baseline": base, "plaintext, baseline": base})
-    raws, rss = [], []
+    raws, rss = [], {}
     nodes = {mode: [] for mode in modes}
     for run in range(args.runs):
         line = []
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
             seconds, rss_a, rss_b = node_transfer(big_dir, workdir, expect=1, extra=extra,
                                                   tree=trees[mode])
             nodes[mode].append(seconds)
-            rss += [rss_a, rss_b]
+            rss[mode] = max(rss.get(mode, 0.0), rss_a, rss_b)
             line.append(f"{mode} {size / seconds / 1e6:.0f} MB/s")
         print(f"  run {run + 1}: " + ", ".join(line), flush=True)
     raw_mbs = size / statistics.median(raws) / 1e6
@@ -268,7 +268,8 @@ def main(argv=None) -> int:
         for mode in ("TLS", "plaintext"):
             ratio = statistics.median(nodes[mode + ", baseline"]) / statistics.median(nodes[mode])
             print(f"    {mode}: this tree's speed / the baseline's: {ratio:.2f}", flush=True)
-    print(f"    peak RSS per node at most {max(rss):.0f} MiB", flush=True)
+    print("    peak RSS per node at most: " + ", ".join(f"{mode} {peak:.0f} MiB"
+                                                   for mode, peak in rss.items()), flush=True)
     if args.files:
         os.sync()
         secs, rss_a, rss_b = node_transfer(small_dir, workdir, expect=args.files)

@@ -21,7 +21,6 @@ C{downloads} maps each block GET's transfer id to its L{BlockRequest}.
 
 from __future__ import annotations
 
-import os
 import random
 from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
 
@@ -29,11 +28,12 @@ import attrs
 from twisted.logger import Logger
 
 from p2ptwisted import wire
-from p2ptwisted.blockfile import BlockFile, open_source, publish_as
-from p2ptwisted.core.blocks import block_lengths, block_span, digest_at, digests
-from p2ptwisted.core.scheduler import BlockScheduler
+from p2ptwisted.blockfile import BlockFile, publish_as
+from p2ptwisted.blockframes import BlockFrames
+from p2ptwisted.localblocks import local_plan, reuse, serve
+from p2ptwisted.core.blocks import block_lengths, digest_at
+from p2ptwisted.core.scheduler import ROTATED, BlockScheduler
 from p2ptwisted.downloads import TransferFailed, Want
-from p2ptwisted.fsops import closing
 from p2ptwisted.hashing import new_hasher
 
 #: Seconds a download whose sources all went away waits for one to be
@@ -50,7 +50,9 @@ LOG_EACH_MIN = 1024 * 1024
 #: Bytes of block requests outstanding per source (at least two blocks):
 #: enough to keep a fast link busy while requests cross it and the
 #: sender reads the next block (2 MiB left a loopback transfer a third
-#: slower than one stream) ...
+#: slower than one stream).  The cost, seen in the swarm simulator: the
+#: first node of a swarm sends some blocks twice (a block on its way is in
+#: no HAVE yet), more so with many nodes and small files ...
 DEPTH_BYTES = 8 * 1024 * 1024
 
 #: ... but never more than this fraction of the file, so that the first
@@ -85,7 +87,7 @@ class BlockRequest:
     buffer: Optional[bytearray] = None
 
 
-class BlockDownload:
+class BlockDownload(BlockFrames):
     """
     @param ctx: the fetcher: C{clock}, C{run_blocking}, C{connections()},
         C{sources} (L{Sources}), C{store}, C{disk}, C{log_failure} and the
@@ -125,7 +127,7 @@ class BlockDownload:
     def start(self) -> None:
         want = self.want
         want.state = "opening"
-        plan = self._local_plan()
+        plan = local_plan(self.ctx.store, self.entry)
 
         def open_blocking():
             assert want.open_dir is not None
@@ -134,62 +136,9 @@ class BlockDownload:
             self.file = BlockFile(self.entry, dir_fd, "operator" if want.keep else "")
             self.file.open()
             self.file.room()
-            return self._reuse(plan)
+            return reuse(self.file, plan, self.ctx.disk)
 
         self.ctx.run_blocking(open_blocking).addCallbacks(self._opened, self._fail_local)
-
-    def _local_plan(self) -> Dict[int, list]:
-        """
-        For each block, where our own files hold its digest: (entry, block
-        index in it, or -1 for a whole one-block file).  Each file's entry
-        is kept once, however many blocks it gives (an entry carries its
-        whole block list: one per block would cost the list times the
-        blocks in memory).
-        """
-        store, plan = self.ctx.store, {}
-        entries: Dict[str, Any] = {}
-        lengths = block_lengths(self.entry.size)
-        for i, digest in enumerate(digests(self.entry.blocks)):
-            found = [(entries.setdefault(e.path, e), j)
-                     for e, j in store.with_block(digest, limit=2)]
-            found += [(entries.setdefault(e.path, e), -1)
-                      for e in store.with_hash(digest.hex())[:1] if e.size == lengths[i]]
-            if found:
-                plan[i] = found
-        return plan
-
-    def _reuse(self, plan: Dict[int, list]) -> int:
-        """
-        Blocking: copy the planned blocks from our files; the bytes copied.
-        """
-        file = self.file
-        assert file is not None
-        opened: Dict[str, Optional[int]] = {}
-        copied = 0
-        try:
-            for i, places in plan.items():
-                for entry, j in places:
-                    if i in file.have:
-                        break
-                    if entry.path not in opened:
-                        opened[entry.path] = self._open_own(entry)
-                    fd = opened[entry.path]
-                    offset = 0 if j < 0 else block_span(entry.size, j)[0]
-                    if fd is not None and file.copy_in(i, fd, offset):
-                        copied += file.span(i)[1]
-        finally:
-            for fd in opened.values():
-                if fd is not None:
-                    os.close(fd)
-        return copied
-
-    def _open_own(self, entry) -> Optional[int]:
-        try:
-            dir_fd, name = self.ctx.disk.parent(entry.path)
-        except Exception:
-            return None
-        with closing(dir_fd):
-            return open_source(dir_fd, name, entry)
 
     def _opened(self, reused: int) -> None:
         file = self.file
@@ -215,7 +164,7 @@ class BlockDownload:
     def _scheduler(self, have, rng: random.Random) -> BlockScheduler:
         depth = min(DEPTH_BYTES, self.entry.size // DEPTH_SHARE)
         return BlockScheduler(block_lengths(self.entry.size), have, rng=rng,
-                              depth_bytes=depth, endgame_wait=ENDGAME_WAIT)
+                              depth_bytes=depth, endgame_wait=ENDGAME_WAIT, order=ROTATED)
 
     # -- asking ----------------------------------------------------------------------
 
@@ -322,119 +271,17 @@ class BlockDownload:
 
     # -- frames ------------------------------------------------------------------------
 
-    def data_received(self, request: BlockRequest, payload) -> None:
-        file = self.file
-        assert file is not None and self.scheduler is not None
-        offset, length = file.span(request.index)
-        if request.received + len(payload) > length:
-            self._bad(request, f"it sent more than the block's {length} bytes")
-            request.peer.cancel_transfer(request.transfer)
-            return
-        if request.index in file.have:
-            request.received += len(payload)  # a copy that lost the race: not written
-        elif request.primary:
-            file.write(offset + request.received, payload)
-        else:
-            assert request.buffer is not None
-            request.buffer += payload
-        request.hasher.update(payload)
-        request.received += len(payload)
-        self.received += len(payload)
-        self.ctx.bytes_received += len(payload)
-
-    def end_received(self, request: BlockRequest, end: wire.End) -> None:
-        file, scheduler = self.file, self.scheduler
-        assert file is not None and scheduler is not None
-        self._forget(request)
-        digest = digest_at(self.entry.blocks, request.index)
-        length = file.span(request.index)[1]
-        if request.index in file.have:
-            return
-        got = request.hasher.digest()
-        if (end.size, end.hash) != (length, digest.hex()) or request.received != length:
-            self._bad(request, f"got {request.received} of {length} bytes")
-            return
-        if got != digest:
-            self._bad(request, f"digest {got.hex()[:16]} is not {digest.hex()[:16]}")
-            return
-        if request.buffer is not None:
-            file.write(file.span(request.index)[0], request.buffer)
-        file.mark(request.index)
-        self._advertise()
-        now = self.ctx.clock.seconds()
-        for peer, block in scheduler.received(request.peer.remote_id, request.index, now):
-            self._cancel(peer, block)
-        self._continue()
+    def serve(self, digest: bytes, length: int) -> Optional[Tuple[int, int]]:
+        """
+        A verified block of ours with C{digest}, for a peer's block GET (see
+        L{localblocks.serve}).
+        """
+        return None if self.over else serve(self.file, digest, length)
 
     def _advertise(self) -> None:
         file = self.file
         assert file is not None
         self.ctx.holders.progress(self.want.version, lambda: frozenset(file.have))
-
-    def serve(self, digest: bytes, length: int) -> Optional[Tuple[int, int]]:
-        """
-        A verified block of ours with C{digest}, for a peer's block GET:
-        (a descriptor of our partial file, the block's offset).
-        """
-        file = self.file
-        if file is None or file.fd < 0 or self.over:
-            return None
-        start = 0
-        blocks = self.entry.blocks
-        while True:
-            at = blocks.find(digest, start)
-            if at < 0:
-                return None
-            if at % 32 == 0 and at // 32 in file.have and file.span(at // 32)[1] == length:
-                return os.dup(file.fd), file.span(at // 32)[0]
-            start = at + 1
-
-    def error_received(self, request: BlockRequest, error: wire.Error) -> None:
-        assert self.scheduler is not None
-        self._forget(request)
-        now = self.ctx.clock.seconds()
-        peer = request.peer.remote_id
-        until = None
-        if error.code != "busy":
-            penalty = self.ctx.sources.failed(peer, self.want.version, now, offence=False)
-            until = penalty.until
-            request.peer.log_limited(
-                self.log.info, "block {block} of {path} from {peer} refused: {code}: {why}",
-                block=request.index, path=wire.safe_text(self.entry.path), code=error.code,
-                why=wire.safe_text(error.message, 200))
-        self.scheduler.failed(peer, request.index, now, bench_until=until)
-        self._continue()
-
-    def _bad(self, request: BlockRequest, why: str) -> None:
-        """
-        A bad block: asked of another source; its source benched, and
-        dropped after repeated bad copies.
-        """
-        assert self.scheduler is not None
-        self._forget(request)
-        proto, now = request.peer, self.ctx.clock.seconds()
-        penalty = self.ctx.sources.failed(proto.remote_id, self.want.version, now, offence=True)
-        self.scheduler.failed(proto.remote_id, request.index, now, bench_until=penalty.until)
-        proto.log_limited(self.log.warn, "{peer} sent a bad copy of block {block} of {path}:"
-                          " {why}; bad data discarded, asking another source; not asking it"
-                          " for this version for {seconds:.0f}s", block=request.index,
-                          path=wire.safe_text(self.entry.path), why=why,
-                          seconds=penalty.seconds)
-        if penalty.drop:
-            proto.drop(f"{penalty.offences} bad copies of files from it")
-        self._continue()
-
-    def peer_lost(self, proto) -> None:
-        assert self.scheduler is not None
-        cut = [r for r in self.requests.values() if r.peer is proto]
-        for request in cut:
-            self._forget(request)
-        if cut:
-            self.log.info("fetching {path} from {peer} interrupted; {kept} bytes kept for"
-                          " resuming", path=wire.safe_text(self.entry.path),
-                          peer=proto.describe(), kept=self.got)
-        self.scheduler.remove_source(proto.remote_id)
-        self._continue()
 
     def _continue(self) -> None:
         if self.over or self.scheduler is None:
@@ -485,32 +332,12 @@ class BlockDownload:
             d = self.ctx.run_blocking(publish_as, file, want.keep.rsplit("/", 1)[-1])
         else:
             d = self.ctx.run_blocking(file.finish)
-        self._log_done()
+        log_done(self)
 
         def ended(result):
             file.close_dir()
             self.finished(want, result)
         d.addBoth(ended)
-
-    def _log_done(self) -> None:
-        """
-        One line for a big file (or one partly taken from local files):
-        which peers sent how many of its blocks.
-        """
-        assert self.scheduler is not None
-        if self.entry.size < LOG_EACH_MIN and not self.reused:
-            return
-        used = sorted(self.scheduler.sources_used().items(), key=lambda kv: -kv[1])
-        if used:
-            self.want.peer = used[0][0]  # (the "from" of the transfer tables)
-        connections = self.ctx.connections()
-        names = ", ".join(f"{connections[p].describe() if p in connections else p[:12]}"
-                          f" ({n} blocks)" for p, n in used) or "no peer"
-        seconds = max(self.ctx.clock.seconds() - self.started_at, 1e-6)
-        reused = f"; {self.reused} bytes taken from local files" if self.reused else ""
-        self.log.info("fetched {path} ({size} bytes) from {names} at {rate:.1f} MiB/s{reused}",
-                      path=wire.safe_text(self.entry.path), size=self.entry.size, names=names,
-                      rate=self.received / seconds / 2**20, reused=reused)
 
     def _fail_check(self, failure) -> None:
         why = failure.value
@@ -552,3 +379,23 @@ class BlockDownload:
             self._timer.cancel()
         self._timer = None
 
+
+def log_done(download) -> None:
+    """
+    One line for a big file (or one partly taken from local files):
+    which peers sent how many of its blocks.
+    """
+    assert download.scheduler is not None
+    if download.entry.size < LOG_EACH_MIN and not download.reused:
+        return
+    used = sorted(download.scheduler.sources_used().items(), key=lambda kv: -kv[1])
+    if used:
+        download.want.peer = used[0][0]  # (the "from" of the transfer tables)
+    connections = download.ctx.connections()
+    names = ", ".join(f"{connections[p].describe() if p in connections else p[:12]}"
+                      f" ({n} blocks)" for p, n in used) or "no peer"
+    seconds = max(download.ctx.clock.seconds() - download.started_at, 1e-6)
+    reused = f"; {download.reused} bytes taken from local files" if download.reused else ""
+    download.log.info("fetched {path} ({size} bytes) from {names} at {rate:.1f} MiB/s{reused}",
+                  path=wire.safe_text(download.entry.path), size=download.entry.size, names=names,
+                  rate=download.received / seconds / 2**20, reused=reused)

@@ -320,6 +320,47 @@ class RelayedTransferTests(TestCase):
         self.assertEqual(len(b.matching(rf"{peer_text(a)} left: ")), 1, b.output())
         self.no_errors(a, b)
 
+    async def test_flipped_bit_costs_one_block_from_another_source(self):
+        """
+        Without TLS, nothing below the blocks notices a flipped bit: a relay
+        flips one bit in the stream from A to B while B takes a file from A
+        (through the relay) and from C (directly), which hold the same
+        bytes.  The block it lands in fails its digest; B says which peer
+        sent it, asks another source for that block, and the file arrives
+        verified, having cost one block more than its size.
+        """
+        size = 32 * MiB
+        root = tempfile.mkdtemp(prefix="p2ptwisted-relay-")
+        self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+        plain = ["--no-tls"]
+        a_share, c_share, b_share = (os.path.join(root, n) for n in "acb")
+        os.makedirs(a_share)
+        os.makedirs(c_share)
+        digest = write_random_file(os.path.join(a_share, self.PATH), size)
+        shutil.copy2(os.path.join(a_share, self.PATH), os.path.join(c_share, self.PATH))
+        # A and C do not know each other (nor, so, tell B the other's own
+        # address): B reaches A only through the relay.
+        a = await self.started(self.start_node("A", share=a_share, options=plain))
+        c = await self.started(self.start_node("C", share=c_share, options=plain))
+        await a.wait_for(SCANNED, timeout=SYNC_TIMEOUT)
+        await c.wait_for(SCANNED, timeout=SYNC_TIMEOUT)
+        relay = Relay(a.port, to_client=Fault(flip_at=2 * MiB + 12345, bit=3))
+        relay_port = await relay.start(self)
+        b = await self.started(self.start_node(
+            "B", share=b_share, options=plain + ["--peer", f"127.0.0.1:{relay_port}",
+                                                 "--peer", f"127.0.0.1:{c.port}"]))
+        try:
+            await relay.faulted.addTimeout(base.EVENT_TIMEOUT, reactor)
+        except Exception:
+            self.fail("the relay never flipped a bit\n" + b.output())
+        bad = await b.wait_for(rf"{peer_text(a)} sent a bad copy of block \d+ of"
+                               rf" {re.escape(self.PATH)}: digest ", timeout=SYNC_TIMEOUT)
+        self.assertIn("asking another source", bad.string)
+        in_step = await b.wait_for(IN_STEP, timeout=SYNC_TIMEOUT)
+        await self.arrived(b, b_share, digest, size)
+        self.assertEqual(int(in_step.group("bytes")), size + BLOCK, b.output())
+        self.no_errors(a, b, c)
+
     async def test_trickling_link(self):
         """
         Both directions trickle through the relay in 1500-byte writes, one

@@ -140,7 +140,7 @@ class LabTests(unittest.TestCase):
         self.enter(lab)
         try:
             self.assertEqual(sorted(lab_names()), sorted(
-                ["p2pb-h1", "p2pb-h2", "p2pb-br", "p2pb-v1", "p2pb-v2"]))
+                ["p2plab-h1", "p2plab-h2", "p2plab-br", "p2plab-v1", "p2plab-v2"]))
             rate = netlab.raw_rate_mbit(lab, 1, 2, 1.0)
             self.assertGreater(rate, 2)
             self.assertLess(rate, 24)
@@ -153,9 +153,9 @@ class LabTests(unittest.TestCase):
         What a killed run left -- a namespace with a process still in it
         -- is removed by the next lab, the process ended.
         """
-        netlab.sh("ip", "netns", "add", "p2pb-stale")
-        self.addCleanup(netlab.sh, "ip", "netns", "del", "p2pb-stale", check=False)
-        left = subprocess.Popen(["ip", "netns", "exec", "p2pb-stale", "sh", "-c",
+        netlab.sh("ip", "netns", "add", "p2plab-stale")
+        self.addCleanup(netlab.sh, "ip", "netns", "del", "p2plab-stale", check=False)
+        left = subprocess.Popen(["ip", "netns", "exec", "p2plab-stale", "sh", "-c",
                                  "echo in; exec sleep 60"], stdout=subprocess.PIPE, text=True)
         self.addCleanup(lambda: left.poll() is None and left.kill())
         self.addCleanup(left.stdout.close)
@@ -164,7 +164,7 @@ class LabTests(unittest.TestCase):
         self.enter(lab)
         try:
             self.assertEqual(left.wait(10), -9)
-            self.assertNotIn("p2pb-stale", lab_names())
+            self.assertNotIn("p2plab-stale", lab_names())
         finally:
             lab.__exit__(None, None, None)
         self.assertEqual(lab_names(), [])

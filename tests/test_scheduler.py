@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2ptwisted.core.scheduler import BlockScheduler
+from p2ptwisted.core.scheduler import ROTATED, BlockScheduler
 
 KIB = 1024
 
@@ -630,3 +630,23 @@ class EndgameWaitTests(SynchronousTestCase):
         copies = sched.next_requests(1.0)
         self.assertEqual(sorted(b for s, b in copies), [0, 1])
         self.assertEqual({s for s, b in copies}, {"fast"})
+
+
+class RotatedOrderTests(SynchronousTestCase):
+    def test_file_order_from_a_random_block(self):
+        """
+        With order=ROTATED, one source is asked for blocks in file order
+        from a start that depends on the seed (disks write runs faster than
+        scattered blocks; downloaders still start apart).
+        """
+        starts = set()
+        for seed in range(6):
+            sched = BlockScheduler([10] * 20, rng=random.Random(seed), min_depth=20,
+                                   order=ROTATED)
+            sched.add_source("a")
+            asked = [b for _, b in sched.next_requests(0.0)]
+            start = asked[0]
+            self.assertEqual(asked, [(start + k) % 20 for k in range(20)])
+            starts.add(start)
+        self.assertGreater(len(starts), 1)
+        self.assertRaises(ValueError, BlockScheduler, [1], rng=random.Random(1), order="x")

@@ -103,9 +103,17 @@ class Candidates:
     costs about the blocks it picks, not blocks times sources.
     """
 
-    def __init__(self, n: int, pending: Set[int], rng: random.Random):
+    def __init__(self, n: int, pending: Set[int], rng: random.Random, rotate: bool = False):
         order = list(range(n))
-        rng.shuffle(order)
+        if rotate:
+            # In file order from a random block on: each downloader writes
+            # its file in (at most) two sequential runs, which disks write
+            # much faster than blocks in random order, while downloaders of
+            # the same file still start on different blocks.
+            start = rng.randrange(n) if n else 0
+            order = order[start:] + order[:start]
+        else:
+            rng.shuffle(order)
         self.rank = [0] * n
         for rank, block in enumerate(order):
             self.rank[block] = rank

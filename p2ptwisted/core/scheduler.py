@@ -10,7 +10,8 @@ so every decision is reproducible in a test.
 
 Policies, and why:
 
- - I{Rarest first}, ties broken by a random order fixed at construction:
+ - I{Rarest first}, ties broken by an order fixed at construction,
+   random, or (C{order=ROTATED}) the file's order from a random block on:
    blocks few sources have are fetched while those sources are still
    there, and two downloaders of the same file start on different blocks,
    so they have something to give each other (what makes a swarm).
@@ -55,6 +56,10 @@ from p2ptwisted.core.blockpick import Candidates, Pipe
 #: Blocks named at most in a L{BlockScheduler.waiting_reason}.
 NAMED_BLOCKS = 8
 
+#: How blocks equally rare are ordered: in a random order, or in file
+#: order from a random block on (see L{Candidates}).
+RANDOM, ROTATED = "random", "rotated"
+
 
 class BlockScheduler:
     """
@@ -66,7 +71,10 @@ class BlockScheduler:
 
     def __init__(self, sizes: Sequence[int], have: Iterable[int] = (), *, rng: random.Random,
                  min_depth: int = 2, depth_bytes: int = 4 * 2**20, endgame_copies: int = 2,
-                 request_timeout: float = 30.0, endgame_wait: float = 0.0):
+                 request_timeout: float = 30.0, endgame_wait: float = 0.0,
+                 order: str = RANDOM):
+        if order not in (RANDOM, ROTATED):
+            raise ValueError(f"order is {RANDOM!r} or {ROTATED!r}")
         if min_depth < 1 or endgame_copies < 1 or any(size < 0 for size in sizes):
             raise ValueError("min_depth and endgame_copies must be at least 1, sizes >= 0")
         self.sizes = list(sizes)
@@ -77,7 +85,8 @@ class BlockScheduler:
         self.request_timeout = request_timeout
         self._block_size = max(self.sizes, default=1) or 1
         self._have: Set[int] = {self._check(block) for block in have}
-        self._blocks = Candidates(len(self.sizes), set(range(len(self.sizes))) - self._have, rng)
+        self._blocks = Candidates(len(self.sizes), set(range(len(self.sizes))) - self._have, rng,
+                                  rotate=order == ROTATED)
         self._requests: Dict[int, Dict[str, float]] = {}  # block -> source -> asked
         self._sources: Dict[str, Pipe] = {}
         self._used: Dict[str, int] = {}

@@ -1,0 +1,136 @@
+# -*- test-case-name: tests.test_swarm -*-
+"""
+The frames of a block download: DATA, END and ERROR for its block GETs, and
+a lost connection.  A part of L{p2ptwisted.swarm.BlockDownload}, in a module
+of its own so that class stays readable; it uses the download's C{file},
+C{scheduler}, C{ctx}, C{want}, C{entry} and the helpers named below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+from p2ptwisted import wire
+from p2ptwisted.core.blocks import digest_at
+
+
+class BlockFrames:
+    # (set by BlockDownload, the class this is a part of)
+    file: Any
+    scheduler: Any
+    ctx: Any
+    want: Any
+    entry: Any
+    received: int
+    requests: dict
+    log: Logger
+
+    # (and these, of BlockDownload)
+    @property
+    def got(self) -> int:
+        raise NotImplementedError
+
+    def _forget(self, request) -> None:
+        raise NotImplementedError
+
+    def _cancel(self, peer: str, block: int) -> None:
+        raise NotImplementedError
+
+    def _advertise(self) -> None:
+        raise NotImplementedError
+
+    def _continue(self) -> None:
+        raise NotImplementedError
+
+    def data_received(self, request, payload) -> None:
+        file = self.file
+        assert file is not None and self.scheduler is not None
+        offset, length = file.span(request.index)
+        if request.received + len(payload) > length:
+            self._bad(request, f"it sent more than the block's {length} bytes")
+            request.peer.cancel_transfer(request.transfer)
+            return
+        if request.index in file.have:
+            request.received += len(payload)  # a copy that lost the race: not written
+        elif request.primary:
+            file.write(offset + request.received, payload)
+        else:
+            assert request.buffer is not None
+            request.buffer += payload
+        request.hasher.update(payload)
+        request.received += len(payload)
+        self.received += len(payload)
+        self.ctx.bytes_received += len(payload)
+
+    def end_received(self, request, end: wire.End) -> None:
+        file, scheduler = self.file, self.scheduler
+        assert file is not None and scheduler is not None
+        self._forget(request)
+        digest = digest_at(self.entry.blocks, request.index)
+        length = file.span(request.index)[1]
+        if request.index in file.have:
+            return
+        got = request.hasher.digest()
+        if (end.size, end.hash) != (length, digest.hex()) or request.received != length:
+            self._bad(request, f"got {request.received} of {length} bytes")
+            return
+        if got != digest:
+            self._bad(request, f"digest {got.hex()[:16]} is not {digest.hex()[:16]}")
+            return
+        if request.buffer is not None:
+            file.write(file.span(request.index)[0], request.buffer)
+        file.mark(request.index)
+        self._advertise()
+        now = self.ctx.clock.seconds()
+        for peer, block in scheduler.received(request.peer.remote_id, request.index, now):
+            self._cancel(peer, block)
+        self._continue()
+
+    def error_received(self, request, error: wire.Error) -> None:
+        assert self.scheduler is not None
+        self._forget(request)
+        now = self.ctx.clock.seconds()
+        peer = request.peer.remote_id
+        until = None
+        if error.code != "busy":
+            penalty = self.ctx.sources.failed(peer, self.want.version, now, offence=False)
+            until = penalty.until
+            request.peer.log_limited(
+                self.log.info, "block {block} of {path} from {peer} refused: {code}: {why}",
+                block=request.index, path=wire.safe_text(self.entry.path), code=error.code,
+                why=wire.safe_text(error.message, 200))
+        self.scheduler.failed(peer, request.index, now, bench_until=until)
+        self._continue()
+
+    def _bad(self, request, why: str) -> None:
+        """
+        A bad block: asked of another source; its source benched, and
+        dropped after repeated bad copies.
+        """
+        assert self.scheduler is not None
+        self._forget(request)
+        proto, now = request.peer, self.ctx.clock.seconds()
+        penalty = self.ctx.sources.failed(proto.remote_id, self.want.version, now, offence=True)
+        self.scheduler.failed(proto.remote_id, request.index, now, bench_until=penalty.until)
+        proto.log_limited(self.log.warn, "{peer} sent a bad copy of block {block} of {path}:"
+                          " {why}; bad data discarded, asking another source; not asking it"
+                          " for this version for {seconds:.0f}s", block=request.index,
+                          path=wire.safe_text(self.entry.path), why=why,
+                          seconds=penalty.seconds)
+        if penalty.drop:
+            proto.drop(f"{penalty.offences} bad copies of files from it")
+        self._continue()
+
+    def peer_lost(self, proto) -> None:
+        assert self.scheduler is not None
+        cut = [r for r in self.requests.values() if r.peer is proto]
+        for request in cut:
+            self._forget(request)
+        if cut:
+            self.log.info("fetching {path} from {peer} interrupted; {kept} bytes kept for"
+                          " resuming", path=wire.safe_text(self.entry.path),
+                          peer=proto.describe(), kept=self.got)
+        self.scheduler.remove_source(proto.remote_id)
+        self._continue()
