@@ -12,13 +12,10 @@ without sockets or disks, on a L{SimClock}.  So swarm behaviour (how much
 node 0 uploads, how long until all have the file, what a bad or departing
 node costs) is measured deterministically: a seed replays exactly.
 
-The network is a fluid model (L{Network}): each node has an upload and a
-download rate in bytes per second; a connection serves its block requests
-one at a time, in order (as the scheduler assumes); the blocks moving at
-once share the rates max-min fairly (each node's upload among its
-connections, each node's download among its sources), as TCP flows
-roughly do.  A block, a request, a cancel, a HAVE take the link's one-way
-latency to cross it; small messages use no bandwidth.
+The network is a fluid model (L{p2ptwisted.sim.fluid.Network}): upload
+and download rates per node shared max-min fairly by the blocks moving at
+once, each connection sending its blocks in order, a one-way latency per
+link for blocks and small messages alike.
 
 Faults: a node that corrupts every block it sends (its receivers bench it
 with the real L{Sources} penalties and drop it after L{DROP_AFTER} bad
@@ -28,8 +25,7 @@ blocks), and a node that leaves at a given time (its connections are lost).
 from __future__ import annotations
 
 import random
-from collections import deque
-from typing import Callable, Deque, Dict, FrozenSet, List, Optional, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
 import attrs
 
@@ -37,166 +33,20 @@ from p2ptwisted.core.blocks import block_lengths
 from p2ptwisted.core.scheduler import BlockScheduler
 from p2ptwisted.core.sources import DROP_AFTER, Sources
 from p2ptwisted.holders import HAVE_EVERY
+from p2ptwisted.sim.fluid import Flow, Network, mbit
 from p2ptwisted.sim.mesh import SimClock
 from p2ptwisted.swarm import DEPTH_BYTES, ENDGAME_WAIT, TICK
 
 __all__ = ["DROP_AFTER", "Network", "SwarmNode", "SwarmReport", "SwarmSim", "mbit"]
 
-#: Bytes left under which a block counts as sent (float rounding).
-EPSILON = 1e-3
+#: A rate in bytes per second for every node, or one per node.
+Rates = Union[float, Dict[str, float]]
 
+#: The default rate: 100 Mbit/s (the issue's LAN benchmark).
+LAN = mbit(100)
+
+#: The version all the downloads are of (for the L{Sources} penalties).
 VERSION = ("file", "hash")
-
-
-def mbit(rate: float) -> float:
-    """Megabits per second in bytes per second."""
-    return rate * 1e6 / 8
-
-
-@attrs.define(eq=False)
-class Flow:
-    """One block on its way from C{sender} to C{receiver}."""
-
-    sender: str
-    receiver: str
-    block: int
-    size: int
-    good: bool
-    left: float
-    rate: float = 0.0
-
-
-class Network:
-    """
-    Links with latency, and block transfers sharing the nodes' rates.
-
-    @ivar uploaded: per node, bytes it sent (every byte that left it).
-    @ivar aborted: bytes of blocks cut short (cancelled or link lost).
-    """
-
-    def __init__(self, clock: SimClock, up: Dict[str, float], down: Dict[str, float],
-                 latency: Dict[FrozenSet[str], float]):
-        self.clock = clock
-        self.up, self.down, self.latency = up, down, latency
-        self.links: Set[FrozenSet[str]] = set(latency)
-        self.queues: Dict[Tuple[str, str], Deque[Tuple[int, int, bool]]] = {}
-        self.flows: Dict[Tuple[str, str], Flow] = {}
-        self.uploaded: Dict[str, float] = {name: 0.0 for name in up}
-        self.aborted = 0.0
-        self.deliver: Callable[[Flow], None] = lambda flow: None
-        self._epoch: Dict[FrozenSet[str], int] = {}
-        self._at = clock.seconds()
-        self._timer = None
-
-    def connected(self, a: str, b: str) -> bool:
-        return frozenset((a, b)) in self.links
-
-    def message(self, sender: str, to: str, call: Callable, *args) -> None:
-        """C{call(*args)} after the link's latency, unless the link is cut meanwhile."""
-        link = frozenset((sender, to))
-        if link not in self.links:
-            return
-        epoch = self._epoch.get(link, 0)
-
-        def arrive():
-            if link in self.links and self._epoch.get(link, 0) == epoch:
-                call(*args)
-        self.clock.callLater(self.latency[link], arrive)
-
-    def send_block(self, sender: str, to: str, block: int, size: int, good: bool) -> None:
-        """Queue C{block} on the connection; it is sent after those before it."""
-        self.queues.setdefault((sender, to), deque()).append((block, size, good))
-        if (sender, to) not in self.flows:
-            self._advance()
-            self._start(sender, to)
-            self._reschedule()
-
-    def cancel_block(self, sender: str, to: str, block: int) -> None:
-        """The receiver's cancel arrived: drop the block if not yet sent."""
-        queue = self.queues.get((sender, to), deque())
-        for item in list(queue):
-            if item[0] == block:
-                queue.remove(item)
-        flow = self.flows.get((sender, to))
-        if flow is not None and flow.block == block:
-            self._advance()
-            self.aborted += flow.size - flow.left
-            del self.flows[(sender, to)]
-            self._start(sender, to)
-            self._reschedule()
-
-    def cut(self, a: str, b: str) -> None:
-        """The connection is lost: what is on its way is lost too."""
-        link = frozenset((a, b))
-        self.links.discard(link)
-        self._epoch[link] = self._epoch.get(link, 0) + 1
-        self._advance()
-        for pair in ((a, b), (b, a)):
-            self.queues.pop(pair, None)
-            flow = self.flows.pop(pair, None)
-            if flow is not None:
-                self.aborted += flow.size - flow.left
-        self._reschedule()
-
-    # -- the fluid model ---------------------------------------------------------------
-
-    def _start(self, sender: str, to: str) -> None:
-        queue = self.queues.get((sender, to))
-        if queue:
-            block, size, good = queue.popleft()
-            self.flows[(sender, to)] = Flow(sender, to, block, size, good, float(size))
-
-    def _advance(self) -> None:
-        """Move every flow on to now at its current rate."""
-        now = self.clock.seconds()
-        spent = now - self._at
-        self._at = now
-        if spent <= 0:
-            return
-        for flow in self.flows.values():
-            moved = min(flow.left, flow.rate * spent)
-            flow.left -= moved
-            self.uploaded[flow.sender] += moved
-
-    def _reschedule(self) -> None:
-        """Share the rates out again and time the next block to finish."""
-        self._allocate()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        waits = [f.left / f.rate for f in self.flows.values() if f.rate > 0]
-        if waits:
-            self._timer = self.clock.callLater(max(0.0, min(waits)), self._finish)
-
-    def _finish(self) -> None:
-        self._timer = None
-        self._advance()
-        for pair, flow in sorted(self.flows.items()):
-            if flow.left <= EPSILON:
-                self.uploaded[flow.sender] += flow.left
-                del self.flows[pair]
-                self.message(flow.sender, flow.receiver, self.deliver, flow)
-                self._start(*pair)
-        self._reschedule()
-
-    def _allocate(self) -> None:
-        """Max-min fair rates (progressive filling) under upload and download caps."""
-        left = {("up", n): r for n, r in self.up.items()}
-        left.update({("down", n): r for n, r in self.down.items()})
-        users: Dict[Tuple[str, str], List[Flow]] = {}
-        for flow in self.flows.values():
-            users.setdefault(("up", flow.sender), []).append(flow)
-            users.setdefault(("down", flow.receiver), []).append(flow)
-        todo = set(self.flows.values())
-        while todo:
-            share, tight = min((left[res] / len(live), res) for res, flows in users.items()
-                               if (live := [f for f in flows if f in todo]))
-            for flow in users[tight]:
-                if flow in todo:
-                    todo.discard(flow)
-                    flow.rate = max(share, 0.0)
-                    left[("up", flow.sender)] -= flow.rate
-                    left[("down", flow.receiver)] -= flow.rate
 
 
 class SwarmNode:
@@ -212,6 +62,8 @@ class SwarmNode:
         self.net: Network = sim.net
         self.sizes = sim.sizes
         self.have: Set[int] = set(range(len(self.sizes))) if full else set()
+        #: block -> whether the bytes written were the right ones
+        self.written: Dict[int, bool] = {block: True for block in self.have}
         self.full_holders: Set[str] = set()  # peers that said they hold it whole
         self.haves: Dict[str, FrozenSet[int]] = {}  # peers' HAVEs
         self.penalties = Sources()
@@ -289,6 +141,7 @@ class SwarmNode:
             self._continue()
             return
         self.have.add(flow.block)
+        self.written[flow.block] = flow.good
         self._advertise()
         for peer, block in sched.received(flow.sender, flow.block, now):
             self._cancel(peer, block)
@@ -388,6 +241,7 @@ class SwarmReport:
     @ivar wasted: bytes sent that gave no new verified block: duplicates,
         bad blocks, blocks cut short; C{breakdown} has each.
     @ivar dropped: (node, the peer it dropped for bad blocks).
+    @ivar corrupt: blocks written with wrong bytes, on all nodes (must be 0).
     """
 
     all_done: Optional[float]
@@ -398,6 +252,7 @@ class SwarmReport:
     wasted: float
     breakdown: Dict[str, float]
     dropped: List[Tuple[str, str]]
+    corrupt: int
 
     def summary(self) -> str:
         took = "not done" if self.all_done is None else f"{self.all_done:.2f} s"
@@ -423,7 +278,7 @@ class SwarmSim:
     """
 
     def __init__(self, nodes: int, size: int, seed: int = 0, *,
-                 up: object = mbit(100), down: object = mbit(100),
+                 up: Rates = LAN, down: Rates = LAN,
                  latency: float = 0.0005, have_messages: bool = True,
                  bad: Optional[str] = None, leave: Optional[Tuple[str, float]] = None,
                  full: int = 1, options: Optional[Dict[str, object]] = None):
@@ -456,7 +311,7 @@ class SwarmSim:
             node.start()
         if self.leave is not None:
             self.clock.callLater(self.leave[1], self.nodes[self.leave[0]].leave)
-        waiting = [n for n in self.nodes.values()]
+        waiting = list(self.nodes.values())
         while self.clock.calls and self.clock.seconds() <= limit:
             waiting = [n for n in waiting if n.done_at is None and not n.gone]
             if not waiting:
@@ -468,7 +323,7 @@ class SwarmSim:
         nodes = self.nodes.values()
         done = {n.name: n.done_at for n in nodes}
         there = [n.done_at for n in nodes if not n.gone]
-        useful = sum(sum(self.sizes[b] for b in n.have) for n in nodes) - self.size
+        useful = sum(self.sizes[b] for n in nodes if n.scheduler is not None for b in n.have)
         sent = sum(self.net.uploaded.values())
         breakdown = {"duplicates": float(sum(n.duplicates for n in nodes)),
                      "bad": float(sum(n.bad_bytes for n in nodes)),
@@ -483,11 +338,11 @@ class SwarmSim:
             uploads={name: sent_ / self.size for name, sent_ in self.net.uploaded.items()},
             used={n.name: n.used for n in nodes if n.scheduler is not None},
             wasted=max(0.0, sent - useful), breakdown=breakdown,
-            dropped=[(n.name, peer) for n in nodes for peer in n.dropped])
+            dropped=[(n.name, peer) for n in nodes for peer in n.dropped],
+            corrupt=sum(not good for n in nodes for good in n.written.values()))
 
 
-def _rates(rate: object, names: List[str]) -> Dict[str, float]:
+def _rates(rate: Rates, names: List[str]) -> Dict[str, float]:
     if isinstance(rate, dict):
         return {name: float(rate[name]) for name in names}
-    assert isinstance(rate, (int, float))
     return {name: float(rate) for name in names}
