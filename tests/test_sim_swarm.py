@@ -8,6 +8,7 @@ checked with the same ratios.
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2ptwisted.sim.__main__ import main
 from p2ptwisted.sim.fluid import Network
 from p2ptwisted.sim.mesh import SimClock
 from p2ptwisted.sim.swarm import DROP_AFTER, SwarmSim, mbit
@@ -181,3 +182,30 @@ class SwarmTests(SynchronousTestCase):
         self.assertEqual(SwarmSim(NODES, 20 * MiB, seed=5, bad="n2").run(), first)
         self.assertNotEqual(SwarmSim(NODES, 20 * MiB, seed=6, bad="n2").run().done,
                             first.done)
+
+
+class CommandLineTests(SynchronousTestCase):
+    def run_main(self, *argv):
+        lines = []
+        self.patch(__import__("builtins"), "print", lambda *a, **k: lines.append(" ".join(a)))
+        return main(["swarm", *argv]), lines
+
+    def test_runs_and_reports(self):
+        code, lines = self.run_main("--nodes", "4", "--size-mib", "8", "--seed", "3",
+                                    "--bad", "n2", "--leave", "n3@1")
+        self.assertEqual(code, 0)
+        self.assertIn("all done in", lines[0])
+        self.assertIn("one copy 0.67 s", lines[0])
+        self.assertEqual([line.split(":")[0] for line in lines[1:5]],
+                         ["  n0", "  n1", "  n2", "  n3"])
+        self.assertIn("n3: done at never", lines[4])
+
+    def test_not_done_is_status_1(self):
+        code, lines = self.run_main("--nodes", "3", "--size-mib", "8", "--leave", "n0@0.2")
+        self.assertEqual(code, 1)
+        self.assertIn("not done", lines[0])
+
+    def test_bad_arguments(self):
+        self.patch(__import__("sys"), "stderr", __import__("io").StringIO())
+        with self.assertRaises(SystemExit):
+            self.run_main("--full", "3", "--nodes", "3")

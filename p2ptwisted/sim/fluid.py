@@ -162,20 +162,28 @@ class Network:
         self._reschedule()
 
     def _allocate(self) -> None:
-        """Max-min fair rates (progressive filling) under upload and download caps."""
+        """
+        Max-min fair rates by progressive filling: the resource (a node's
+        upload or download) with the smallest fair share fixes the rates of
+        its flows at that share, and leaves the rest to the others.
+        """
         left = {("up", n): r for n, r in self.up.items()}
         left.update({("down", n): r for n, r in self.down.items()})
         users: Dict[Tuple[str, str], List[Flow]] = {}
         for flow in self.flows.values():
             users.setdefault(("up", flow.sender), []).append(flow)
             users.setdefault(("down", flow.receiver), []).append(flow)
-        todo = set(self.flows.values())
-        while todo:
-            share, tight = min((left[res] / len(live), res) for res, flows in users.items()
-                               if (live := [f for f in flows if f in todo]))
+        count = {res: len(flows) for res, flows in users.items()}
+        fixed: Set[int] = set()
+        while count:
+            share, tight = min((left[res] / n, res) for res, n in count.items())
             for flow in users[tight]:
-                if flow in todo:
-                    todo.discard(flow)
-                    flow.rate = max(share, 0.0)
-                    left[("up", flow.sender)] -= flow.rate
-                    left[("down", flow.receiver)] -= flow.rate
+                if id(flow) in fixed:
+                    continue
+                fixed.add(id(flow))
+                flow.rate = max(share, 0.0)
+                for res in (("up", flow.sender), ("down", flow.receiver)):
+                    left[res] -= flow.rate
+                    count[res] -= 1
+                    if not count[res]:
+                        del count[res]

@@ -20,6 +20,9 @@ link for blocks and small messages alike.
 Faults: a node that corrupts every block it sends (its receivers bench it
 with the real L{Sources} penalties and drop it after L{DROP_AFTER} bad
 blocks), and a node that leaves at a given time (its connections are lost).
+
+From the command line: C{python -m p2ptwisted.sim swarm --nodes 6
+--size-mib 200 --seed 1} (C{--help} for the faults and rates).
 """
 
 from __future__ import annotations
