@@ -89,7 +89,7 @@ class Network:
         """Queue C{block} on the connection; it is sent after those before it."""
         self.queues.setdefault((sender, to), deque()).append((block, size, good))
         if (sender, to) not in self.flows:
-            self._advance()
+            self.advance()
             self._start(sender, to)
             self._reschedule()
 
@@ -101,7 +101,7 @@ class Network:
                 queue.remove(item)
         flow = self.flows.get((sender, to))
         if flow is not None and flow.block == block:
-            self._advance()
+            self.advance()
             self.aborted += flow.size - flow.left
             del self.flows[(sender, to)]
             self._start(sender, to)
@@ -112,7 +112,7 @@ class Network:
         link = frozenset((a, b))
         self.links.discard(link)
         self._epoch[link] = self._epoch.get(link, 0) + 1
-        self._advance()
+        self.advance()
         for pair in ((a, b), (b, a)):
             self.queues.pop(pair, None)
             flow = self.flows.pop(pair, None)
@@ -128,7 +128,7 @@ class Network:
             block, size, good = queue.popleft()
             self.flows[(sender, to)] = Flow(sender, to, block, size, good, float(size))
 
-    def _advance(self) -> None:
+    def advance(self) -> None:
         """Move every flow on to now at its current rate."""
         now = self.clock.seconds()
         spent = now - self._at
@@ -152,7 +152,7 @@ class Network:
 
     def _finish(self) -> None:
         self._timer = None
-        self._advance()
+        self.advance()
         for pair, flow in sorted(self.flows.items()):
             if flow.left <= EPSILON:
                 self.uploaded[flow.sender] += flow.left

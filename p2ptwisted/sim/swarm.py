@@ -242,7 +242,8 @@ class SwarmReport:
     @ivar uploads: per node, bytes uploaded in copies of the file.
     @ivar used: per downloader, blocks received per source.
     @ivar wasted: bytes sent that gave no new verified block: duplicates,
-        bad blocks, blocks cut short; C{breakdown} has each.
+        bad blocks, blocks cut short (cancelled, or their link lost), and
+        blocks still on their way when the run ended; C{breakdown} has each.
     @ivar dropped: (node, the peer it dropped for bad blocks).
     @ivar corrupt: blocks written with wrong bytes, on all nodes (must be 0).
     """
@@ -261,9 +262,11 @@ class SwarmReport:
         took = "not done" if self.all_done is None else f"{self.all_done:.2f} s"
         ratio = "" if self.all_done is None else f" ({self.all_done / self.one_copy:.2f}x)"
         ups = ", ".join(f"{n} {c:.2f}" for n, c in self.uploads.items())
+        waste = ", ".join(f"{k} {v / 2**20:.2f}" for k, v in self.breakdown.items())
+        dropped = ", ".join(f"{a} dropped {b}" for a, b in self.dropped) or "none dropped"
         return (f"all done in {took}{ratio}; one copy {self.one_copy:.2f} s;"
-                f" uploads in copies: {ups}; wasted {self.wasted / 2**20:.1f} MiB"
-                f" {self.breakdown}; dropped {self.dropped}")
+                f" uploads in copies: {ups}; wasted {self.wasted / 2**20:.2f} MiB"
+                f" ({waste}); {dropped}")
 
 
 class SwarmSim:
@@ -326,11 +329,13 @@ class SwarmSim:
         nodes = self.nodes.values()
         done = {n.name: n.done_at for n in nodes}
         there = [n.done_at for n in nodes if not n.gone]
+        self.net.advance()  # count the bytes of the blocks still on their way
         useful = sum(self.sizes[b] for n in nodes if n.scheduler is not None for b in n.have)
         sent = sum(self.net.uploaded.values())
         breakdown = {"duplicates": float(sum(n.duplicates for n in nodes)),
                      "bad": float(sum(n.bad_bytes for n in nodes)),
                      "cut short": self.net.aborted}
+        breakdown["on the way at the end"] = max(0.0, sent - useful - sum(breakdown.values()))
         first = self.names[0]
         second = next((n.name for n in nodes if n.scheduler is not None), self.names[-1])
         one_copy = (self.size / min(self.net.up[first], self.net.down[second])
