@@ -28,7 +28,7 @@ From the command line: C{python -m p2ptwisted.sim swarm --nodes 6
 from __future__ import annotations
 
 import random
-from typing import Dict, FrozenSet, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
 import attrs
 
@@ -89,13 +89,17 @@ class SwarmNode:
 
     def start(self) -> None:
         if self.done_at is not None:
-            for peer in self.peers():
-                self.net.message(self.name, peer, self.sim.nodes[peer].full_received, self.name)
+            self._announce()
             return
         self.scheduler = BlockScheduler(
             self.sizes, self.have, rng=random.Random(f"{self.sim.seed}:{self.name}"),
-            **self.sim.options)  # type: ignore[arg-type]
+            **self.sim.options)
         self._tick()
+
+    def _announce(self) -> None:
+        """Tell every peer we hold the whole file (a real node's index does)."""
+        for peer in self.peers():
+            self.net.message(self.name, peer, self.sim.nodes[peer].full_received, self.name)
 
     # -- downloading (as BlockDownload) -------------------------------------------------
 
@@ -166,7 +170,7 @@ class SwarmNode:
             if call is not None and call.active():
                 call.cancel()
         self._tick_call = self._have_call = None
-        self.start()  # tell the others it holds the whole file
+        self._announce()
 
     def lost(self, peer: str) -> None:
         self.haves.pop(peer, None)
@@ -287,9 +291,9 @@ class SwarmSim:
                  up: Rates = LAN, down: Rates = LAN,
                  latency: float = 0.0005, have_messages: bool = True,
                  bad: Optional[str] = None, leave: Optional[Tuple[str, float]] = None,
-                 full: int = 1, options: Optional[Dict[str, object]] = None):
+                 full: int = 1, options: Optional[Dict[str, Any]] = None):
         self.seed = seed
-        self.options: Dict[str, object] = {"depth_bytes": DEPTH_BYTES,
+        self.options: Dict[str, Any] = {"depth_bytes": DEPTH_BYTES,
                                            "endgame_wait": ENDGAME_WAIT, **(options or {})}
         self.size = size
         self.sizes = block_lengths(size)
