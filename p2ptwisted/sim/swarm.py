@@ -3,14 +3,16 @@
 A deterministic swarm simulator: one file, block by block, through a mesh.
 
 Node 0 holds a file; every other node wants it.  Each downloader runs the
-real L{BlockScheduler} with the real node's parameters (L{DEPTH_BYTES},
-L{ENDGAME_WAIT}, a tick every L{TICK}), advertises its verified blocks with
-a HAVE at most every L{HAVE_EVERY} seconds to the nodes that lack the file,
-serves the blocks it has verified, and says it holds the whole file when
-done: what L{p2ptwisted.swarm} and L{p2ptwisted.holders} do on a real node,
-without sockets or disks, on a L{SimClock}.  So swarm behaviour (how much
-node 0 uploads, how long until all have the file, what a bad or departing
-node costs) is measured deterministically: a seed replays exactly.
+real L{BlockScheduler} with the real node's parameters (L{DEPTH_BYTES} up
+to a L{DEPTH_SHARE} of the file, L{ENDGAME_WAIT}, a tick every L{TICK}, new
+sources looked for at each tick and every L{LOOK_EVERY} events),
+advertises its verified blocks with a HAVE at most every L{HAVE_EVERY}
+seconds to the nodes that lack the file, serves the blocks it has
+verified, and, when done, its index says it holds the whole file: what
+L{p2ptwisted.swarm} and L{p2ptwisted.holders} do on a real node, without
+sockets or disks, on a L{SimClock}.  So swarm behaviour (how much node 0
+uploads, how long until all have the file, what a bad or departing node
+costs) is measured deterministically: a seed replays exactly.
 
 The network is a fluid model (L{p2ptwisted.sim.fluid.Network}): upload
 and download rates per node shared max-min fairly by the blocks moving at
@@ -38,7 +40,7 @@ from p2ptwisted.core.sources import DROP_AFTER, Sources
 from p2ptwisted.holders import HAVE_EVERY
 from p2ptwisted.sim.fluid import Flow, Network, mbit
 from p2ptwisted.sim.mesh import SimClock
-from p2ptwisted.swarm import DEPTH_BYTES, ENDGAME_WAIT, TICK
+from p2ptwisted.swarm import DEPTH_BYTES, DEPTH_SHARE, ENDGAME_WAIT, LOOK_EVERY, TICK
 
 __all__ = ["DROP_AFTER", "Network", "SwarmNode", "SwarmReport", "SwarmSim", "mbit"]
 
@@ -79,6 +81,7 @@ class SwarmNode:
         self._tick_call = None
         self._have_call = None
         self._have_sent = -HAVE_EVERY
+        self._since_look = 0  # events since sources were last looked for
 
     @property
     def used(self) -> Dict[str, int]:
@@ -88,12 +91,20 @@ class SwarmNode:
         return [p for p in self.sim.names if p != self.name and self.net.connected(self.name, p)]
 
     def start(self) -> None:
+        """A holder tells its peers; a downloader begins when it hears of the file."""
         if self.done_at is not None:
             self._announce()
-            return
+
+    def _begin(self) -> None:
+        """
+        Our copy of a peer's index shows the file (the real fetcher makes a
+        download then, with that peer as a source): start fetching it.
+        """
+        options = {"depth_bytes": min(DEPTH_BYTES, self.sim.size // DEPTH_SHARE),
+                   "endgame_wait": ENDGAME_WAIT, **self.sim.options}
         self.scheduler = BlockScheduler(
             self.sizes, self.have, rng=random.Random(f"{self.sim.seed}:{self.name}"),
-            **self.sim.options)
+            **options)
         self._tick()
 
     def _announce(self) -> None:
@@ -109,16 +120,35 @@ class SwarmNode:
         if sched is None or self.done_at is not None or self.gone:
             return
         now = self.sim.clock.seconds()
-        known = sched.in_flight
-        for peer in self.peers():
-            if peer in self.full_holders and peer not in known:
-                sched.add_source(peer)
-            elif peer in self.haves and peer not in known:
-                sched.add_source(peer, self.haves[peer])
+        self._add_sources()
         for peer, block in sched.overdue(now):
             self._cancel(peer, block)
         self._ask()
         self._tick_call = self.sim.clock.callLater(TICK, self._tick)
+
+    def _sources(self) -> Dict[str, Optional[FrozenSet[int]]]:
+        """Connected peers with the file: C{None} for a whole copy, else their HAVE."""
+        found: Dict[str, Optional[FrozenSet[int]]] = {}
+        for peer in self.peers():
+            if peer in self.full_holders:
+                found[peer] = None
+            elif peer in self.haves:
+                found[peer] = self.haves[peer]
+        return found
+
+    def _add_sources(self) -> None:
+        """
+        New sources, at each tick and every L{LOOK_EVERY} events between:
+        as the shell, a source already known is left as it is -- unless
+        C{upgrade_full}, where one that now holds the whole file becomes a
+        full source (which the shell does not do: see L{SwarmSim}).
+        """
+        sched = self.scheduler
+        assert sched is not None
+        known = sched.in_flight
+        for peer, blocks in self._sources().items():
+            if peer not in known or (blocks is None and self.sim.upgrade_full):
+                sched.add_source(peer, blocks)
 
     def _ask(self) -> None:
         sched = self.scheduler
@@ -163,6 +193,10 @@ class SwarmNode:
         sched = self.scheduler
         assert sched is not None
         if not sched.done:
+            self._since_look += 1
+            if self._since_look >= LOOK_EVERY:
+                self._since_look = 0
+                self._add_sources()
             self._ask()
             return
         self.done_at = self.sim.clock.seconds()
@@ -185,7 +219,7 @@ class SwarmNode:
         self.haves[peer] = blocks
         sched = self.scheduler
         if sched is None or self.done_at is not None or peer in self.full_holders:
-            return
+            return  # (a whole copy: it is a source of every block already)
         if peer in sched.in_flight:
             sched.update_source(peer, blocks)
         else:
@@ -193,10 +227,13 @@ class SwarmNode:
         self._continue()
 
     def full_received(self, peer: str) -> None:
+        """
+        The peer's index says it has the file: the download begins if it
+        has not; else the peer is a source from the next look.
+        """
         self.full_holders.add(peer)
-        if self.scheduler is not None and self.done_at is None:
-            self.scheduler.add_source(peer)
-            self._continue()
+        if self.scheduler is None and self.done_at is None and not self.gone:
+            self._begin()
 
     def _advertise(self) -> None:
         if not self.sim.have_messages or self._have_call is not None:
@@ -285,16 +322,22 @@ class SwarmSim:
     @param full: how many nodes hold the file at the start (n0, n1, ...).
     @param options: L{BlockScheduler} arguments instead of the real node's
         (to see what a policy is worth by turning it off).
+    @param upgrade_full: a peer that was a partial source and then holds
+        the whole file becomes a full source (C{add_source(peer, None)}).
+        The real shell does not do this (L{BlockDownload._add_sources}
+        adds only unknown peers, and a HAVE from a whole copy is ignored):
+        such a peer stays a source of the blocks of its last HAVE.
     """
 
     def __init__(self, nodes: int, size: int, seed: int = 0, *,
                  up: Rates = LAN, down: Rates = LAN,
                  latency: float = 0.0005, have_messages: bool = True,
                  bad: Optional[str] = None, leave: Optional[Tuple[str, float]] = None,
-                 full: int = 1, options: Optional[Dict[str, Any]] = None):
+                 full: int = 1, options: Optional[Dict[str, Any]] = None,
+                 upgrade_full: bool = False):
         self.seed = seed
-        self.options: Dict[str, Any] = {"depth_bytes": DEPTH_BYTES,
-                                           "endgame_wait": ENDGAME_WAIT, **(options or {})}
+        self.options: Dict[str, Any] = options or {}
+        self.upgrade_full = upgrade_full
         self.size = size
         self.sizes = block_lengths(size)
         self.have_messages = have_messages
