@@ -20,7 +20,7 @@ service modelled here.)
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, Dict, FrozenSet, List, Set, Tuple
+from typing import Callable, Deque, Dict, FrozenSet, List, Set, Tuple, Union
 
 import attrs
 
@@ -30,9 +30,24 @@ from p2ptwisted.sim.mesh import SimClock
 EPSILON = 1e-3
 
 
+#: A rate in bytes per second for every node, or one per node.
+Rates = Union[float, Dict[str, float]]
+
+
 def mbit(rate: float) -> float:
     """Megabits per second in bytes per second."""
     return rate * 1e6 / 8
+
+
+#: The default rate: 100 Mbit/s (the issue's LAN benchmark).
+LAN = mbit(100)
+
+
+def rates(rate: Rates, names: List[str]) -> Dict[str, float]:
+    """Per node rates from one for all, or one per node."""
+    if isinstance(rate, dict):
+        return {name: float(rate[name]) for name in names}
+    return {name: float(rate) for name in names}
 
 
 @attrs.define(eq=False)

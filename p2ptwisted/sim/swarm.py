@@ -30,7 +30,7 @@ From the command line: C{python -m p2ptwisted.sim swarm --nodes 6
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
 
 import attrs
 
@@ -38,17 +38,11 @@ from p2ptwisted.core.blocks import block_lengths
 from p2ptwisted.core.scheduler import BlockScheduler
 from p2ptwisted.core.sources import DROP_AFTER, Sources
 from p2ptwisted.holders import HAVE_EVERY
-from p2ptwisted.sim.fluid import Flow, Network, mbit
+from p2ptwisted.sim.fluid import LAN, Flow, Network, Rates, mbit, rates
 from p2ptwisted.sim.mesh import SimClock
 from p2ptwisted.swarm import DEPTH_BYTES, DEPTH_SHARE, ENDGAME_WAIT, LOOK_EVERY, TICK
 
 __all__ = ["DROP_AFTER", "Network", "SwarmNode", "SwarmReport", "SwarmSim", "mbit"]
-
-#: A rate in bytes per second for every node, or one per node.
-Rates = Union[float, Dict[str, float]]
-
-#: The default rate: 100 Mbit/s (the issue's LAN benchmark).
-LAN = mbit(100)
 
 #: The version all the downloads are of (for the L{Sources} penalties).
 VERSION = ("file", "hash")
@@ -346,7 +340,7 @@ class SwarmSim:
         rng = random.Random(seed)
         links = {frozenset((a, b)): latency * rng.uniform(0.5, 1.5)
                  for i, a in enumerate(self.names) for b in self.names[i + 1:]}
-        self.net = Network(self.clock, _rates(up, self.names), _rates(down, self.names), links)
+        self.net = Network(self.clock, rates(up, self.names), rates(down, self.names), links)
         self.net.deliver = lambda flow: self.nodes[flow.receiver].block_received(flow)
         self.nodes = {name: SwarmNode(self, name, i < full, bad=name == bad)
                       for i, name in enumerate(self.names)}
@@ -395,9 +389,3 @@ class SwarmSim:
             wasted=max(0.0, sent - useful), breakdown=breakdown,
             dropped=[(n.name, peer) for n in nodes for peer in n.dropped],
             corrupt=sum(not good for n in nodes for good in n.written.values()))
-
-
-def _rates(rate: Rates, names: List[str]) -> Dict[str, float]:
-    if isinstance(rate, dict):
-        return {name: float(rate[name]) for name in names}
-    return {name: float(rate) for name in names}
