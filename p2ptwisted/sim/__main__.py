@@ -5,6 +5,13 @@ Run the simulator from the command line and print convergence figures:
 
 Exit status 0 if the mesh converged with nothing lost, 1 if not (the
 problems are printed, with the seed that replays them).
+
+And the swarm simulator (L{p2ptwisted.sim.swarm}): one file through a mesh,
+block by block, with the time until every node has it:
+
+    python -m p2ptwisted.sim swarm --nodes 6 --size-mib 200 --seed 1
+
+Exit status 0 if every node still there got the file, 1 if not.
 """
 
 from __future__ import annotations
@@ -16,7 +23,49 @@ import time
 from p2ptwisted.sim.mesh import Simulation, check_converged
 
 
+def swarm_main(argv) -> int:
+    from p2ptwisted.sim.swarm import SwarmSim, mbit
+
+    parser = argparse.ArgumentParser(prog="python -m p2ptwisted.sim swarm",
+                                     description="Simulate one file swarming through a mesh.")
+    parser.add_argument("--nodes", type=int, default=6)
+    parser.add_argument("--size-mib", type=float, default=200.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--full", type=int, default=1, help="nodes that hold the file at first")
+    parser.add_argument("--up-mbit", type=float, default=100.0)
+    parser.add_argument("--down-mbit", type=float, default=100.0)
+    parser.add_argument("--latency-ms", type=float, default=0.5)
+    parser.add_argument("--no-have", action="store_true", help="downloaders send no HAVEs")
+    parser.add_argument("--bad", metavar="NODE", help="a node that sends corrupt blocks (n3)")
+    parser.add_argument("--leave", metavar="NODE@SECONDS", help="a node that leaves (n3@8)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.full < args.nodes or args.size_mib <= 0:
+        parser.error("need 1 <= --full < --nodes and --size-mib > 0")
+    leave = None
+    if args.leave:
+        name, _, when = args.leave.partition("@")
+        leave = (name, float(when or 0))
+    sim = SwarmSim(args.nodes, int(args.size_mib * 2**20), args.seed, full=args.full,
+                   up=mbit(args.up_mbit), down=mbit(args.down_mbit),
+                   latency=args.latency_ms / 1000, have_messages=not args.no_have,
+                   bad=args.bad, leave=leave)
+    started = time.perf_counter()
+    report = sim.run()
+    print(report.summary())
+    for name, done in report.done.items():
+        used = ", ".join(f"{p} {n}" for p, n in sorted(report.used.get(name, {}).items()))
+        took = "never" if done is None else f"{done:.2f} s"
+        print(f"  {name}: done at {took}, uploaded {report.uploads[name]:.2f} copies"
+              + (f"; blocks from {used}" if used else ""))
+    print(f"  ({sim.clock.seconds():.0f} s simulated in {time.perf_counter() - started:.1f} s)")
+    return 0 if report.all_done is not None else 1
+
+
 def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["swarm"]:
+        return swarm_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m p2ptwisted.sim",
                                      description="Simulate a p2pshare sync mesh.")
     parser.add_argument("--nodes", type=int, default=5)
