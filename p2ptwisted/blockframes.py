@@ -25,6 +25,7 @@ class BlockFrames:
     entry: Any
     received: int
     requests: dict
+    refused_until: dict
     log: Logger
 
     # (and these, of BlockDownload)
@@ -42,6 +43,9 @@ class BlockFrames:
         raise NotImplementedError
 
     def _continue(self) -> None:
+        raise NotImplementedError
+
+    def _add_sources(self) -> None:
         raise NotImplementedError
 
     def data_received(self, request, payload) -> None:
@@ -94,14 +98,16 @@ class BlockFrames:
         now = self.ctx.clock.seconds()
         peer = request.peer.remote_id
         until = None
-        if error.code != "busy":
+        if error.code != "busy" and now >= self.refused_until.get(peer, 0.0):
             penalty = self.ctx.sources.failed(peer, self.want.version, now, offence=False)
-            until = penalty.until
+            until = self.refused_until[peer] = penalty.until
             request.peer.log_limited(
                 self.log.info, "block {block} of {path} from {peer} refused: {code}: {why}",
                 block=request.index, path=wire.safe_text(self.entry.path), code=error.code,
                 why=wire.safe_text(error.message, 200))
         self.scheduler.failed(peer, request.index, now, bench_until=until)
+        if error.code in ("not_found", "changed"):
+            self._add_sources()  # (its version may be gone: see BlockDownload)
         self._continue()
 
     def _bad(self, request, why: str) -> None:

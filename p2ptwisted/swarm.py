@@ -32,7 +32,7 @@ from p2ptwisted.blockfile import BlockFile, publish_as
 from p2ptwisted.blockframes import BlockFrames
 from p2ptwisted.localblocks import local_plan, reuse, serve
 from p2ptwisted.core.blocks import block_lengths, digest_at
-from p2ptwisted.core.scheduler import ROTATED, BlockScheduler
+from p2ptwisted.core.scheduler import RUNS, BlockScheduler
 from p2ptwisted.downloads import TransferFailed, Want
 from p2ptwisted.hashing import new_hasher
 
@@ -112,6 +112,10 @@ class BlockDownload(BlockFrames):
         self._timer = None
         self.over = False
         self._since_look = 0  # blocks since sources were last looked for
+        self._whole: set = set()  # sources known to hold the whole version
+        #: Per peer, until when a refusal benched it: the refusals of the
+        #: other requests in flight then are the same news, not new ones.
+        self.refused_until: Dict[str, float] = {}
         #: When the last source went away (it waits L{RECONNECT_WAIT}).
         self.lost_at: Optional[float] = None
 
@@ -164,7 +168,7 @@ class BlockDownload(BlockFrames):
     def _scheduler(self, have, rng: random.Random) -> BlockScheduler:
         depth = min(DEPTH_BYTES, self.entry.size // DEPTH_SHARE)
         return BlockScheduler(block_lengths(self.entry.size), have, rng=rng,
-                              depth_bytes=depth, endgame_wait=ENDGAME_WAIT, order=ROTATED)
+                              depth_bytes=depth, endgame_wait=ENDGAME_WAIT, order=RUNS)
 
     # -- asking ----------------------------------------------------------------------
 
@@ -176,9 +180,22 @@ class BlockDownload(BlockFrames):
         scheduler = self.scheduler
         assert scheduler is not None
         known = scheduler.in_flight
-        for peer, blocks in self._sources().items():
-            if peer not in known:
-                scheduler.add_source(peer, blocks)
+        sources = self._sources()
+        for peer, blocks in sources.items():
+            if peer not in known or (blocks is None and peer not in self._whole):
+                scheduler.add_source(peer, blocks)  # (a partial holder that finished: whole)
+            if blocks is None:
+                self._whole.add(peer)
+        for peer in set(known) - set(sources):
+            # Connected, but no longer has the version (it changed there):
+            # not a source, and its requests will be refused.
+            if peer in self.ctx.connections():
+                for request in [r for r in self.requests.values()
+                                if r.peer.remote_id == peer]:
+                    request.peer.cancel_transfer(request.transfer)
+                    self._forget(request)
+                scheduler.remove_source(peer)
+                self._whole.discard(peer)
 
     def _sources(self) -> Dict[str, Optional[FrozenSet[int]]]:
         """
@@ -190,9 +207,10 @@ class BlockDownload(BlockFrames):
         found: Dict[str, Optional[FrozenSet[int]]] = {
             p: blocks for p, blocks in self.ctx.holders.of(self.want.version).items()
             if p in usable and blocks}
-        holders = set(self.want.sources) | {
-            p for p, e in self.ctx.store.remote_for(self.entry.path).items()
-            if e.live and e.hash == self.entry.hash}  # (indexes that came since we began)
+        # Whose index holds the version now: those that came since we began
+        # count, and a peer whose file changed no longer does.
+        holders = {p for p, e in self.ctx.store.remote_for(self.entry.path).items()
+                   if e.live and e.hash == self.entry.hash}
         found.update((p, None) for p in holders if p in usable)
         return found
 
@@ -226,6 +244,13 @@ class BlockDownload(BlockFrames):
             self._cancel(peer, block)
         if self._sources() or any(scheduler.in_flight.values()):
             self.lost_at = None
+        elif any(p in self.ctx.connections() for p in self.want.sources):
+            # Its sources are connected but have another version now: fail,
+            # so the sync plans the path again; the partial file of a
+            # version no one has is no use.
+            self._give_up(TransferFailed("changed", "no connected peer has this version now"),
+                          discard=True)
+            return
         elif self.lost_at is None and self.want.keep is None:
             self.lost_at = now  # wait a while for a source to be (re)connected
         elif self.lost_at is None or now - self.lost_at >= RECONNECT_WAIT:
@@ -353,12 +378,12 @@ class BlockDownload(BlockFrames):
             why = TransferFailed("local", str(why))
         self._give_up(why)
 
-    def _give_up(self, why: TransferFailed) -> None:
+    def _give_up(self, why: TransferFailed, discard: bool = False) -> None:
         for request in list(self.requests.values()):
             request.peer.cancel_transfer(request.transfer)
             self._forget(request)
         if self.file is not None:
-            self.file.release()
+            self.file.discard() if discard else self.file.release()
         self._end(why)
 
     def cancel(self, why: TransferFailed) -> None:

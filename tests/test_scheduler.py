@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2ptwisted.core.scheduler import ROTATED, BlockScheduler
+from p2ptwisted.core.scheduler import RUNS, BlockScheduler
 
 KIB = 1024
 
@@ -632,21 +632,26 @@ class EndgameWaitTests(SynchronousTestCase):
         self.assertEqual({s for s, b in copies}, {"fast"})
 
 
-class RotatedOrderTests(SynchronousTestCase):
-    def test_file_order_from_a_random_block(self):
+class RunsOrderTests(SynchronousTestCase):
+    def test_runs_in_file_order_in_a_random_order(self):
         """
-        With order=ROTATED, one source is asked for blocks in file order
-        from a start that depends on the seed (disks write runs faster than
-        scattered blocks; downloaders still start apart).
+        With order=RUNS, one source is asked for runs of 16 MiB of blocks,
+        each in file order, the runs in an order that depends on the seed
+        (disks write runs faster than scattered blocks; downloaders still
+        start apart).
         """
-        starts = set()
+        mib = 2**20
+        firsts = set()
         for seed in range(6):
-            sched = BlockScheduler([10] * 20, rng=random.Random(seed), min_depth=20,
-                                   order=ROTATED)
+            sched = BlockScheduler([mib] * 64, rng=random.Random(seed), min_depth=64,
+                                   order=RUNS)
             sched.add_source("a")
             asked = [b for _, b in sched.next_requests(0.0)]
-            start = asked[0]
-            self.assertEqual(asked, [(start + k) % 20 for k in range(20)])
-            starts.add(start)
-        self.assertGreater(len(starts), 1)
+            runs = [asked[i:i + 16] for i in range(0, 64, 16)]
+            for run in runs:
+                self.assertEqual(run, list(range(run[0], run[0] + 16)))
+                self.assertEqual(run[0] % 16, 0)
+            self.assertEqual(sorted(asked), list(range(64)))
+            firsts.add(asked[0])
+        self.assertGreater(len(firsts), 1)
         self.assertRaises(ValueError, BlockScheduler, [1], rng=random.Random(1), order="x")

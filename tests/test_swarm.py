@@ -95,6 +95,24 @@ class SwarmTests(SynchronousTestCase):
         self.assertEqual(received(b) - before, 2 * bsize)
         self.assertEqual(b.folder.fetcher.bytes_reused, len(data) - 2 * bsize)
 
+    def test_a_file_changed_at_its_source_mid_download(self):
+        """
+        A edits the file B is fetching: B's download of the old version
+        ends (A no longer has it), B fetches the new one, and no partial
+        file of the old one is left behind.
+        """
+        data = bytearray(content(12, 8 * MiB))
+        mesh = self.mesh
+        a, b = mesh.node("a"), mesh.node("b")
+        mesh.change(a, "big.bin", bytes(data))
+        mesh.link(b, a)
+        mesh.run(lambda: received(b) >= 4 * MiB)
+        data[-1000:] = content(13, 1000)
+        mesh.change(a, "big.bin", bytes(data))
+        mesh.settle(a, b)
+        self.assertEqual(read_file(b.share_dir, "big.bin"), bytes(data))
+        self.assertEqual(partials(b), set())
+
     def test_copy_of_a_big_file_moves_no_bytes(self):
         """
         A copy, under another name, of a file both nodes have: its blocks

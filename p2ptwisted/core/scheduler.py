@@ -11,7 +11,8 @@ so every decision is reproducible in a test.
 Policies, and why:
 
  - I{Rarest first}, ties broken by an order fixed at construction,
-   random, or (C{order=ROTATED}) the file's order from a random block on:
+   random, or (C{order=RUNS}) runs of 16 MiB in file order, the runs in a
+   random order:
    blocks few sources have are fetched while those sources are still
    there, and two downloaders of the same file start on different blocks,
    so they have something to give each other (what makes a swarm).
@@ -56,9 +57,11 @@ from p2ptwisted.core.blockpick import Candidates, Pipe
 #: Blocks named at most in a L{BlockScheduler.waiting_reason}.
 NAMED_BLOCKS = 8
 
-#: How blocks equally rare are ordered: in a random order, or in file
-#: order from a random block on (see L{Candidates}).
-RANDOM, ROTATED = "random", "rotated"
+#: How blocks equally rare are ordered: in a random order, or in runs of
+#: L{RUN_BYTES} in file order, the runs in a random order (see
+#: L{Candidates}).
+RANDOM, RUNS = "random", "runs"
+RUN_BYTES = 16 * 1024 * 1024
 
 
 class BlockScheduler:
@@ -73,8 +76,8 @@ class BlockScheduler:
                  min_depth: int = 2, depth_bytes: int = 4 * 2**20, endgame_copies: int = 2,
                  request_timeout: float = 30.0, endgame_wait: float = 0.0,
                  order: str = RANDOM):
-        if order not in (RANDOM, ROTATED):
-            raise ValueError(f"order is {RANDOM!r} or {ROTATED!r}")
+        if order not in (RANDOM, RUNS):
+            raise ValueError(f"order is {RANDOM!r} or {RUNS!r}")
         if min_depth < 1 or endgame_copies < 1 or any(size < 0 for size in sizes):
             raise ValueError("min_depth and endgame_copies must be at least 1, sizes >= 0")
         self.sizes = list(sizes)
@@ -86,7 +89,7 @@ class BlockScheduler:
         self._block_size = max(self.sizes, default=1) or 1
         self._have: Set[int] = {self._check(block) for block in have}
         self._blocks = Candidates(len(self.sizes), set(range(len(self.sizes))) - self._have, rng,
-                                  rotate=order == ROTATED)
+                                  run=max(1, RUN_BYTES // self._block_size) if order == RUNS else 1)
         self._requests: Dict[int, Dict[str, float]] = {}  # block -> source -> asked
         self._sources: Dict[str, Pipe] = {}
         self._used: Dict[str, int] = {}

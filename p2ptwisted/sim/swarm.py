@@ -35,7 +35,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
 import attrs
 
 from p2ptwisted.core.blocks import block_lengths
-from p2ptwisted.core.scheduler import BlockScheduler
+from p2ptwisted.core.scheduler import RUNS, BlockScheduler
 from p2ptwisted.core.sources import DROP_AFTER, Sources
 from p2ptwisted.holders import HAVE_EVERY
 from p2ptwisted.sim.fluid import LAN, Flow, Network, Rates, mbit, rates
@@ -95,7 +95,7 @@ class SwarmNode:
         download then, with that peer as a source): start fetching it.
         """
         options = {"depth_bytes": min(DEPTH_BYTES, self.sim.size // DEPTH_SHARE),
-                   "endgame_wait": ENDGAME_WAIT, **self.sim.options}
+                   "endgame_wait": ENDGAME_WAIT, "order": RUNS, **self.sim.options}
         self.scheduler = BlockScheduler(
             self.sizes, self.have, rng=random.Random(f"{self.sim.seed}:{self.name}"),
             **options)
