@@ -8,7 +8,7 @@ C{scheduler}, C{ctx}, C{want}, C{entry} and the helpers named below.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, FrozenSet
 
 from twisted.logger import Logger
 
@@ -24,6 +24,7 @@ class BlockFrames:
     want: Any
     entry: Any
     received: int
+    over: bool
     requests: dict
     refused_until: dict
     log: Logger
@@ -46,6 +47,9 @@ class BlockFrames:
         raise NotImplementedError
 
     def _add_sources(self) -> None:
+        raise NotImplementedError
+
+    def _sources(self) -> dict:
         raise NotImplementedError
 
     def data_received(self, request, payload) -> None:
@@ -140,3 +144,39 @@ class BlockFrames:
                           peer=proto.describe(), kept=self.got)
         self.scheduler.remove_source(proto.remote_id)
         self._continue()
+
+    def have_received(self, peer: str, blocks: FrozenSet[int]) -> None:
+        """
+        A peer's HAVE for this version: it is a source of those blocks.
+        """
+        if self.scheduler is None or self.over or not blocks:
+            return
+        connections = self.ctx.connections()
+        if peer not in connections or self._sources().get(peer, ()) is None:
+            return  # (a whole copy: it is a source of every block already)
+        if peer in self.scheduler.in_flight:
+            self.scheduler.update_source(peer, blocks)
+        else:
+            self.scheduler.add_source(peer, blocks)
+        self._continue()
+
+
+def log_done(download, log_each_min: int) -> None:
+    """
+    One line for a big file (or one partly taken from local files):
+    which peers sent how many of its blocks.
+    """
+    assert download.scheduler is not None
+    if download.entry.size < log_each_min and not download.reused:
+        return
+    used = sorted(download.scheduler.sources_used().items(), key=lambda kv: -kv[1])
+    if used:
+        download.want.peer = used[0][0]  # (the "from" of the transfer tables)
+    connections = download.ctx.connections()
+    names = ", ".join(f"{connections[p].describe() if p in connections else p[:12]}"
+                      f" ({n} blocks)" for p, n in used) or "no peer"
+    seconds = max(download.ctx.clock.seconds() - download.started_at, 1e-6)
+    reused = f"; {download.reused} bytes taken from local files" if download.reused else ""
+    download.log.info("fetched {path} ({size} bytes) from {names} at {rate:.1f} MiB/s{reused}",
+                      path=wire.safe_text(download.entry.path), size=download.entry.size,
+                      names=names, rate=download.received / seconds / 2**20, reused=reused)

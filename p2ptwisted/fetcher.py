@@ -28,7 +28,7 @@ protocol.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -38,6 +38,7 @@ from p2ptwisted.core.index import Entry
 from p2ptwisted.core.sources import START, WAIT, Sources
 from p2ptwisted.downloads import (
     BAD_DATA, Download, OpenDir, TransferFailed, Want, check_space, download_of, in_flight)
+from p2ptwisted.fetchblocks import FetcherBlocks
 from p2ptwisted.holders import Holders
 from p2ptwisted.swarm import BlockDownload, BlockRequest
 from p2ptwisted.stalls import STALL_CHECK, StallWatch  # noqa: F401 (STALL_CHECK for tests)
@@ -62,7 +63,7 @@ _FAILED = ("fetching {path} from {peer} failed: {why}{after}",
            "{peer} sent a bad copy of {path}: {why}; bad data discarded{after}")
 
 
-class Fetcher:
+class Fetcher(FetcherBlocks):
     """
     @param open_dir: C{path -> (dir fd, directories made)} (blocking):
         the destination's directory, made if missing, opened link-proof
@@ -144,58 +145,6 @@ class Fetcher:
                 self._fail(want, TransferFailed("unavailable", what))
         waiting.extend(self.queue)
         self.queue = waiting
-
-    def _holds(self, peer: str, path: str, content_hash: str) -> bool:
-        entry = self.store.remote_for(path).get(peer) if self.store is not None else None
-        return entry is not None and entry.live and entry.hash == content_hash
-
-    def have_received(self, proto, have) -> None:
-        self.holders.received(proto, have)
-
-    def partial_block(self, path: str, content_hash: str, digest: bytes,
-                      length: int) -> Optional[Tuple[int, int]]:
-        """
-        A block a download of ours in progress has verified (see
-        L{BlockDownload.serve}), the named version's first.
-        """
-        swarms = sorted((w.swarm for w in self.active if w.swarm is not None),
-                        key=lambda s: s.want.version != (path, content_hash))
-        for swarm in swarms:
-            found = swarm.serve(digest, length)
-            if found is not None:
-                return found
-        return None
-
-    def _blockwise(self, want: Want, connections: dict) -> bool:
-        """
-        Whether to fetch C{want} block by block: it has a block list, we
-        can look for its blocks locally, and a source speaks version 3.
-        """
-        return bool(want.entry.blocks) and self.store is not None and any(
-            (getattr(p, "version", None) or 0) >= 3 for p in connections.values())
-
-    def _swarm_finished(self, want: Want, result) -> None:
-        """
-        A block download ended: C{result} is the verified file's name or a
-        L{TransferFailed} (or a Failure of one).
-        """
-        if want in self.active:
-            self.active.remove(want)
-        want.finished_at = self.clock.seconds()
-        self.recent.append(want)
-        self._pump_soon()
-        why = getattr(result, "value", result)
-        if isinstance(why, BaseException):
-            if not isinstance(why, TransferFailed):
-                why = TransferFailed("local", str(why))
-            if why.code != "cancelled":
-                self.log.warn("fetching {path} failed: {why}", path=wire.safe_text(want.path),
-                              why=str(why))
-            self._fail(want, why, logged=why.code != "cancelled")
-            return
-        want.state = "done"
-        self.completed += 1
-        want.done.callback(result)
 
     def _sources_of(self, want: Want) -> dict:
         connections = self.connections()

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from p2ptwisted import wire
 from p2ptwisted.blockfile import BlockFile, publish_as
-from p2ptwisted.blockframes import BlockFrames
+from p2ptwisted.blockframes import BlockFrames, log_done
 from p2ptwisted.localblocks import local_plan, reuse, serve
 from p2ptwisted.core.blocks import block_lengths, digest_at
 from p2ptwisted.core.scheduler import RUNS, BlockScheduler
@@ -214,21 +214,6 @@ class BlockDownload(BlockFrames):
         found.update((p, None) for p in holders if p in usable)
         return found
 
-    def have_received(self, peer: str, blocks: FrozenSet[int]) -> None:
-        """
-        A peer's HAVE for this version: it is a source of those blocks.
-        """
-        if self.scheduler is None or self.over or not blocks:
-            return
-        connections = self.ctx.connections()
-        if peer not in connections or self._sources().get(peer, ()) is None:
-            return  # (a whole copy: it is a source of every block already)
-        if peer in self.scheduler.in_flight:
-            self.scheduler.update_source(peer, blocks)
-        else:
-            self.scheduler.add_source(peer, blocks)
-        self._continue()
-
     def _tick(self) -> None:
         self._timer = None
         if self.over:
@@ -357,7 +342,7 @@ class BlockDownload(BlockFrames):
             d = self.ctx.run_blocking(publish_as, file, want.keep.rsplit("/", 1)[-1])
         else:
             d = self.ctx.run_blocking(file.finish)
-        log_done(self)
+        log_done(self, LOG_EACH_MIN)
 
         def ended(result):
             file.close_dir()
@@ -403,24 +388,3 @@ class BlockDownload(BlockFrames):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-
-
-def log_done(download) -> None:
-    """
-    One line for a big file (or one partly taken from local files):
-    which peers sent how many of its blocks.
-    """
-    assert download.scheduler is not None
-    if download.entry.size < LOG_EACH_MIN and not download.reused:
-        return
-    used = sorted(download.scheduler.sources_used().items(), key=lambda kv: -kv[1])
-    if used:
-        download.want.peer = used[0][0]  # (the "from" of the transfer tables)
-    connections = download.ctx.connections()
-    names = ", ".join(f"{connections[p].describe() if p in connections else p[:12]}"
-                      f" ({n} blocks)" for p, n in used) or "no peer"
-    seconds = max(download.ctx.clock.seconds() - download.started_at, 1e-6)
-    reused = f"; {download.reused} bytes taken from local files" if download.reused else ""
-    download.log.info("fetched {path} ({size} bytes) from {names} at {rate:.1f} MiB/s{reused}",
-                  path=wire.safe_text(download.entry.path), size=download.entry.size, names=names,
-                  rate=download.received / seconds / 2**20, reused=reused)
