@@ -31,8 +31,7 @@ from typing import Iterable, Optional, Set, Tuple
 
 from p2ptwisted.core.blocks import block_count, block_size, digest_at, digests
 from p2ptwisted.core.index import Entry
-from p2ptwisted.downloads import SPACE_MARGIN, TransferFailed, partial_name
-from p2ptwisted.fsops import rename_noreplace
+from p2ptwisted.downloads import SPACE_MARGIN, TransferFailed, partial_name, publish_partial
 from p2ptwisted.hashing import READ_FLAGS, hash_file, new_hasher
 
 #: Appended to the partial file's name for its record of verified blocks.
@@ -274,20 +273,7 @@ def publish_as(file: BlockFile, name: str) -> str:
 
     @raise TransferFailed: C{exists} if C{name} is taken.
     """
-    partial = file.finish()
-    fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=file.dir_fd)
-    try:
-        os.fchmod(fd, file.entry.perms)
-        os.utime(fd, ns=(file.entry.mtime_ns, file.entry.mtime_ns))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        rename_noreplace(file.dir_fd, partial, file.dir_fd, name)
-    except FileExistsError:
-        file.discard()
-        raise TransferFailed("exists", f"{name} already exists") from None
-    return name
+    return publish_partial(file.dir_fd, file.finish(), name, file.entry, file.discard)
 
 
 def open_source(dir_fd: int, name: str, entry: Entry) -> Optional[int]:

@@ -29,6 +29,13 @@ class BlockFrames:
     refused_until: dict
     log: Logger
 
+    _timer: Any
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
     # (and these, of BlockDownload)
     @property
     def got(self) -> int:

@@ -61,6 +61,31 @@ class TransferFailed(Exception):
         self.fault = fault
 
 
+def publish_partial(dir_fd: int, partial: str, name: str, entry: Entry,
+                    discard: Callable[[], None]) -> str:
+    """
+    Blocking: publish the verified file C{partial} as C{name} in the same
+    directory, with C{entry}'s mtime and permission bits, flushed, never
+    replacing anything (an operator's fetch, outside the sync's decisions).
+
+    @param discard: removes the partial file, if C{name} is taken.
+    @raise TransferFailed: C{exists} if C{name} is taken.
+    """
+    fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, entry.perms)
+        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        rename_noreplace(dir_fd, partial, dir_fd, name)
+    except FileExistsError:
+        discard()
+        raise TransferFailed("exists", f"{wire.safe_text(name)} already exists") from None
+    return name
+
+
 def partial_name(path: str, content_hash: str, purpose: str = "") -> str:
     """
     The name of the partial file for C{content_hash} arriving at C{path}
@@ -239,19 +264,7 @@ class Download:
         @raise TransferFailed: C{exists} if C{name} is taken.
         """
         self.seal()
-        fd = os.open(self.partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
-        try:
-            os.fchmod(fd, self.entry.perms)
-            os.utime(fd, ns=(self.entry.mtime_ns, self.entry.mtime_ns))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            rename_noreplace(self.dir_fd, self.partial, self.dir_fd, name)
-        except FileExistsError:
-            self.discard()
-            raise TransferFailed("exists", f"{wire.safe_text(name)} already exists") from None
-        return name
+        return publish_partial(self.dir_fd, self.partial, name, self.entry, self.discard)
 
     def discard(self) -> None:
         """

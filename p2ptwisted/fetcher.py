@@ -39,6 +39,7 @@ from p2ptwisted.core.sources import START, WAIT, Sources
 from p2ptwisted.downloads import (
     BAD_DATA, Download, OpenDir, TransferFailed, Want, check_space, download_of, in_flight)
 from p2ptwisted.fetchblocks import FetcherBlocks
+from p2ptwisted.streamframes import StreamFrames
 from p2ptwisted.holders import Holders
 from p2ptwisted.swarm import BlockDownload, BlockRequest
 from p2ptwisted.stalls import STALL_CHECK, StallWatch  # noqa: F401 (STALL_CHECK for tests)
@@ -54,16 +55,13 @@ RECONNECT_WAIT = 10.0
 #: Finished downloads remembered for operators.
 RECENT = 100
 
-#: Files of at least this size get a log line each when they arrive.
-LOG_EACH_MIN = 1024 * 1024
-
 
 #: How a failed download is logged: another failure, a bad copy.
 _FAILED = ("fetching {path} from {peer} failed: {why}{after}",
            "{peer} sent a bad copy of {path}: {why}; bad data discarded{after}")
 
 
-class Fetcher(FetcherBlocks):
+class Fetcher(FetcherBlocks, StreamFrames):
     """
     @param open_dir: C{path -> (dir fd, directories made)} (blocking):
         the destination's directory, made if missing, opened link-proof
@@ -195,97 +193,27 @@ class Fetcher(FetcherBlocks):
 
     # -- frames from peers -----------------------------------------------------------
 
-    def _want_of(self, proto, transfer: int) -> Optional[Want]:
-        download = proto.downloads.get(transfer)
-        if download is None:
-            return None
-        for want in self.active:
-            if want.download is download:
-                return want
-        return None
-
     def data_received(self, proto, data: wire.Data) -> None:
         download = proto.downloads.get(data.transfer)
         if isinstance(download, BlockRequest):
             download.owner.data_received(download, data.payload)
-            return
-        if download is None:
-            if data.transfer not in proto.cancelled:
-                proto.drop(f"DATA for unknown transfer {data.transfer}")
-            return
-        if (download.dir_fd < 0
-                or in_flight(self._want_of(proto, data.transfer)).state != "running"):
-            proto.drop(f"DATA for transfer {data.transfer} before its GET")
-            return
-        try:
-            download.write(data.payload)
-        except TransferFailed as e:
-            self._give_up(proto, data.transfer, e, cancel=True)
-            return
-        except OSError as e:
-            self._give_up(proto, data.transfer, TransferFailed("local", str(e)), cancel=True,
-                          bench=False)
-            return
-        if len(data.payload):  # empty DATA frames do not keep a download alive
-            download.last_activity = self.clock.seconds()
-        self.bytes_received += len(data.payload)
+        else:
+            self._stream_data(proto, data, download)
 
     def end_received(self, proto, end: wire.End) -> None:
         block = proto.downloads.get(end.transfer)
         if isinstance(block, BlockRequest):
             block.owner.end_received(block, end)
-            return
-        want = self._want_of(proto, end.transfer)
-        if want is None or want.state != "running":
-            if end.transfer not in proto.cancelled:
-                proto.drop(f"END for unknown transfer {end.transfer}")
-            return
-        download = download_of(want)
-        try:
-            download.verify(end)
-        except TransferFailed as e:
-            self._give_up(proto, end.transfer, e)
-            return
-        self._finish(want, proto)
-        self.sources.succeeded(proto.remote_id, want.version)
-        if want.keep is not None:
-            d = self.run_blocking(download.keep_as, want.keep.rsplit("/", 1)[-1])
         else:
-            d = self.run_blocking(download.seal)
-
-        def sealed(name: str) -> str:
-            download.release()
-            want.state = "done"
-            self.completed += 1
-            if want.entry.size >= LOG_EACH_MIN:
-                seconds = max(self.clock.seconds() - download.started_at, 1e-6)
-                self.log.info("fetched {path} ({size} bytes) from {peer} at {rate:.1f} MiB/s",
-                              path=wire.safe_text(want.path), size=want.entry.size,
-                              peer=proto.describe(), rate=download.received / seconds / 2**20)
-            return name
-
-        def unsealed(failure):
-            download.release()
-            want.state = f"failed: {getattr(failure.value, 'code', 'local')}"
-            return failure
-
-        d.addCallbacks(sealed, unsealed).chainDeferred(want.done)
+            self._stream_end(proto, end)
 
     def error_received(self, proto, error: wire.Error) -> None:
         assert error.transfer is not None  # the protocol hands over transfer errors only
         block = proto.downloads.get(error.transfer)
         if isinstance(block, BlockRequest):
             block.owner.error_received(block, error)
-            return
-        want = self._want_of(proto, error.transfer)
-        if want is None:
-            return  # an answer to a transfer we cancelled
-        if want.state != "running":
-            proto.drop(f"ERROR for transfer {error.transfer} before its GET")
-            return
-        self._give_up(proto, error.transfer,
-                      TransferFailed(error.code, wire.safe_text(error.message, 200)),
-                      bench=error.code != "busy")
+        else:
+            self._stream_error(proto, error)
 
     def peer_lost(self, proto) -> None:
         """

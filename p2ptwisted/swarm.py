@@ -383,8 +383,3 @@ class BlockDownload(BlockFrames):
         if self.file is not None:
             self.file.close_dir()
         self.finished(self.want, why)
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
