@@ -175,15 +175,6 @@ class BlockFile:
         self.mark(index)
         return True
 
-    def read_block(self, index: int) -> Optional[bytes]:
-        """
-        A verified block's bytes (for serving it to another peer).
-        """
-        if index not in self.have:
-            return None
-        offset, size = self.span(index)
-        return os.pread(self.fd, size, offset)
-
     # -- the end -------------------------------------------------------------------
 
     def check(self) -> Set[int]:

@@ -53,8 +53,8 @@ class BlockFileTests(SynchronousTestCase):
         f.close()  # (as a killed process would leave it)
         again, have = self.opened()
         self.assertEqual(have, {0, 3, 5})
-        self.assertEqual(again.read_block(3), self.data[3 * MIN_BLOCK:4 * MIN_BLOCK])
-        self.assertIsNone(again.read_block(1))
+        offset, size = again.span(3)
+        self.assertEqual(os.pread(again.fd, size, offset), self.data[offset:offset + size])
 
     def test_without_a_record_the_blocks_there_are_hashed(self):
         """

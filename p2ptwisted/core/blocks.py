@@ -24,7 +24,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 MIN_BLOCK = 128 * 1024
 MAX_BLOCK = 16 * 1024 * 1024
@@ -116,13 +116,3 @@ def list_problem(size: int, blocks: bytes) -> str:
         return (f"{len(blocks) // DIGEST} blocks listed for a file of {block_count(size)}"
                 f" blocks of {block_size(size)} bytes")
     return ""
-
-
-def spans(size: int) -> Iterator[Tuple[int, int, int]]:
-    """
-    (index, offset, length) of every block of a file of C{size} bytes.
-    """
-    bsize = block_size(size)
-    for i in range(block_count(size)):
-        offset = i * bsize
-        yield i, offset, min(bsize, size - offset)
