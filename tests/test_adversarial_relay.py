@@ -296,13 +296,13 @@ class RelayedTransferTests(TestCase):
         tls_drops = [d for d in drops
                      if re.search(r"(?i)decrypt|bad record mac|SSL|TLS", d.group("why"))]
         self.assertEqual(len(tls_drops), 1, b.output())
-        # Until A notices that the relayed connection is gone, B's redials
-        # are duplicates A closes (it keeps the older connection): each of
-        # those ends with A's "duplicate" error, then a "left" line, or a
-        # "closing" line when B closed it first; nothing else.
+        # Until A notices that the relayed connection is gone, the two
+        # nodes' redials make duplicate connections, which one side or the
+        # other closes: every other connection to A that ended in a "left"
+        # line ended after A's "duplicate" error (one B closed itself says
+        # "closing ...: a preferred connection"); nothing else.
         duplicates = b.matching(rf"{peer_text(a)} reports error duplicate")
-        closed = b.matching(rf"closing {peer_text(a)}: a preferred connection")
-        self.assertEqual(len(drops) + len(closed) - 1, len(duplicates), b.output())
+        self.assertLessEqual(len(drops) - 1, len(duplicates), b.output())
         self.assertEqual(relay.events, [f"to_client: flipped bit 5 of byte {3 * MiB}"])
         self.no_errors(a, b)
 
