@@ -31,7 +31,9 @@ from typing import Iterable, Optional, Set, Tuple
 
 from p2ptwisted.core.blocks import block_count, block_size, digest_at, digests
 from p2ptwisted.core.index import Entry
-from p2ptwisted.downloads import SPACE_MARGIN, TransferFailed, partial_name, publish_partial
+from p2ptwisted import wire
+from p2ptwisted.downloads import SPACE_MARGIN, TransferFailed, partial_name
+from p2ptwisted.fsops import publish_new
 from p2ptwisted.hashing import READ_FLAGS, hash_file, new_hasher
 
 #: Appended to the partial file's name for its record of verified blocks.
@@ -264,7 +266,10 @@ def publish_as(file: BlockFile, name: str) -> str:
 
     @raise TransferFailed: C{exists} if C{name} is taken.
     """
-    return publish_partial(file.dir_fd, file.finish(), name, file.entry, file.discard)
+    if not publish_new(file.dir_fd, file.finish(), name, file.entry):
+        file.discard()
+        raise TransferFailed("exists", f"{wire.safe_text(name)} already exists")
+    return name
 
 
 def open_source(dir_fd: int, name: str, entry: Entry) -> Optional[int]:

@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred
 
 from p2ptwisted import wire
 from p2ptwisted.core.index import Entry
-from p2ptwisted.fsops import rename_noreplace
+from p2ptwisted.fsops import publish_new
 from p2ptwisted.hashing import PARTIAL_PREFIX, new_hasher
 
 #: Files up to this size are gathered in memory and written to disk in one
@@ -59,31 +59,6 @@ class TransferFailed(Exception):
         super().__init__(message)
         self.code = code
         self.fault = fault
-
-
-def publish_partial(dir_fd: int, partial: str, name: str, entry: Entry,
-                    discard: Callable[[], None]) -> str:
-    """
-    Blocking: publish the verified file C{partial} as C{name} in the same
-    directory, with C{entry}'s mtime and permission bits, flushed, never
-    replacing anything (an operator's fetch, outside the sync's decisions).
-
-    @param discard: removes the partial file, if C{name} is taken.
-    @raise TransferFailed: C{exists} if C{name} is taken.
-    """
-    fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        os.fchmod(fd, entry.perms)
-        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        rename_noreplace(dir_fd, partial, dir_fd, name)
-    except FileExistsError:
-        discard()
-        raise TransferFailed("exists", f"{wire.safe_text(name)} already exists") from None
-    return name
 
 
 def partial_name(path: str, content_hash: str, purpose: str = "") -> str:
@@ -264,7 +239,10 @@ class Download:
         @raise TransferFailed: C{exists} if C{name} is taken.
         """
         self.seal()
-        return publish_partial(self.dir_fd, self.partial, name, self.entry, self.discard)
+        if not publish_new(self.dir_fd, self.partial, name, self.entry):
+            self.discard()
+            raise TransferFailed("exists", f"{wire.safe_text(name)} already exists")
+        return name
 
     def discard(self) -> None:
         """

@@ -13,7 +13,7 @@ from typing import Any, Optional, Tuple
 
 from twisted.logger import Logger
 
-from p2ptwisted import wire
+from p2ptwisted import wire, wire_index
 from p2ptwisted.downloads import TransferFailed, Want
 
 
@@ -38,6 +38,11 @@ class FetcherBlocks:
         return entry is not None and entry.live and entry.hash == content_hash
 
     def have_received(self, proto, have) -> None:
+        if (proto.version or 0) < 3:
+            # A type version 3 adds: on a version 2 connection it is an
+            # unknown type (docs/protocol.md, section 2.2).
+            proto.drop(f"unknown frame type 0x{wire_index.HAVE:02x}")
+            return
         self.holders.received(proto, have)
 
     def partial_block(self, path: str, content_hash: str, digest: bytes,

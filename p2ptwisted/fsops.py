@@ -184,6 +184,28 @@ _RENAME_NOREPLACE = 1
 _fallback_lock = threading.Lock()
 
 
+def publish_new(dir_fd: int, partial: str, name: str, entry) -> bool:
+    """
+    Publish the verified file C{partial} as C{name} in the same directory,
+    with C{entry}'s mtime and permission bits, flushed, never replacing
+    anything (an operator's fetch, outside the sync's decisions).
+
+    @return: C{False}, leaving C{partial} there, if C{name} is taken.
+    """
+    fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, entry.perms)
+        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        rename_noreplace(dir_fd, partial, dir_fd, name)
+    except FileExistsError:
+        return False
+    return True
+
+
 def rename_noreplace(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
     """
     Rename, but never over an existing name: C{renameat2(RENAME_NOREPLACE)}

@@ -61,20 +61,6 @@ def _to_folder(part: str, name: str) -> Handler:
     return handler
 
 
-def _version_3(handler: Handler, type_byte: int) -> Handler:
-    """
-    C{handler}, for a frame type version 3 adds: on a version 2
-    connection it is an unknown type (docs/protocol.md, section 2.2).
-    """
-    def checked(self: PeerProtocol, message: Any) -> None:
-        if (self.version or 0) < 3:
-            self.drop(f"unknown frame type 0x{type_byte:02x}")
-            return
-        handler(self, message)
-
-    return checked
-
-
 @implementer(IHandshakeListener)
 class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
     """
@@ -393,7 +379,7 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
         wire.Peers: _peers_received,
         wire_index.IndexHello: _to_folder("", "hello_received"),
         wire_index.Index: _to_folder("exchange", "index_received"),
-        wire_index.Have: _version_3(_to_folder("fetcher", "have_received"), wire_index.HAVE),
+        wire_index.Have: _to_folder("fetcher", "have_received"),
         wire.Get: _to_folder("server", "get_received"),
         wire.Data: _to_folder("fetcher", "data_received"),
         wire.End: _to_folder("fetcher", "end_received"),

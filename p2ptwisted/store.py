@@ -30,25 +30,15 @@ from typing import Dict, Iterable, Iterator, List, Literal, Optional, Tuple
 
 from p2ptwisted.core.blocks import digest_at, digests
 from p2ptwisted.core.index import FILE, Entry
+from p2ptwisted.schema import MIGRATE_1, SCHEMA, HASH_KEY, SCHEMA_VERSION
 from p2ptwisted.core.versions import Vector
 
 #: File name of the index in a node's state directory.
 INDEX_FILE = "index.sqlite3"
 
-#: The schema this code writes and reads, kept in C{PRAGMA user_version}.
-#: A later release that changes the schema bumps it and migrates older
-#: files; a file with a higher number was written by a newer release.
-SCHEMA_VERSION = 2
-
 #: SQLite page cache per connection, in KiB: the bound on what the index
 #: costs in memory, whatever its size.
 CACHE_KIB = 8192
-
-#: Hex digits of a content hash that L{SqliteStore.with_hash} looks up by.
-#: Hashes are random, so every batch of puts lands all over the hash index;
-#: indexing a short prefix (a match is then checked on the whole hash)
-#: keeps that index a fifth of the size, so a batch dirties fewer pages.
-HASH_KEY = 8
 
 #: Rows fetched per query when a listing is streamed.
 CHUNK = 1000
@@ -56,50 +46,6 @@ CHUNK = 1000
 _FIELDS = ("path, kind, size, mtime_ns, perms, hash, deleted, version, modified_by, sequence,"
            " blocks")
 _MARKS = ", ".join("?" * 11)
-
-#: Where each block of our own live files is: (path, block index) by the
-#: first 8 bytes of the block's digest, as a signed 64-bit key (a match is
-#: checked against the entry's whole list).  A block any file holds is
-#: reused and served from there (L{SqliteStore.with_block}).
-_BLOCKMAP = """
-CREATE TABLE blockmap (
-    path TEXT NOT NULL, idx INTEGER NOT NULL, key INTEGER NOT NULL,
-    PRIMARY KEY (path, idx)
-) WITHOUT ROWID;
-CREATE INDEX blockmap_key ON blockmap (key);
-"""
-
-_SCHEMA = f"""
-CREATE TABLE local (
-    path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL, perms INTEGER NOT NULL, hash TEXT NOT NULL,
-    deleted INTEGER NOT NULL, version TEXT NOT NULL, modified_by TEXT NOT NULL,
-    sequence INTEGER NOT NULL, blocks BLOB NOT NULL DEFAULT x''
-);
-CREATE INDEX local_sequence ON local (sequence);
-CREATE INDEX local_hash ON local (substr(hash, 1, {HASH_KEY}))
-    WHERE deleted = 0 AND kind = '{FILE}';
-CREATE TABLE remote (
-    peer TEXT NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL,
-    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, perms INTEGER NOT NULL,
-    hash TEXT NOT NULL, deleted INTEGER NOT NULL, version TEXT NOT NULL,
-    modified_by TEXT NOT NULL, sequence INTEGER NOT NULL, blocks BLOB NOT NULL DEFAULT x'',
-    PRIMARY KEY (peer, path)
-) WITHOUT ROWID;
-CREATE INDEX remote_path ON remote (path);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-{_BLOCKMAP}
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
-
-#: From schema 1 (before block lists): the new columns and the block map.
-#: Entries written before keep no list (their files travel as one stream
-#: until they change).
-_MIGRATE_1 = """
-ALTER TABLE local ADD COLUMN blocks BLOB NOT NULL DEFAULT x'';
-ALTER TABLE remote ADD COLUMN blocks BLOB NOT NULL DEFAULT x'';
-""" + _BLOCKMAP + f"PRAGMA user_version = {SCHEMA_VERSION};"
-
 
 class StoreError(Exception):
     """
@@ -219,7 +165,7 @@ class SqliteStore:
                                  " move it away or use another --state")
         elif version == 1:
             with _Write(self):
-                for statement in _MIGRATE_1.split(";"):
+                for statement in MIGRATE_1.split(";"):
                     if statement.strip():
                         db.execute(statement)
         elif version != SCHEMA_VERSION:
@@ -231,7 +177,7 @@ class SqliteStore:
         db.execute("PRAGMA journal_size_limit = 67108864")
         if version == 0:
             with _Write(self):
-                for statement in _SCHEMA.split(";"):
+                for statement in SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
 

@@ -7,12 +7,14 @@ from its verified blocks.
 from __future__ import annotations
 
 import os
+import struct
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2ptwisted import wire
 from p2ptwisted.blockfile import HAVE_SUFFIX
 from p2ptwisted.core.blocks import block_size
+from p2ptwisted.wire_index import Have, encode_have
 
 from .helpers import capture_logs
 from .test_exchange import MiB, Mesh, content, partials, read_file, record, tap, tree
@@ -222,3 +224,19 @@ class SwarmTests(SynchronousTestCase):
         self.assertEqual([(g.path, g.length) for g in gets], [("big.bin", 0)])
         self.assertEqual(b.folder.store.remote_for("big.bin")[a.node_id].blocks, b"")
         self.assertTrue(os.path.exists(os.path.join(b.share_dir, "big.bin")))
+
+    def test_have_on_a_version_2_connection_is_an_unknown_type(self):
+        """
+        HAVE is a type version 3 adds: a peer that sends it on a connection
+        that negotiated version 2 is dropped, as for any unknown type.
+        """
+        self.patch(wire, "SUPPORTED_VERSIONS", (2,))
+        mesh = self.mesh
+        a, b = mesh.node("a"), mesh.node("b")
+        client, server, _ = mesh.link(b, a)
+        mesh.settle(a, b)
+        frame = encode_have(Have(path="x.bin", hash="ab" * 32, blocks=frozenset({1})))
+        server.dataReceived(struct.pack("!I", len(frame)) + frame)
+        mesh.run(lambda: not a.connections)
+        self.assertTrue(any("unknown frame type 0x25" in line for line in self.logs()))
+
