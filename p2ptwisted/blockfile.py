@@ -39,6 +39,10 @@ from p2ptwisted.hashing import READ_FLAGS, hash_file, new_hasher
 #: Appended to the partial file's name for its record of verified blocks.
 HAVE_SUFFIX = "-have"
 
+#: The purpose (see L{partial_name}) of a path's leftover: the partial file
+#: of a version that was replaced while on its way (L{BlockFile.keep_leftover}).
+LEFTOVER = "leftover"
+
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -51,6 +55,7 @@ class BlockFile:
         self.entry = entry
         self.dir_fd = dir_fd
         self.partial = partial_name(entry.path, entry.hash, purpose)
+        self.purpose = purpose
         self.have_name = self.partial + HAVE_SUFFIX
         self.bsize = block_size(entry.size)
         self.count = block_count(entry.size)
@@ -65,13 +70,18 @@ class BlockFile:
         Open (or create) the partial file and its record; return the blocks
         already verified.
         """
+        if self.purpose == "":
+            self._adopt_leftover()
         self.fd, st = self._open_plain(self.partial)
         length = st.st_size
-        if length > self.entry.size:
-            os.ftruncate(self.fd, 0)
-            length = 0
         self.have_fd, have_st = self._open_plain(self.have_name)
         record = os.pread(self.have_fd, self.count + 1, 0) if have_st.st_size else b""
+        if length > self.entry.size:
+            # A leftover of a longer version, or a partial file grown
+            # behind our back: cut, and its blocks found by hashing.
+            os.ftruncate(self.fd, self.entry.size)
+            length = self.entry.size
+            record = b""
         if len(record) == self.count:
             # (a block past the partial file's end is not there, whatever
             # the record says: the partial file was removed or cut)
@@ -84,6 +94,29 @@ class BlockFile:
             for i in self._recover(length):
                 self.mark(i)
         return set(self.have)
+
+    def _adopt_leftover(self) -> None:
+        """
+        With no partial file of our own, take over the path's leftover, if
+        an older version's download left one: the blocks the two versions
+        share are found by hashing it (L{_recover}: it comes without a
+        record), so a file edited while it was on its way costs about the
+        edit, not a second start from nothing.
+        """
+        leftover = partial_name(self.entry.path, "", LEFTOVER)
+        try:
+            os.stat(self.partial, dir_fd=self.dir_fd, follow_symlinks=False)
+            return
+        except FileNotFoundError:
+            pass
+        try:
+            os.rename(leftover, self.partial, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            return
+        try:
+            os.unlink(self.have_name, dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            pass
 
     def _open_plain(self, name: str) -> Tuple[int, os.stat_result]:
         """
@@ -246,6 +279,24 @@ class BlockFile:
                 os.unlink(name, dir_fd=self.dir_fd)
             except OSError:
                 pass
+
+    def keep_leftover(self) -> None:
+        """
+        This version is gone from its sources, which have a newer one: keep
+        the partial file as the path's leftover (replacing an older one),
+        for the download of the newer version to take its blocks from
+        (L{_adopt_leftover}).  Blocking.
+        """
+        if not self.have or self.fd < 0 or self.purpose:
+            self.discard()
+            return
+        self.close()
+        leftover = partial_name(self.entry.path, "", LEFTOVER)
+        try:
+            os.rename(self.partial, leftover, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        except OSError:
+            pass
+        self.discard()
 
     def release(self) -> None:
         """

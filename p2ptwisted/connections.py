@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from p2ptwisted import wire
 from p2ptwisted.identity import format_id
+from p2ptwisted.limits import buffer_share
 from p2ptwisted.protocol import PeerProtocol
 
 if TYPE_CHECKING:
@@ -278,9 +279,19 @@ class ConnectionsMixin:
             direction="outbound" if proto.dialed is not None else "inbound",
         )
         proto.start_files()
+        self._share_buffers()
         assert self.folder is not None  # a handshake completed: the node started
         self.folder.peer_ready(proto)
         self._peers_changed()
+
+    def _share_buffers(self) -> None:
+        """
+        Split the node's socket buffers between its connections (memory
+        stays flat however many peers a node serves).
+        """
+        size = buffer_share(len(self.connections))
+        for proto in self.connections.values():
+            proto.set_buffer(size)
 
     def _record_reach(self, proto: PeerProtocol) -> None:
         """
@@ -337,6 +348,7 @@ class ConnectionsMixin:
                               why=reason.getErrorMessage())
             for entry in self.book.entries_for(remote):
                 self.book.disconnected(entry, now, dropped=proto.closed_because is not None)
+            self._share_buffers()
             assert self.folder is not None  # it was connected: the node started
             self.folder.peer_lost(proto)
             self._peers_changed()

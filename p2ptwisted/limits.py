@@ -89,3 +89,24 @@ class Limits:
             except ValueError:
                 raise ValueError(f"{item!r}: not a number") from None
         return cls(**values)
+
+
+#: Bytes per socket read and write, and buffered output before the upload
+#: scheduler is paused (see PeerProtocol.start_files in protocol.py), with
+#: one or two connections ...
+TRANSPORT_BUFFER = 1 << 20
+
+#: ... shared by more: the node's connections split this many bytes between
+#: them (L{buffer_share}), each keeping at least L{MIN_TRANSPORT_BUFFER}.
+#: A source uploading to five peers on 100 Mbit/s links held a full buffer
+#: for each, 9 MiB of its 68 MiB peak (benchmarks/blocks.py swarm).
+NODE_TRANSPORT_BUFFERS = 2 << 20
+MIN_TRANSPORT_BUFFER = 256 << 10
+
+
+def buffer_share(connections: int) -> int:
+    """
+    Each connection's buffer size when the node has C{connections}.
+    """
+    share = NODE_TRANSPORT_BUFFERS // max(1, connections)
+    return max(MIN_TRANSPORT_BUFFER, min(TRANSPORT_BUFFER, share))

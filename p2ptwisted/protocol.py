@@ -28,6 +28,7 @@ from zope.interface import implementer
 from p2ptwisted import wire, wire_index
 from p2ptwisted.backlog import BacklogMixin
 from p2ptwisted.framing import FrameReceiver
+from p2ptwisted.limits import TRANSPORT_BUFFER
 from p2ptwisted.liveness import LivenessMixin
 from p2ptwisted.tls import describe_tls_error, peer_id
 from p2ptwisted.uploads import UploadScheduler
@@ -41,10 +42,6 @@ Handler = Callable[["PeerProtocol", Any], None]
 
 #: How long a graceful close may take before we abort the connection.
 CLOSE_TIMEOUT = 10.0
-
-#: Bytes per socket read and write, and buffered output before the upload
-#: scheduler is paused (see PeerProtocol.start_files).
-TRANSPORT_BUFFER = 1 << 20
 
 
 def _to_folder(part: str, name: str) -> Handler:
@@ -137,15 +134,23 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
         Twisted's TCP transport reads 64 KiB at a time, sends at most
         128 KiB per reactor turn, and pauses its producer past 64 KiB of
         buffered output; for bulk data that leaves the pipe idle between
-        turns.  We raise all three to TRANSPORT_BUFFER (where the transport
-        has them: TLS, say, may not), measured in benchmarks/transfer.py.
+        turns.  We raise all three to TRANSPORT_BUFFER (measured in
+        benchmarks/transfer.py); the node lowers them when it has more
+        connections (L{set_buffer}).
+        """
+        self.set_buffer(TRANSPORT_BUFFER)
+        self.scheduler = UploadScheduler(self, self.clock, limit=self.node.rate_limit)
+        self.transport.registerProducer(self.scheduler, True)
+
+    def set_buffer(self, size: int) -> None:
+        """
+        Read, write and buffer up to C{size} bytes on the socket (where the
+        transport has these settings: TLS, say, may not).
         """
         socket_transport = self.transport.transport if self.tls else self.transport
         for attribute in ("bufferSize", "SEND_LIMIT"):
             if hasattr(socket_transport, attribute):
-                setattr(socket_transport, attribute, TRANSPORT_BUFFER)
-        self.scheduler = UploadScheduler(self, self.clock, limit=self.node.rate_limit)
-        self.transport.registerProducer(self.scheduler, True)
+                setattr(socket_transport, attribute, size)
 
     def when_lost(self) -> Deferred:
         """

@@ -231,8 +231,9 @@ class BlockDownload(BlockFrames):
             self.lost_at = None
         elif any(p in self.ctx.connections() for p in self.want.sources):
             # Its sources are connected but have another version now: fail,
-            # so the sync plans the path again; the partial file of a
-            # version no one has is no use.
+            # so the sync plans the path again.  The partial file of a
+            # version no one has is kept only for the blocks a newer one
+            # may share (L{BlockFile.keep_leftover}).
             self._give_up(TransferFailed("changed", "no connected peer has this version now"),
                           discard=True)
             return
@@ -368,8 +369,20 @@ class BlockDownload(BlockFrames):
             request.peer.cancel_transfer(request.transfer)
             self._forget(request)
         if self.file is not None:
-            self.file.discard() if discard else self.file.release()
+            if not discard:
+                self.file.release()
+            elif self._replaced():
+                self.file.keep_leftover()
+            else:
+                self.file.discard()
         self._end(why)
+
+    def _replaced(self) -> bool:
+        """
+        Whether a peer has a newer version of the file (not a deletion).
+        """
+        return any(e.live and e.hash != self.entry.hash and e.blocks
+                   for e in self.ctx.store.remote_for(self.entry.path).values())
 
     def cancel(self, why: TransferFailed) -> None:
         self._give_up(why)

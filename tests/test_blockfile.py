@@ -135,3 +135,59 @@ class BlockFileTests(SynchronousTestCase):
             self.put(g, i)
         self.assertRaises(TransferFailed, publish_as, g, "done.bin")
         self.assertEqual(sorted(os.listdir(self.dir)), ["done.bin"])
+
+    def test_leftover_of_a_replaced_version_gives_its_blocks(self):
+        """
+        A download whose version was replaced keeps its partial file as the
+        path's leftover; the newer version's download (a longer file, its
+        third block changed) takes it over and finds the blocks the two
+        share; the leftover and the old record are gone.
+        """
+        f, _ = self.opened()
+        for i in range(5):
+            self.put(f, i)
+        f.keep_leftover()
+        self.assertEqual(len(os.listdir(self.dir)), 1)
+        newer = bytearray(self.data + content(2, MIN_BLOCK))
+        newer[2 * MIN_BLOCK:2 * MIN_BLOCK + 5] = b"edit!"
+        g, have = self.opened(entry_of(bytes(newer)))
+        self.assertEqual(have, {0, 1, 3, 4})
+        self.assertEqual(sorted(os.listdir(self.dir)),
+                         sorted([g.partial, g.have_name]))
+
+    def test_leftover_cut_to_a_shorter_version(self):
+        """
+        A leftover longer than the newer version (the old file cut short)
+        is cut to its size: every block of the new one is found there, its
+        short last one too.
+        """
+        f, _ = self.opened()
+        for i in range(6):
+            self.put(f, i)
+        f.keep_leftover()
+        shorter = self.data[:3 * MIN_BLOCK + 7]
+        g, have = self.opened(entry_of(shorter))
+        self.assertEqual(have, {0, 1, 2, 3})
+        self.assertEqual(os.fstat(g.fd).st_size, len(shorter))
+
+    def test_no_leftover_without_verified_blocks_or_for_an_operator(self):
+        """
+        Nothing verified, nothing kept; an operator's fetch neither keeps a
+        leftover nor takes the sync's.
+        """
+        f, _ = self.opened()
+        f.keep_leftover()
+        self.assertEqual(os.listdir(self.dir), [])
+        mine = BlockFile(self.entry, self.dir_fd, "operator")
+        mine.open()
+        self.put(mine, 0)
+        mine.keep_leftover()
+        self.assertEqual(os.listdir(self.dir), [])
+        f, _ = self.opened()
+        self.put(f, 0)
+        f.keep_leftover()
+        theirs = BlockFile(self.entry, self.dir_fd, "operator")
+        self.assertEqual(theirs.open(), set())
+        theirs.close()
+        _, have = self.opened()
+        self.assertEqual(have, {0})

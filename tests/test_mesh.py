@@ -7,6 +7,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, gatherResults
 from twisted.trial.unittest import TestCase
 
+from p2ptwisted.limits import MIN_TRANSPORT_BUFFER, TRANSPORT_BUFFER, buffer_share
+
 from .helpers import RealNodes, capture_logs
 
 #: Generous bound for the mesh to form; it takes well under a second.
@@ -99,6 +101,51 @@ class MeshTests(RealNodes, TestCase):
         b2 = self.start("B", [a.address], port=b_port)[1]
         self.assertEqual(b2.node_id, b_id)
         await self.connected_to_all([a, b2, c])
+
+    def socket_buffers(self, node):
+        """
+        The read and write sizes of each of C{node}'s connections' sockets.
+        """
+        sizes = set()
+        for proto in node.connections.values():
+            sock = proto.transport.transport if proto.tls else proto.transport
+            sizes.add((sock.bufferSize, sock.SEND_LIMIT))
+        return sizes
+
+    def test_buffer_share(self):
+        """
+        One or two connections get the full buffer; more split the node's
+        budget, down to a floor.
+        """
+        self.assertEqual(buffer_share(1), TRANSPORT_BUFFER)
+        self.assertEqual(buffer_share(2), TRANSPORT_BUFFER)
+        self.assertLess(buffer_share(3), TRANSPORT_BUFFER)
+        self.assertLessEqual(3 * buffer_share(3), 2 * TRANSPORT_BUFFER)
+        self.assertEqual(buffer_share(100), MIN_TRANSPORT_BUFFER)
+
+    async def test_connections_share_buffers(self):
+        """
+        A node's socket buffers are split between its connections as they
+        come and go, so its memory does not grow with each peer it serves.
+        """
+        services = []
+        for name in "ABCD":
+            peers = [services[-1][1].address] if services else []
+            services.append(self.start(name, peers))
+        nodes = [n for _, n in services]
+        await self.connected_to_all(nodes)
+        share = buffer_share(3)
+        for node in nodes:
+            self.assertEqual(self.socket_buffers(node), {(share, share)})
+        d_id = nodes[3].node_id
+        await services[3][0].stopService()
+        await gatherResults([
+            n.wait_for(lambda n: d_id not in n.connections).addTimeout(WAIT, reactor)
+            for n in nodes[:3]
+        ])
+        share = buffer_share(2)
+        for node in nodes[:3]:
+            self.assertEqual(self.socket_buffers(node), {(share, share)})
 
     async def test_twenty_nodes_on_one_host(self):
         """

@@ -99,9 +99,10 @@ class SwarmTests(SynchronousTestCase):
 
     def test_a_file_changed_at_its_source_mid_download(self):
         """
-        A edits the file B is fetching: B's download of the old version
-        ends (A no longer has it), B fetches the new one, and no partial
-        file of the old one is left behind.
+        A edits the end of the file B is fetching: B's download of the old
+        version ends (A no longer has it), B fetches the new one taking the
+        blocks it had verified of the old one from its partial file, and
+        no partial file of the old one is left behind.
         """
         data = bytearray(content(12, 8 * MiB))
         mesh = self.mesh
@@ -113,6 +114,25 @@ class SwarmTests(SynchronousTestCase):
         mesh.change(a, "big.bin", bytes(data))
         mesh.settle(a, b)
         self.assertEqual(read_file(b.share_dir, "big.bin"), bytes(data))
+        self.assertEqual(partials(b), set())
+        # Once each, but for the blocks on their way when A changed it.
+        self.assertLessEqual(received(b), len(data) + 8 * block_size(len(data)))
+        self.assertTrue([x for x in self.logs() if x.startswith("resuming big.bin")])
+
+    def test_a_file_changed_at_its_source_then_deleted(self):
+        """
+        A edits then deletes the file B is fetching: nothing of the partial
+        file is left behind.
+        """
+        data = bytearray(content(14, 8 * MiB))
+        mesh = self.mesh
+        a, b = mesh.node("a"), mesh.node("b")
+        mesh.change(a, "big.bin", bytes(data))
+        mesh.link(b, a)
+        mesh.run(lambda: received(b) >= 4 * MiB)
+        mesh.change(a, "big.bin", None)
+        mesh.settle(a, b)
+        self.assertFalse(os.path.exists(os.path.join(b.share_dir, "big.bin")))
         self.assertEqual(partials(b), set())
 
     def test_copy_of_a_big_file_moves_no_bytes(self):

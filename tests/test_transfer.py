@@ -17,6 +17,7 @@ import stat
 import struct
 import unicodedata
 
+import attrs
 from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -601,6 +602,24 @@ class UploadSchedulerTests(SynchronousTestCase):
         up = Upload(transfer=transfer, fd=fd, entry=entry, position=position)
         self.addCleanup(up.close)
         return up, path
+
+    def test_an_upload_keeps_no_block_list(self):
+        """
+        An upload checks a file's size, mtime and hash, never its block
+        list, and does not hold one (hundreds of block GETs in flight each
+        held a copy of up to 128 KiB).
+        """
+        data = b"x" * 100
+        up, _ = self.upload(1, data)
+        listed = attrs.evolve(up.entry, blocks=b"\x01" * 64)
+        block = Upload(transfer=2, fd=os.dup(up.fd), entry=listed, position=0, end=50,
+                       block="ab" * 32)
+        self.addCleanup(block.close)
+        self.assertEqual(block.entry.blocks, b"")
+        self.assertEqual((block.entry.path, block.entry.size, block.entry.mtime_ns,
+                          block.entry.hash), (up.entry.path, 100, up.entry.mtime_ns,
+                                              up.entry.hash))
+        self.assertTrue(block.unchanged())
 
     def frames(self):
         return parse_data(self.proto.transport.value())
