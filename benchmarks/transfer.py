@@ -1,191 +1,50 @@
 """
-Transfer benchmark: two real p2pshare nodes on loopback, against a raw
-socket copy of the same bytes measured in the same run.
+Transfer benchmark (issue 13): p2ptwisted against what a user would use
+instead, on the same bytes, in one run of alternating rounds.
 
     python benchmarks/transfer.py [--size-mib 1024] [--files 10000] [--runs 3]
+    python benchmarks/transfer.py --baseline-tree ../base     # also an older tree
 
-(a) one large file (default 1 GiB), between nodes with TLS (the default)
-and with --no-tls, and (b) many small files (default 10,000 of 4 KiB,
-with TLS) move from node A to node B.  The baseline is a plain
-Python socket copy: C{socket.sendfile} on one side, C{recv_into} on the
-other, written to disk.  Reported: MB/s, the ratio to the raw copy, files
-per second, and each node's peak RSS (VmHWM).  Each node is a separate
-C{twistd -n p2pshare} process, so the two sides use separate cores, as on
-two machines.  Timing runs from the moment B logs its connection to A until
-B logs the last file as verified.
+Each round runs every case once, in an order that rotates from round to
+round (the case that follows another's heavy disk writes is not always the
+same one), with a sync before each.  Cases:
+
+- raw: a plain socket copy of the big file (sendfile -> recv_into -> write,
+  fsync), the yardstick.
+- curl: curl from ``python -m http.server`` (plaintext, unverified).
+- rsync: the rsync daemon (``rsync -a --fsync``, plaintext).
+- TLS / plaintext: two ``twistd -n p2pshare`` nodes (the default, and
+  ``--no-tls``), started and in step; the big file is renamed into A's
+  share, and timed until B logs it verified (after fsync); also from the
+  moment its first bytes land in B's share, and the seconds from the drop
+  to that first byte.  Then a 4 KiB file is dropped: seconds until B has it.
+- small files: a tree of N files of 4 KiB (default 10,000) with the rsync
+  daemon, and dropped into a TLS node's share; files per second.
+
+Reported: medians, and per-round ratios to the raw copy (MB/s) or to rsync
+(files/s), medians of those; each node's peak RSS (VmHWM).  curl and rsync
+are skipped with the reason where they are not installed (Debian:
+``apt-get install -y curl rsync``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
+from typing import Callable, Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+sys.path.insert(0, HERE)
 
-RAW_RECEIVER = r"""
-import os, socket, sys
-srv = socket.socket()
-srv.bind(("127.0.0.1", 0))
-srv.listen(1)
-print(srv.getsockname()[1], flush=True)
-conn, _ = srv.accept()
-buf = bytearray(1 << 20)
-view = memoryview(buf)
-with open(sys.argv[1], "wb") as f:
-    while True:
-        n = conn.recv_into(buf)
-        if not n:
-            break
-        f.write(view[:n])
-    f.flush()
-    os.fsync(f.fileno())
-"""
+from baselines import HttpServer, RsyncDaemon, raw_copy  # noqa: E402
+from benchnodes import Pair  # noqa: E402
 
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def raw_copy(path: str, workdir: str) -> float:
-    """
-    Seconds to copy C{path} over loopback with sendfile -> recv_into -> disk.
-    """
-    out = os.path.join(workdir, "raw.out")
-    receiver = subprocess.Popen([sys.executable, "-c", RAW_RECEIVER, out],
-                                stdout=subprocess.PIPE, text=True)
-    port = int(receiver.stdout.readline())
-    start = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port)) as s, open(path, "rb") as f:
-        s.sendfile(f)
-    receiver.wait()
-    elapsed = time.perf_counter() - start
-    os.unlink(out)
-    return elapsed
-
-
-class Node:
-    """
-    A twistd p2pshare process whose log lines are read as they arrive.
-    """
-
-    def __init__(self, name, share, port, peers=(), extra=(), tree=None):
-        args = [sys.executable, TWISTD, "-n", "--pidfile=", "p2pshare",
-                "--port", f"tcp:{port}:interface=127.0.0.1", "--share", share, "--no-discover",
-                "--name", name, *extra]
-        for peer in peers:
-            args += ["--peer", peer]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if tree is not None:  # the code of another tree (a baseline), not the installed one
-            env["PYTHONPATH"] = tree
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env, cwd=share)
-        self.lines = []
-        self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            with self.cond:
-                self.lines.append((time.perf_counter(), line.rstrip("\n")))
-                self.cond.notify_all()
-
-    def wait_for(self, pattern, count=1, timeout=600.0):
-        """
-        Wait until C{count} lines match; return the time the last arrived.
-        """
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                hits = [t for t, line in self.lines if regex.search(line)]
-                if len(hits) >= count:
-                    return hits[count - 1]
-                if self.proc.poll() is not None:
-                    raise RuntimeError("node exited:\n" + "\n".join(l for _, l in self.lines[-20:]))
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(pattern)
-                self.cond.wait(min(left, 1.0))
-
-    def wait_total(self, pattern, total, timeout=600.0):
-        """
-        Wait until the numbers the matching lines carry add up to C{total}
-        (a node may come in step more than once on the way); return the
-        time the last one arrived.
-        """
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                hits = [(t, int(m.group(1))) for t, line in self.lines
-                        for m in [regex.search(line)] if m]
-                if sum(n for _, n in hits) >= total:
-                    return hits[-1][0]
-                if self.proc.poll() is not None:
-                    raise RuntimeError("node exited:\n" + "\n".join(l for _, l in self.lines[-20:]))
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(pattern)
-                self.cond.wait(min(left, 1.0))
-
-    def peak_rss_mib(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def node_transfer(source_dir: str, workdir: str, expect: int, extra=(), tree=None):
-    """
-    Move everything in C{source_dir} from a node A to a fresh node B.
-
-    Returns (seconds, peak RSS of A, peak RSS of B).
-    """
-    dest = os.path.join(workdir, "dest")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.makedirs(dest)
-    state_a = os.path.join(workdir, "state-a")
-    a_port, b_port = free_port(), free_port()
-    shutil.rmtree(state_a, ignore_errors=True)  # (each run from scratch, whichever tree)
-    a = Node("A", source_dir, a_port, extra=("--state", state_a, *extra), tree=tree)
-    b = None
-    try:
-        a.wait_for(r"first scan: ")
-        b = Node("B", dest, b_port, peers=[f"127.0.0.1:{a_port}"], extra=extra, tree=tree)
-        start = b.wait_for(r"connected to A ")
-        end = b.wait_total(r"in step with peers: applied \d+ changes, fetched (\d+) files", expect)
-        return end - start, a.peak_rss_mib(), b.peak_rss_mib()
-    finally:
-        for node in (b, a):
-            if node is not None:
-                node.stop()
-        shutil.rmtree(dest, ignore_errors=True)
+MB = 1e6
 
 
 def make_big(path: str, size: int) -> None:
@@ -198,11 +57,10 @@ def make_big(path: str, size: int) -> None:
 
 
 def make_small(directory: str, count: int, size: int) -> None:
-    if os.path.isdir(directory) and len(os.listdir(directory)) >= min(count, 100):
-        existing = sum(len(files) for _, _, files in os.walk(directory))
-        if existing == count:
+    if os.path.isdir(directory):
+        if sum(len(files) for _, _, files in os.walk(directory)) == count:
             return
-    shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(directory)
     for i in range(count):
         sub = os.path.join(directory, f"d{i // 1000:02d}")
         os.makedirs(sub, exist_ok=True)
@@ -210,73 +68,192 @@ def make_small(directory: str, count: int, size: int) -> None:
             f.write(os.urandom(size))
 
 
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.workdir = args.workdir or tempfile.mkdtemp(prefix="p2pbench-")
+        self.data = os.path.join(self.workdir, "data")
+        self.stage = os.path.join(self.workdir, "stage")
+        os.makedirs(self.data, exist_ok=True)
+        self.size = args.size_mib << 20
+        self.big = os.path.join(self.data, "big.bin")
+        self.tiny = os.path.join(self.data, "tiny.bin")
+        self.small = os.path.join(self.data, "small")
+        print(f"preparing data in {self.workdir} ...", flush=True)
+        make_big(self.big, self.size)
+        make_big(self.tiny, 4096)
+        if args.files:
+            make_small(self.small, args.files, args.file_kib << 10)
+        self.results: Dict[str, List[float]] = {}
+        self.rss: Dict[str, float] = {}
+        self.http = HttpServer(self.data)
+        self.rsync = RsyncDaemon(self.workdir, {"data": self.data})
+
+    def note(self, key: str, value: float) -> None:
+        self.results.setdefault(key, []).append(value)
+
+    def staged(self, source: str, name: str) -> str:
+        """
+        A hard-linked copy of C{source} to drop into a share: the share gets
+        a fresh name whose data is already on disk, as a user's ``mv``.
+        """
+        shutil.rmtree(self.stage, ignore_errors=True)
+        os.makedirs(self.stage)
+        target = os.path.join(self.stage, name)
+        if os.path.isdir(source):
+            subprocess.run(["cp", "-al", source, target], check=True)
+        else:
+            os.link(source, target)
+        return target
+
+    # -- cases -------------------------------------------------------------------------
+
+    def raw(self, _round: int) -> str:
+        seconds = raw_copy(self.big, self.workdir)
+        self.note("raw", self.size / seconds / MB)
+        return f"raw {self.size / seconds / MB:.0f} MB/s"
+
+    def curl(self, _round: int) -> str:
+        seconds = self.http.fetch("big.bin", os.path.join(self.workdir, "curl.out"))
+        self.note("curl", self.size / seconds / MB)
+        return f"curl {self.size / seconds / MB:.0f} MB/s"
+
+    def rsync_big(self, _round: int) -> str:
+        seconds = self.rsync.fetch("data/big.bin", os.path.join(self.workdir, "rsync.out"))
+        self.note("rsync", self.size / seconds / MB)
+        return f"rsync {self.size / seconds / MB:.0f} MB/s"
+
+    def rsync_small(self, _round: int) -> str:
+        seconds = self.rsync.fetch("data/small/", os.path.join(self.workdir, "rsync-small"))
+        self.note("rsync files/s", self.args.files / seconds)
+        return f"rsync small {self.args.files / seconds:.0f} files/s"
+
+    def node_case(self, label: str, extra=(), tree=None) -> Callable[[int], str]:
+        def case(_round: int) -> str:
+            pair = Pair(self.workdir, extra=extra, tree=tree)
+            try:
+                first, total, after_first = pair.drop(self.staged(self.big, "big.bin"), 1)
+                _, tiny, _ = pair.drop(self.staged(self.tiny, "tiny.bin"), 1)
+            finally:
+                pair.stop()
+            self.rss[label] = max(self.rss.get(label, 0.0), pair.peak_rss_mib())
+            self.note(label, self.size / total / MB)
+            self.note(label + " from first byte", self.size / after_first / MB)
+            self.note(label + " first byte s", first)
+            self.note(label + " 4 KiB file s", tiny)
+            return (f"{label} {self.size / total / MB:.0f} MB/s (first byte after {first:.2f} s;"
+                    f" 4 KiB file {tiny:.2f} s)")
+        return case
+
+    def node_small(self, _round: int) -> str:
+        pair = Pair(self.workdir)
+        try:
+            _, total, _ = pair.drop(self.staged(self.small, "small"), self.args.files)
+        finally:
+            pair.stop()
+        self.rss["TLS, small files"] = max(self.rss.get("TLS, small files", 0.0),
+                                           pair.peak_rss_mib())
+        self.note("TLS files/s", self.args.files / total)
+        return f"TLS small {self.args.files / total:.0f} files/s"
+
+    def cases(self) -> Dict[str, Callable[[int], str]]:
+        cases: Dict[str, Callable[[int], str]] = {"raw": self.raw}
+        if not self.http.reason:
+            cases["curl"] = self.curl
+        if not self.rsync.reason:
+            cases["rsync"] = self.rsync_big
+        cases["TLS"] = self.node_case("TLS")
+        cases["plaintext"] = self.node_case("plaintext", ("--no-tls",))
+        if self.args.baseline_tree:
+            base = os.path.abspath(self.args.baseline_tree)
+            cases["TLS, baseline"] = self.node_case("TLS, baseline", tree=base)
+            cases["plaintext, baseline"] = self.node_case("plaintext, baseline", ("--no-tls",),
+                                                          tree=base)
+        if self.args.files:
+            if not self.rsync.reason:
+                cases["rsync small"] = self.rsync_small
+            cases["TLS small"] = self.node_small
+        return cases
+
+    def run(self) -> None:
+        for reason in (self.http.reason, self.rsync.reason):
+            if reason:
+                print(f"skipped: {reason}", flush=True)
+        cases = list(self.cases().items())
+        for r in range(self.args.runs):
+            shift = r % len(cases)
+            line = []
+            for _, case in cases[shift:] + cases[:shift]:
+                os.sync()  # so writeback from the case before does not slow this one
+                line.append(case(r))
+            print(f"  round {r + 1}: " + "; ".join(line), flush=True)
+
+    # -- report ------------------------------------------------------------------------
+
+    def median(self, key: str) -> float:
+        return statistics.median(self.results[key])
+
+    def ratio(self, key: str, base: str) -> float:
+        """The median of the per-round ratios of C{key} to C{base}."""
+        return statistics.median(a / b for a, b in zip(self.results[key], self.results[base]))
+
+    def report(self) -> None:
+        runs = self.args.runs
+        print(f"\n| figure (median of {runs} rounds) | value | ratio | target |")
+        print("| --- | --- | --- | --- |")
+        print(f"| raw copy, {self.args.size_mib} MiB | {self.median('raw'):.0f} MB/s | 1.00 | |")
+        targets = {"TLS": ">= 0.85", "plaintext": ">= 0.95"}
+        for key in ("curl", "rsync", "TLS", "TLS from first byte", "plaintext",
+                    "plaintext from first byte", "TLS, baseline", "plaintext, baseline"):
+            if key in self.results:
+                print(f"| {key} | {self.median(key):.0f} MB/s | {self.ratio(key, 'raw'):.2f}"
+                      f" | {targets.get(key, '')} |")
+        for key in ("TLS", "plaintext"):
+            if key + ", baseline" in self.results:
+                print(f"| {key}: this tree / the baseline | | "
+                      f"{self.ratio(key, key + ', baseline'):.2f} | |")
+        for key in ("TLS", "plaintext"):
+            print(f"| {key}: drop to first byte | {self.median(key + ' first byte s'):.2f} s"
+                  f" | | {'<= 0.3 s' if key == 'TLS' else ''} |")
+            print(f"| {key}: 4 KiB file, drop to verified | "
+                  f"{self.median(key + ' 4 KiB file s'):.2f} s | | |")
+        if "TLS files/s" in self.results:
+            files = f"{self.args.files} x {self.args.file_kib} KiB"
+            if "rsync files/s" in self.results:
+                print(f"| rsync, {files} | {self.median('rsync files/s'):.0f} files/s | 1.00 | |")
+                ratio = f"{self.ratio('TLS files/s', 'rsync files/s'):.2f}"
+            else:
+                ratio = "(no rsync)"
+            print(f"| TLS, {files} | {self.median('TLS files/s'):.0f} files/s | {ratio}"
+                  " | >= 1.5 |")
+        print("| peak RSS per node | " + ", ".join(f"{k} {v:.0f} MiB" for k, v in self.rss.items())
+              + " | | <= 64 MiB |", flush=True)
+
+    def close(self) -> None:
+        self.http.stop()
+        self.rsync.stop()
+        if not self.args.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--files", type=int, default=10000)
+    parser.add_argument("--size-mib", type=int, default=1024, help="the big file's size")
+    parser.add_argument("--files", type=int, default=10000, help="small files (0: none)")
     parser.add_argument("--file-kib", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=3,
-                        help="runs of (a), alternating with the raw copy; medians are reported")
+    parser.add_argument("--runs", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--baseline-tree", default=None,
-                        help="also run (a) with the code of this tree (a git worktree of an"
-                             " earlier commit), in the same rounds, and report the ratio")
+                        help="also run the node cases with the code of this tree (a git"
+                             " worktree of an earlier commit), and report the ratio")
     parser.add_argument("--workdir", default=None,
                         help="where to keep the generated data (reused between runs)")
     args = parser.parse_args(argv)
-
-    workdir = args.workdir or tempfile.mkdtemp(prefix="p2pbench-")
-    os.makedirs(workdir, exist_ok=True)
-    big_dir = os.path.join(workdir, "big")
-    os.makedirs(big_dir, exist_ok=True)
-    size = args.size_mib * 1024 * 1024
-    big = os.path.join(big_dir, "big.bin")
-    small_dir = os.path.join(workdir, "small")
-    print(f"preparing data in {workdir} ...", flush=True)
-    make_big(big, size)
-    if args.files:
-        make_small(small_dir, args.files, args.file_kib * 1024)
-
-    modes = {"TLS": (), "plaintext": ("--no-tls",)}
-    trees = {mode: None for mode in modes}
-    if args.baseline_tree:
-        base = os.path.abspath(args.baseline_tree)
-        modes.update({"TLS, baseline": (), "plaintext, baseline": ("--no-tls",)})
-        trees.update({"TLS, baseline": base, "plaintext, baseline": base})
-    raws, rss = [], {}
-    nodes = {mode: [] for mode in modes}
-    for run in range(args.runs):
-        line = []
-        os.sync()  # so writeback from earlier runs does not slow this one
-        raws.append(raw_copy(big, workdir))
-        line.append(f"raw copy {size / raws[-1] / 1e6:.0f} MB/s")
-        for mode, extra in modes.items():
-            os.sync()
-            seconds, rss_a, rss_b = node_transfer(big_dir, workdir, expect=1, extra=extra,
-                                                  tree=trees[mode])
-            nodes[mode].append(seconds)
-            rss[mode] = max(rss.get(mode, 0.0), rss_a, rss_b)
-            line.append(f"{mode} {size / seconds / 1e6:.0f} MB/s")
-        print(f"  run {run + 1}: " + ", ".join(line), flush=True)
-    raw_mbs = size / statistics.median(raws) / 1e6
-    print(f"(a) {args.size_mib} MiB file, median of {args.runs}: raw copy {raw_mbs:.0f} MB/s",
-          flush=True)
-    for mode in modes:
-        node_mbs = size / statistics.median(nodes[mode]) / 1e6
-        print(f"    p2pshare, {mode}: {node_mbs:.0f} MB/s, ratio {node_mbs / raw_mbs:.2f}",
-              flush=True)
-    if args.baseline_tree:
-        for mode in ("TLS", "plaintext"):
-            ratio = statistics.median(nodes[mode + ", baseline"]) / statistics.median(nodes[mode])
-            print(f"    {mode}: this tree's speed / the baseline's: {ratio:.2f}", flush=True)
-    print("    peak RSS per node at most: " + ", ".join(f"{mode} {peak:.0f} MiB"
-                                                   for mode, peak in rss.items()), flush=True)
-    if args.files:
-        os.sync()
-        secs, rss_a, rss_b = node_transfer(small_dir, workdir, expect=args.files)
-        print(f"(b) {args.files} files of {args.file_kib} KiB: {args.files / secs:.0f} files/s"
-              f" ({secs:.1f}s); peak RSS A {rss_a:.0f} MiB, B {rss_b:.0f} MiB", flush=True)
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
+    bench = Bench(args)
+    try:
+        bench.run()
+        bench.report()
+    finally:
+        bench.close()
     return 0
 
 
