@@ -37,8 +37,15 @@ except ImportError:  # not Linux: poll
 RESCAN_WITH_INOTIFY = 300.0
 RESCAN_WITHOUT_INOTIFY = 10.0
 
-#: Changes are gathered this long before a rescan.
+#: Changes are gathered this long before a rescan ...
 SETTLE = 1.0
+
+#: ... or only this long while every change seen is a finished one: a file
+#: closed after writing or moved in, a deletion, a rename, a new directory.
+#: A file dropped into the share then starts on its way at once (the
+#: scanner's own rule still waits for a file written less than a second
+#: ago: see p2ptwisted.core.scan.classify).
+SETTLE_DONE = 0.05
 
 #: Changed paths remembered between rescans; past this, just rescan.
 MAX_PATHS = 10000
@@ -53,6 +60,9 @@ if inotify is not None:
     # we must tell "gone already" from "refused" (the watch limit).
     _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     _libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    # Events that leave a path finished: anything but a file created (it is
+    # being written until its IN_CLOSE_WRITE).
+    _UNFINISHED = inotify.IN_CREATE
 
 
 if TYPE_CHECKING or inotify is not None:
@@ -129,6 +139,7 @@ class ShareWatcher:
         self._loop: Optional[LoopingCall] = None
         self._pending = None
         self._paths: set = set()
+        self._unfinished: set = set()  # files created and not yet closed
 
     def start(self) -> None:
         self._loop = LoopingCall(self._periodic)
@@ -178,7 +189,9 @@ class ShareWatcher:
                     mask & inotify.IN_ATTRIB and relative in self._unreadable):
                 self._unreadable.discard(relative)
                 self._watch_tree(relative, report=True)
-        self._note(relative)
+            self._note(relative)
+            return
+        self._note(relative, finished=not mask & _UNFINISHED)
 
     def _watch_tree(self, relative: str, report: bool) -> None:
         """
@@ -297,13 +310,26 @@ class ShareWatcher:
             self._loop.reset()
             self._note(None)
 
-    def _note(self, relative: Optional[str]) -> None:
-        """Remember a changed path (C{None}: anything), and settle soon."""
+    def _note(self, relative: Optional[str], finished: bool = True) -> None:
+        """
+        Remember a changed path (C{None}: anything), and settle soon: in
+        L{SETTLE_DONE} if every file created since the last rescan has been
+        closed, else in L{SETTLE}.  A rescan already due is never put off.
+        """
         self._paths.add(relative if len(self._paths) < MAX_PATHS else None)
-        if self._pending is None or not self._pending.active():
-            self._pending = self.reactor.callLater(SETTLE, self._settled)
+        if finished:
+            self._unfinished.discard(relative)
+        elif len(self._unfinished) < MAX_PATHS:
+            self._unfinished.add(relative)
+        delay = SETTLE if self._unfinished or relative is None else SETTLE_DONE
+        pending = self._pending
+        if pending is None or not pending.active():
+            self._pending = self.reactor.callLater(delay, self._settled)
+        elif pending.getTime() > self.reactor.seconds() + delay:
+            pending.reset(delay)
 
     def _settled(self) -> None:
+        self._unfinished.clear()
         paths, self._paths = self._paths, set()
         if None not in paths and all(self.known(p) for p in paths):
             return

@@ -103,6 +103,28 @@ class HasherTests(SynchronousTestCase):
         self.assertEqual(got, listed(data))
         self.assertEqual(len(digests(got)), block_count(size) if has_list(size) else 0)
 
+    def test_hash_file_of_a_big_file(self):
+        """
+        A big file's content hash is computed on a second thread while its
+        block list is computed here: the same results, read in many turns
+        (through both buffers), from where the descriptor stands.
+        """
+        from p2ptwisted import hashing
+        self.patch(hashing, "PARALLEL_MIN", 1)
+        self.patch(hashing, "HASH_READ", 7 * 1024 + 3)
+        path = self.mktemp()
+        data = os.urandom(5 * MIN_BLOCK + 10)
+        with open(path, "wb") as f:
+            f.write(b"skipped" + data)
+        fd = os.open(path, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        os.lseek(fd, 7, os.SEEK_SET)
+        self.assertEqual(hash_file(fd, len(data)), (blake3(data).hexdigest(), listed(data)))
+        os.lseek(fd, 7, os.SEEK_SET)
+        self.assertEqual(hash_file(fd, -1), (blake3(data).hexdigest(), b""))
+        os.lseek(fd, 7, os.SEEK_SET)
+        self.assertRaises(hashing.ScanStopped, hash_file, fd, len(data), lambda: True)
+
     def test_hash_file_reads_once(self):
         path = self.mktemp()
         data = os.urandom(3 * MIN_BLOCK + 10)

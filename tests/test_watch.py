@@ -303,6 +303,33 @@ class InotifyTests(TestCase):
         self.write("f")
         await d
 
+    async def test_a_finished_file_is_scanned_at_once(self):
+        """
+        A file being written (created, still open) is given the full
+        settling time; once it is closed, the rescan comes at once.  A file
+        moved in is finished from the start.
+        """
+        self.patch(watch, "SETTLE", 60.0)
+        self.patch(watch, "SETTLE_DONE", 0.01)
+        recording = _Recording(reactor)
+        self.start(reactor=recording)
+        scheduled = recording.expect()
+        f = open(self.path("f"), "wb")
+        self.addCleanup(f.close)
+        f.write(b"partly")
+        f.flush()
+        call = await scheduled
+        self.assertGreater(call.getTime() - reactor.seconds(), 30)
+        d = self.rescan_for("f")
+        f.close()
+        await d
+        outside = os.path.abspath(self.mktemp())
+        with open(outside, "wb") as g:
+            g.write(b"whole")
+        d = self.rescan_for("moved")
+        os.rename(outside, self.path("moved"))
+        await d
+
     async def test_stop(self):
         """
         stop() cancels the pending rescan and the periodic one, and closes
@@ -311,6 +338,7 @@ class InotifyTests(TestCase):
         delayed calls or readers behind.)
         """
         self.patch(watch, "SETTLE", 60.0)
+        self.patch(watch, "SETTLE_DONE", 60.0)
         recording = _Recording(reactor)
         self.start(reactor=recording)
         scheduled = recording.expect()
