@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 import unicodedata
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -211,12 +211,13 @@ class Folder:
 
     # -- the disk --------------------------------------------------------------------
 
-    def rescan(self) -> Deferred:
+    def rescan(self, finished: FrozenSet[str] = frozenset()) -> Deferred:
         """
         Scan now; fires with the number of local changes recorded (0 if
-        the scan failed, which is logged, or was stopped).
+        the scan failed, which is logged, or was stopped).  C{finished}:
+        see L{LocalScans.rescan}.
         """
-        return self.sync.rescan().addErrback(self._scan_failed)
+        return self.sync.rescan(finished).addErrback(self._scan_failed)
 
     def _scan_failed(self, failure) -> int:
         if not failure.check(ScanStopped):

@@ -11,7 +11,7 @@ must come out neither as a deletion nor, with its old bytes, as an edit.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Set
+from typing import Callable, FrozenSet, List, Optional, Set
 
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
@@ -58,6 +58,7 @@ class LocalScans:
         self._skipped: tuple = ()  # the last scan's skipped names, logged once
         self._scanning: Optional[Deferred] = None
         self._next_waiters: List[Deferred] = []
+        self._next_finished: Set[str] = set()  # (for the scan after this one)
         self._again_call = None
         self._scan_started = 0.0
         self._scan_sequence = 0
@@ -69,24 +70,29 @@ class LocalScans:
     def now_ns(self) -> int:
         return int(self.clock.seconds() * 1e9)
 
-    def rescan(self) -> Deferred:
+    def rescan(self, finished: FrozenSet[str] = frozenset()) -> Deferred:
         """
         Scan the share (in a thread) and record what changed; fires with
         the number of local changes recorded.  Asked while a scan runs, it
         scans once more after that one (however often it is asked), and
         fires when that one is done: a caller that just changed the disk
         gets a scan that saw its change.
+
+        @param finished: files known to be written whole (closed after
+            writing, or moved in): hashed at once, however new their mtime.
         """
         d: Deferred[int] = Deferred()
         if self.stopped:
             d.callback(0)
             return d
         if self._scanning is not None:
+            self._next_finished |= finished
             self._next_waiters.append(d)
             return d
         self._scan_started = self.clock.seconds()
         self._scan_sequence = self.engine.index.sequence
-        self._scanning = running = self.run_blocking(self.scanner.scan, self.now_ns())
+        self._scanning = running = self.run_blocking(self.scanner.scan, self.now_ns(),
+                                                     finished)
         running.addCallback(self._scanned)
         running.addBoth(self._scan_ended, d)
         return d
@@ -179,8 +185,9 @@ class LocalScans:
     def _scan_ended(self, result, d: Deferred):
         self._scanning = None
         waiters, self._next_waiters = self._next_waiters, []
+        finished, self._next_finished = frozenset(self._next_finished), set()
         if waiters:
-            again = fail(ScanStopped()) if self.stopped else self.rescan()
+            again = fail(ScanStopped()) if self.stopped else self.rescan(finished)
             again.addBoth(_fire_all, waiters)
         _fire_all(result, [d])
         return None

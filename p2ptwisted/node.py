@@ -215,8 +215,10 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         self._dialer.clock = self.clock
         self._dialer.start(DIAL_TICK, now=True)
         if self._watch:
-            self._watcher = ShareWatcher(self.reactor, self.share_dir, self.rescan,
-                                         known=self.folder.is_current)
+            folder = self.folder
+            self._watcher = watcher = ShareWatcher(
+                self.reactor, self.share_dir, lambda: folder.rescan(watcher.finished),
+                known=folder.is_current)
             self._watcher.start()
         self.folder.start()
 

@@ -21,14 +21,16 @@ from __future__ import annotations
 import os
 import stat as stat_module
 import unicodedata
-from typing import Any, Callable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, FrozenSet, List, Optional, Set, Tuple, Union
 
 import attrs
 
 from p2ptwisted import wire
 from p2ptwisted.core.ignore import IGNORE_FILE, MAX_IGNORE_BYTES, IgnoreError, IgnoreRules
 from p2ptwisted.core.index import DIR, FILE, IndexStore, Observed
-from p2ptwisted.core.scan import HASH, META, WAIT, Stat, classify, look_again_at
+from p2ptwisted.core.scan import (
+    DEFAULT_QUIET_NS, HASH, META, WAIT, Stat, classify, look_again_at,
+)
 from p2ptwisted.hashing import ScanStopped, ShareError, hash_file, open_regular
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -75,6 +77,7 @@ class Scanner:
         self.rules = IgnoreRules.parse("")
         self._fixed = ignored
         self.stopped = stopped
+        self.finished: FrozenSet[str] = frozenset()  # (see scan)
 
     def ignored(self, path: str, is_dir: bool = False) -> bool:
         """
@@ -115,11 +118,14 @@ class Scanner:
             return str(e)
         return None
 
-    def scan(self, now_ns: int) -> ScanReport:
+    def scan(self, now_ns: int, finished: FrozenSet[str] = frozenset()) -> ScanReport:
         """
         Walk the share.  Runs in a thread: the index is read through a
         connection of its own (L{p2ptwisted.store.SqliteStore.reader}).
+        Files in C{finished} (closed after writing, or moved in, as inotify
+        told) are hashed even if written less than a second ago.
         """
+        self.finished = finished
         opened = getattr(self.store, "reader", None)
         reading: Any = opened() if opened is not None else self.store
         try:
@@ -210,7 +216,8 @@ class Scanner:
 
     def _file(self, dir_fd, name, path, found, now_ns, report, seen) -> None:
         entry = self.index.get(path)
-        verdict = classify(found, entry, now_ns)
+        verdict = classify(found, entry, now_ns,
+                           0 if path in self.finished else DEFAULT_QUIET_NS)
         perms = found.mode & 0o777
         if verdict == META:
             assert entry is not None  # (META: a known file whose bits changed)

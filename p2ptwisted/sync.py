@@ -24,7 +24,7 @@ How one action is applied (L{FolderSync._apply_blocking}):
 
 from __future__ import annotations
 
-from typing import Callable, List, Set
+from typing import Callable, FrozenSet, List, Set
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -106,8 +106,8 @@ class FolderSync:
 
     # -- scanning (L{LocalScans}) ---------------------------------------------------
 
-    def rescan(self) -> Deferred:
-        return self.scans.rescan()
+    def rescan(self, finished: FrozenSet[str] = frozenset()) -> Deferred:
+        return self.scans.rescan(finished)
 
     @property
     def scanning(self) -> bool:

@@ -63,6 +63,8 @@ if inotify is not None:
     # Events that leave a path finished: anything but a file created (it is
     # being written until its IN_CLOSE_WRITE).
     _UNFINISHED = inotify.IN_CREATE
+    # Events after which a file is whole: written and closed, or moved in.
+    _WHOLE = inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO
 
 
 if TYPE_CHECKING or inotify is not None:
@@ -140,6 +142,11 @@ class ShareWatcher:
         self._pending = None
         self._paths: set = set()
         self._unfinished: set = set()  # files created and not yet closed
+        self._whole: set = set()  # files closed after writing or moved in, since
+        #: While C{rescan} runs: the files among C{changed} known to be whole
+        #: (closed after writing, or moved in), which need not wait for their
+        #: mtime to age (see L{p2ptwisted.scanner.Scanner.scan}).
+        self.finished: frozenset = frozenset()
 
     def start(self) -> None:
         self._loop = LoopingCall(self._periodic)
@@ -191,6 +198,10 @@ class ShareWatcher:
                 self._watch_tree(relative, report=True)
             self._note(relative)
             return
+        if mask & _WHOLE and len(self._whole) < MAX_PATHS:
+            self._whole.add(relative)
+        else:
+            self._whole.discard(relative)
         self._note(relative, finished=not mask & _UNFINISHED)
 
     def _watch_tree(self, relative: str, report: bool) -> None:
@@ -330,6 +341,7 @@ class ShareWatcher:
 
     def _settled(self) -> None:
         self._unfinished.clear()
+        self.finished, self._whole = frozenset(self._whole), set()
         paths, self._paths = self._paths, set()
         if None not in paths and all(self.known(p) for p in paths):
             return
@@ -337,7 +349,7 @@ class ShareWatcher:
         self.rescan()
 
     def _periodic(self):
-        self.changed = None
+        self.changed, self.finished = None, frozenset()
         return self.rescan()  # the loop waits for a Deferred
 
     def stop(self) -> None:

@@ -128,6 +128,17 @@ class ScannerTests(SynchronousTestCase):
         report = self.scan(now=report.recheck_at)
         self.assertEqual([o.path for o in report.changed], ["big.iso"])
 
+    def test_file_known_whole_is_hashed_at_once(self):
+        """
+        A file inotify saw closed after writing (or moved in) is hashed
+        however new its mtime; the others still wait.
+        """
+        self.write("saved.txt", b"all of it", mtime=NOW - S // 10)
+        self.write("d/writing.log", b"part", mtime=NOW - S // 10)
+        report = self.scanner.scan(NOW, frozenset(["saved.txt"]))
+        self.assertEqual([o.path for o in report.changed if o.kind == "file"], ["saved.txt"])
+        self.assertEqual(report.recheck_at, NOW - S // 10 + S)
+
     def test_edit_in_progress_is_not_a_delete(self):
         self.write("a.txt")
         self.scan()

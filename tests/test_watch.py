@@ -73,6 +73,7 @@ class InotifyTests(TestCase):
         os.makedirs(self.root)
         self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.changes = []  # the changed paths of each rescan so far
+        self.finished = []  # and the files among them known to be whole
         self._waiting = None  # (wanted path, Deferred)
         self.watcher = None
 
@@ -86,6 +87,7 @@ class InotifyTests(TestCase):
     def rescanned(self):
         changed = self.watcher.changed
         self.changes.append(changed)
+        self.finished.append(self.watcher.finished)
         if self._waiting is not None:
             wanted, d = self._waiting
             if (changed is None) if wanted is None else (changed is not None and wanted in changed):
@@ -323,12 +325,20 @@ class InotifyTests(TestCase):
         d = self.rescan_for("f")
         f.close()
         await d
+        self.assertEqual(self.finished[-1], frozenset(["f"]))
         outside = os.path.abspath(self.mktemp())
         with open(outside, "wb") as g:
             g.write(b"whole")
         d = self.rescan_for("moved")
         os.rename(outside, self.path("moved"))
         await d
+        self.assertEqual(self.finished[-1], frozenset(["moved"]))
+        # Touched (its bits changed) after it was closed: no longer known
+        # to be whole; the scanner's own rule decides.
+        d = self.rescan_for("f")
+        os.chmod(self.path("f"), 0o600)
+        await d
+        self.assertEqual(self.finished[-1], frozenset())
 
     async def test_stop(self):
         """
