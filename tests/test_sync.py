@@ -137,6 +137,18 @@ class TwoFolders(SynchronousTestCase):
 
 
 class FolderSyncTests(TwoFolders):
+    def test_a_file_known_whole_is_recorded_at_once(self):
+        """
+        A file written this instant waits for its mtime to age, unless the
+        scan is told it is whole (closed after writing, or moved in).
+        """
+        now = int(self.clock.seconds() * S)
+        self.a.write("new.txt", b"fresh", mtime=now)
+        self.a.sync.rescan()
+        self.assertIsNone(self.a.store.get("new.txt"))
+        self.a.sync.rescan(frozenset(["new.txt"]))
+        self.assertEqual(self.a.store.get("new.txt").size, 5)
+
     def test_new_file_arrives_with_mode_and_mtime(self):
         self.a.write("docs/secret.txt", b"hush", mode=0o600, mtime=(START - 60) * S)
         self.settle()
