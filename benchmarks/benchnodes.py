@@ -19,6 +19,7 @@ import time
 from typing import List, Optional, Tuple
 
 from baselines import free_port
+from labnodes import peak_rss_mib
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -82,14 +83,7 @@ class Node:
                 self.cond.wait(min(left, 1.0))
 
     def peak_rss_mib(self) -> float:
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return float("nan")
+        return peak_rss_mib(self.proc.pid)
 
     def stop(self):
         if self.proc.poll() is None:

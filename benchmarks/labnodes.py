@@ -67,6 +67,20 @@ def start_node(lab: Lab, i: int, share: str, state: str, log_path: str,
     return node
 
 
+
+def peak_rss_mib(pid: int) -> float:
+    """
+    VmHWM of process C{pid}: read while it runs (C{nan} once it has gone).
+    """
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
 class Node:
     """
     One node process; its log (stdout, so it never rotates) is read
@@ -113,17 +127,7 @@ class Node:
         return self.proc.poll() is None
 
     def peak_rss_mib(self) -> float:
-        """
-        VmHWM of the node: read while it runs (C{nan} once it has gone).
-        """
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return float("nan")
+        return peak_rss_mib(self.proc.pid)
 
     def tail(self, n: int = 15) -> str:
         self.poll(time.monotonic())

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from p2ptwisted import wire
 from p2ptwisted.identity import format_id
 from p2ptwisted.limits import buffer_share
-from p2ptwisted.protocol import PeerProtocol
+from p2ptwisted.protocol import PeerProtocol, set_buffer
 
 if TYPE_CHECKING:
     from p2ptwisted.folder import Folder
@@ -291,7 +291,7 @@ class ConnectionsMixin:
         """
         size = buffer_share(len(self.connections))
         for proto in self.connections.values():
-            proto.set_buffer(size)
+            set_buffer(proto, size)
 
     def _record_reach(self, proto: PeerProtocol) -> None:
         """

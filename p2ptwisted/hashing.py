@@ -13,7 +13,7 @@ import itertools
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Tuple
 
 from p2ptwisted import wire
 from p2ptwisted.core.blocks import block_size, has_list
@@ -32,7 +32,8 @@ HASH_READ = 2 << 20
 #: on the 2-core project machine, before its first byte can move.
 PARALLEL_MIN = 8 << 20
 
-_whole_worker: Optional[ThreadPoolExecutor] = None
+#: (its thread starts with the first big file)
+_whole_worker = ThreadPoolExecutor(1, thread_name_prefix="p2ptwisted-hash")
 
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -145,7 +146,7 @@ def hash_file(fd: int, size: int,
     @raise ScanStopped: if C{stopped()} became true.
     """
     hasher = BlockHasher(size)
-    if size < PARALLEL_MIN and os.fstat(fd).st_size < PARALLEL_MIN:
+    if os.fstat(fd).st_size < PARALLEL_MIN:
         while True:
             if stopped():
                 raise ScanStopped()
@@ -153,9 +154,6 @@ def hash_file(fd: int, size: int,
             if not chunk:
                 return hasher.result()
             hasher.update(chunk)
-    global _whole_worker
-    if _whole_worker is None:
-        _whole_worker = ThreadPoolExecutor(1, thread_name_prefix="p2ptwisted-hash")
     # Two buffers: one is read into while the other's bytes are hashed
     # whole on the worker (and into the block list here).
     buffers = [bytearray(HASH_READ), bytearray(HASH_READ)]

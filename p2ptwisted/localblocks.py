@@ -38,6 +38,16 @@ def local_plan(store, entry: Entry) -> Dict[int, list]:
             plan[i] = found
     return plan
 
+def replaced(store, entry: Entry) -> bool:
+    """
+    Whether a peer has another version of C{entry}'s file with a block list
+    (not a deletion): the download of C{entry}, gone from its sources, may
+    leave its blocks to that one's (L{BlockFile.keep_leftover}).
+    """
+    return any(e.live and e.hash != entry.hash and e.blocks
+               for e in store.remote_for(entry.path).values())
+
+
 def reuse(file: BlockFile, plan: Dict[int, list], disk) -> int:
     """
     Blocking: copy the planned blocks from our files; the bytes copied.

@@ -44,6 +44,17 @@ Handler = Callable[["PeerProtocol", Any], None]
 CLOSE_TIMEOUT = 10.0
 
 
+def set_buffer(proto: "PeerProtocol", size: int) -> None:
+    """
+    Read, write and buffer up to C{size} bytes on C{proto}'s socket (where
+    the transport has these settings: TLS, say, may not).
+    """
+    socket_transport = proto.transport.transport if proto.tls else proto.transport
+    for attribute in ("bufferSize", "SEND_LIMIT"):
+        if hasattr(socket_transport, attribute):
+            setattr(socket_transport, attribute, size)
+
+
 def _to_folder(part: str, name: str) -> Handler:
     """
     The handler that gives a frame to the folder's method C{name} (of its
@@ -136,21 +147,11 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
         buffered output; for bulk data that leaves the pipe idle between
         turns.  We raise all three to TRANSPORT_BUFFER (measured in
         benchmarks/transfer.py); the node lowers them when it has more
-        connections (L{set_buffer}).
+        connections (see L{set_buffer}).
         """
-        self.set_buffer(TRANSPORT_BUFFER)
+        set_buffer(self, TRANSPORT_BUFFER)
         self.scheduler = UploadScheduler(self, self.clock, limit=self.node.rate_limit)
         self.transport.registerProducer(self.scheduler, True)
-
-    def set_buffer(self, size: int) -> None:
-        """
-        Read, write and buffer up to C{size} bytes on the socket (where the
-        transport has these settings: TLS, say, may not).
-        """
-        socket_transport = self.transport.transport if self.tls else self.transport
-        for attribute in ("bufferSize", "SEND_LIMIT"):
-            if hasattr(socket_transport, attribute):
-                setattr(socket_transport, attribute, size)
 
     def when_lost(self) -> Deferred:
         """

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from p2ptwisted import wire
 from p2ptwisted.blockfile import BlockFile, publish_as
 from p2ptwisted.blockframes import BlockFrames, log_done
-from p2ptwisted.localblocks import local_plan, reuse, serve
+from p2ptwisted.localblocks import local_plan, replaced, reuse, serve
 from p2ptwisted.core.blocks import block_lengths, digest_at
 from p2ptwisted.core.scheduler import RUNS, BlockScheduler
 from p2ptwisted.downloads import TransferFailed, Want
@@ -371,18 +371,11 @@ class BlockDownload(BlockFrames):
         if self.file is not None:
             if not discard:
                 self.file.release()
-            elif self._replaced():
+            elif replaced(self.ctx.store, self.entry):
                 self.file.keep_leftover()
             else:
                 self.file.discard()
         self._end(why)
-
-    def _replaced(self) -> bool:
-        """
-        Whether a peer has a newer version of the file (not a deletion).
-        """
-        return any(e.live and e.hash != self.entry.hash and e.blocks
-                   for e in self.ctx.store.remote_for(self.entry.path).values())
 
     def cancel(self, why: TransferFailed) -> None:
         self._give_up(why)

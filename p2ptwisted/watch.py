@@ -42,9 +42,9 @@ SETTLE = 1.0
 
 #: ... or only this long while every change seen is a finished one: a file
 #: closed after writing or moved in, a deletion, a rename, a new directory.
-#: A file dropped into the share then starts on its way at once (the
-#: scanner's own rule still waits for a file written less than a second
-#: ago: see p2ptwisted.core.scan.classify).
+#: A file dropped into the share then starts on its way at once (and the
+#: files inotify saw closed or moved in are hashed however new their mtime:
+#: see L{ShareWatcher.finished}).
 SETTLE_DONE = 0.05
 
 #: Changed paths remembered between rescans; past this, just rescan.
@@ -142,7 +142,7 @@ class ShareWatcher:
         self._pending = None
         self._paths: set = set()
         self._unfinished: set = set()  # files created and not yet closed
-        self._whole: set = set()  # files closed after writing or moved in, since
+        self._whole: set = set()  # files closed or moved in since the last rescan
         #: While C{rescan} runs: the files among C{changed} known to be whole
         #: (closed after writing, or moved in), which need not wait for their
         #: mtime to age (see L{p2ptwisted.scanner.Scanner.scan}).
