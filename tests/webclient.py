@@ -140,14 +140,17 @@ class EventReader(Protocol):
                 self._check()
 
     def _check(self) -> None:
-        still = []
-        for condition, d in self._waiting:
-            found = next((e for e in self.events if condition(e)), None)
-            if found is not None:
-                d.callback(found)
+        # One at a time: a waiter's callback may wait for more (and so
+        # come back here) before this returns.
+        while True:
+            for i, (condition, d) in enumerate(self._waiting):
+                found = next((e for e in self.events if condition(e)), None)
+                if found is not None:
+                    del self._waiting[i]
+                    d.callback(found)
+                    break
             else:
-                still.append((condition, d))
-        self._waiting = still
+                return
 
     def wait_for(self, condition: Callable[[dict], bool]) -> Deferred:
         d: Deferred = Deferred()
