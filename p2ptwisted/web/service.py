@@ -86,10 +86,10 @@ class WebService(Service):
         # (a file others can read: WebSecurityError, one line at start-up)
         key = load_or_create_key(node.state_dir)
         Service.startService(self)
-        self.monitor = Monitor(node, self.reactor)
+        self.stream = EventStream(node.events, self.reactor)
+        self.monitor = Monitor(node, self.reactor, watched=lambda: bool(self.stream.clients))
         self.changes = ChangeLog(node.events)
         views = Views(node, Control(node, out=lambda text: None), self.monitor, self.changes)
-        self.stream = EventStream(node.events, self.reactor)
         sessions = Sessions()
         self.root = WebRoot(None, None, self.interface, self.password)  # type: ignore[arg-type]
         site = QuietSite(self.root)
