@@ -83,9 +83,13 @@ class LiveEventTests(WebNodes, RealNodes, TestCase):
         await reader.of_type("error", lambda d: d["message"] == "number 2")
         self.assertEqual([e["data"]["message"] for e in reader.events if e["type"] == "error"],
                          ["number 2"])
-        a.events.emit("error", {"path": None, "message": "live"})
+        # A new client is told the folder's state, though nothing changed.
+        await a.folder.when(a.folder.in_sync)
+        state = await reader.of_type("folder-state")
+        self.assertEqual(state["data"]["state"], "in sync")
+        emitted = a.events.emit("error", {"path": None, "message": "live"})
         live = await reader.of_type("error", lambda d: d["message"] == "live")
-        self.assertEqual(live["id"], last + 1)
+        self.assertEqual(live["id"], emitted.id)
         stream = a.web.stream
         self.assertEqual(len(stream.clients), 1)
         reader.close()

@@ -181,6 +181,13 @@ class Monitor:
         return {"state": state, "files": files, "bytes": size, "need_files": len(pending),
                 "need_bytes": need, "rate": rate, "eta": need / rate if rate > 0 else None}
 
+    def forget(self) -> None:
+        """
+        Send the folder's state at the next look, changed or not (a new
+        client is watching).
+        """
+        self._folder = None
+
     def _folder_state(self, now: float) -> None:
         current = self.folder(fresh=False)
         last = self._folder

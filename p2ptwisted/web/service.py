@@ -86,8 +86,9 @@ class WebService(Service):
         # (a file others can read: WebSecurityError, one line at start-up)
         key = load_or_create_key(node.state_dir)
         Service.startService(self)
-        self.stream = EventStream(node.events, self.reactor)
-        self.monitor = Monitor(node, self.reactor, watched=lambda: bool(self.stream.clients))
+        self.stream = EventStream(node.events, self.reactor, joined=lambda: monitor.forget())
+        self.monitor = monitor = Monitor(node, self.reactor,
+                                         watched=lambda: bool(self.stream.clients))
         self.changes = ChangeLog(node.events)
         views = Views(node, Control(node, out=lambda text: None), self.monitor, self.changes)
         sessions = Sessions()
