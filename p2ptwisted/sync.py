@@ -24,13 +24,15 @@ How one action is applied (L{FolderSync._apply_blocking}):
 
 from __future__ import annotations
 
-from typing import Callable, FrozenSet, List, Set
+from typing import Callable, FrozenSet, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from p2ptwisted import wire
 from p2ptwisted.apply import Disk
+from p2ptwisted.batching import Batches, Outcome
 from p2ptwisted.core.engine import SyncEngine
 from p2ptwisted.core.index import DIR, Entry
 from p2ptwisted.core.planner import (ADOPT, DELETE, FETCH, MKDIR, MOVE, RECEIVE_ONLY, SEND_RECEIVE,
@@ -38,6 +40,7 @@ from p2ptwisted.core.planner import (ADOPT, DELETE, FETCH, MKDIR, MOVE, RECEIVE_
 from p2ptwisted.core.trouble import Trouble
 from p2ptwisted.core.versions import Vector
 from p2ptwisted.localscan import RESCAN_PAUSE, LocalScans
+from p2ptwisted.placing import place_files
 from p2ptwisted.scanner import Scanner
 
 #: Seconds before an action that failed (no source, a disk error, a
@@ -58,7 +61,10 @@ DELETION_LIFETIME = 180 * 24 * 3600
 #: Actions in flight at most (fetches included): more would only queue,
 #: and a change that jumps the queue (L{p2ptwisted.core.dirty}) must not
 #: then wait behind them.
-MAX_IN_FLIGHT = 64
+MAX_IN_FLIGHT = 256
+
+#: Batches of fetched files being placed at once (L{p2ptwisted.placing}).
+PLACING_JOBS = 2
 
 DONE = "done"
 RESCAN = "rescan"
@@ -91,6 +97,9 @@ class FolderSync:
         self.fetch = fetch
         self.announce = announce
         self.run_blocking = run_blocking
+        #: Fetched files wait here to be placed together (L{_place}).
+        self.placing = Batches(run_blocking, self._place, max_jobs=PLACING_JOBS,
+                               around=engine.index.batch)
         self._pump_call = None
         #: Actions applied since start.
         self.applied = 0
@@ -279,20 +288,46 @@ class FolderSync:
             self.kick()  # so the retry is scheduled
             return
         d = self.fetch(action, sources)
-        d.addCallback(lambda tmp: self.run_blocking(self._place, action, tmp, self.now_ns()))
+        d.addCallback(lambda tmp: self.placing.add((action, tmp, self.now_ns())))
         d.addCallback(self._outcome, action)
         d.addErrback(self._error, action)
 
-    def _place(self, action: Action, tmp: str, now_ns: int) -> str:
-        outcome = FAILED
-        try:
-            outcome = self._place_checked(action, tmp, now_ns)
-            return outcome
-        finally:
-            if outcome != DONE:
-                self.disk.discard(action.path, tmp)
+    def _place(self, items: List[Tuple[Action, str, int]]) -> List[Outcome]:
+        """
+        Place fetched files (C{(action, temporary file, now_ns)}), all in
+        one go (L{place_files}); what is not placed is discarded (blocking).
+        """
+        outcomes: List[Optional[Outcome]] = [None] * len(items)
+        to_place = []
+        for i, (action, _, _) in enumerate(items):
+            try:
+                early = self._before_placing(action)
+            except Exception:
+                outcomes[i] = (False, Failure())
+                continue
+            if early is None:
+                to_place.append(i)
+            else:
+                outcomes[i] = (True, early)
+        placed = place_files(self.disk, [(items[i][1], items[i][0].entry, items[i][2])
+                                         for i in to_place])
+        for i, (ok, value) in zip(to_place, placed):
+            outcomes[i] = (True, DONE) if ok else (False, value)
+        done: List[Outcome] = []
+        for (action, tmp, _), outcome in zip(items, outcomes):
+            assert outcome is not None
+            if outcome != (True, DONE):
+                try:
+                    self.disk.discard(action.path, tmp)
+                except Exception:
+                    outcome = (False, Failure())
+            done.append(outcome)
+        return done
 
-    def _place_checked(self, action: Action, tmp: str, now_ns: int) -> str:
+    def _before_placing(self, action: Action) -> Optional[str]:
+        """
+        What stops a fetched file being placed, if anything (blocking).
+        """
         disk = self.disk
         if self.mode != RECEIVE_ONLY and not disk.check(action.local or _nothing(action.path)):
             # Edited (or, where we had nothing, created) while we fetched:
@@ -303,8 +338,7 @@ class FolderSync:
             return FAILED
         if not self._dir_out_of_the_way(action):
             return BLOCKED
-        disk.place(tmp, action.entry, now_ns)
-        return DONE
+        return None
 
     def _dir_out_of_the_way(self, action: Action) -> bool:
         """
