@@ -49,6 +49,7 @@ class DefaultPortTests(unittest.TestCase):
             info = json.load(f)
         self.assertEqual(info["url"], match.group("url"))
         self.assertEqual(info["key_file"], os.path.join(state, "api-key"))
+        self.assertEqual(os.stat(os.path.join(state, "web.json")).st_mode & 0o777, 0o600)
         with open(info["key_file"]) as f:
             key = f.read().strip()
         reply = await WebClient(info["url"], key).get("/api/status")
