@@ -205,6 +205,8 @@
     const id = $("#node-id");
     setText(id, status.id_readable || status.id || "");
     id.title = status.id || "";
+    setText($("#node-version"), status.version ? `v${status.version}` : "");
+    setText($("#folder-path"), status.share || "");
     setText($("#node-mode"), [status.mode, status.tls ? "TLS" : null].filter(Boolean).join(" · "));
     syncChildren($("#node-addresses"), status.addresses || [], (a) => a,
       (a) => el("li", {}, a), () => {});
@@ -227,6 +229,7 @@
     const bar = $("#folder-progress");
     bar.value = state === "in sync" ? 100 : Math.min(done, 99.9);
     bar.classList.toggle("done", state === "in sync");
+    setText($("#folder-percent"), state === "in sync" ? "" : percent(bar.value));
     setText($("#folder-local"), `${count(folder.files, "file")}, ${humanBytes(folder.bytes)}`);
     setText($("#folder-need"), folder.need_files
       ? `${count(folder.need_files, "file")}, ${humanBytes(folder.need_bytes)}` : "nothing");
@@ -618,6 +621,7 @@
   function setLive(isLive, detail) {
     live = isLive;
     $("#banner").hidden = isLive;
+    document.body.classList.toggle("offline", !isLive);
     if (detail) setText($("#banner-detail"), detail);
     const dot = $("#live-dot");
     dot.classList.toggle("live", isLive);
