@@ -318,6 +318,9 @@ class TwistdTests(unittest.TestCase):
             # Tests run side by side on one machine: nodes must not find
             # other tests' nodes by LAN discovery.
             args.append("--no-discover")
+        if not any(o in ("--web", "--no-web") for o in options):
+            # Tests run side by side: the web server on a free port, not 8384.
+            args += ["--web", "tcp:0:interface=127.0.0.1"]
         args += list(options)
         node = NodeProcess(name, args, share)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
