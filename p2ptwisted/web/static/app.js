@@ -216,25 +216,54 @@
     renderFolder(status.folder || {});
   }
 
+  // The folder as last heard of: progress events move its bar between polls.
+  let folderNow = {};
+
   function renderFolder(folder) {
+    folderNow = folder;
     const state = folder.state || "";
     const badge = $("#folder-state");
     badge.dataset.state = state;
     setText(badge, state === "in sync" ? "In sync" : state === "syncing" ? "Syncing"
       : state === "paused" ? "Paused" : state);
-    // How much of what we should hold we hold: the folder's bytes are what
-    // is here, the bytes it needs are still to come.
-    const total = (folder.bytes || 0) + (folder.need_bytes || 0);
-    const done = total ? 100 * (folder.bytes || 0) / total : 100;
     const bar = $("#folder-progress");
-    bar.value = state === "in sync" ? 100 : Math.min(done, 99.9);
+    bar.value = state === "in sync" ? 100 : Math.min(folderPercent(folder), 99.9);
     bar.classList.toggle("done", state === "in sync");
     setText($("#folder-percent"), state === "in sync" ? "" : percent(bar.value));
     setText($("#folder-local"), `${count(folder.files, "file")}, ${humanBytes(folder.bytes)}`);
     setText($("#folder-need"), folder.need_files
       ? `${count(folder.need_files, "file")}, ${humanBytes(folder.need_bytes)}` : "nothing");
-    setText($("#folder-rate"), humanRate(folder.rate));
-    setText($("#folder-eta"), folder.need_files ? humanDuration(folder.eta) : "–");
+    const rate = folderRate(folder);
+    setText($("#folder-rate"), humanRate(rate));
+    const eta = folder.eta ?? (rate ? (folder.need_bytes || 0) / rate : null);
+    setText($("#folder-eta"), folder.need_files ? humanDuration(eta) : "–");
+  }
+
+  /**
+   * The node's folder rate is measured over the last seconds and reads 0
+   * as a transfer starts; the transfers' own rates show the movement then.
+   */
+  function folderRate(folder) {
+    if (folder.rate) return folder.rate;
+    let sum = 0;
+    for (const t of transfers.values()) if (t.state === "running") sum += t.rate || 0;
+    return sum;
+  }
+
+  /**
+   * How much of what we should hold we hold.  The folder's bytes are the
+   * files already in our index and need_bytes what is still lacking: the
+   * bytes of files on their way are in neither, so they come from the
+   * transfers in flight.
+   */
+  function folderPercent(folder) {
+    let arriving = 0;
+    for (const t of transfers.values()) {
+      if (t.state === "running" || t.state === "waiting") arriving += t.done || 0;
+    }
+    const have = (folder.bytes || 0) + arriving;
+    const total = have + (folder.need_bytes || 0);
+    return total ? 100 * have / total : 100;
   }
 
   function count(n, noun) {
@@ -309,10 +338,20 @@
     drawTransfers();
   }
 
+  // What is moving comes first, then what waits, then what ended, newest first.
+  const TRANSFER_ORDER = { running: 0, waiting: 1, failed: 2, done: 3 };
+
+  function byInterest(a, b) {
+    const rank = (t) => TRANSFER_ORDER[t.state] ?? 1;
+    return rank(a) - rank(b) || (b.finished || 0) - (a.finished || 0)
+      || String(a.path).localeCompare(String(b.path));
+  }
+
   function drawTransfers() {
-    const list = [...transfers.values()];
+    const list = [...transfers.values()].sort(byInterest);
     syncChildren($("#transfers"), list, (t) => t.id, createTransfer, updateTransfer);
     showEmpty("transfers", list);
+    renderFolder(folderNow);
   }
 
   function createTransfer(t) {
