@@ -314,3 +314,64 @@ class WebPageTests(unittest.TestCase):
 
         console = await deferToThread(driver.get_log, "browser")
         self.assertEqual(page_errors(console), [], "the page logged errors")
+
+    async def test_actions(self) -> None:
+        """
+        The page's buttons work, with the session and token the node gave
+        it: connecting to an address lists the peer; a file A deleted lands
+        in B's trash can, and its Restore button brings it back into B's
+        share; Pause shows the folder paused and Resume in sync again;
+        Rescan is done; no console errors.
+        """
+        a = await self.started(self.start_node("office"))
+        b = await self.started(self.start_node("laptop"))
+        driver = await self.browser()
+        await deferToThread(driver.get, await self.web_url(b) + "/")
+        await self.until(driver, lambda d: folder_state(d) == "in sync", "the folder in sync")
+
+        await deferToThread(self.type_and_submit, driver, f"127.0.0.1:{a.port}")
+        peer_row = f'#peers tbody tr[data-peer-id="{a.node_id}"]'
+        await self.until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, peer_row),
+                         "A in the peers table after Connect")
+
+        self.drop(a, NOTE, 4096)
+        await self.until(driver, lambda d: d.find_elements(
+            By.CSS_SELECTOR, f'#changes li[data-path="{NOTE}"]'), f"{NOTE} arrived")
+        os.unlink(in_share(a, NOTE))
+        restore = f'#trash li[data-path="{NOTE}"] button[data-act="restore"]'
+        await self.until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, restore),
+                         f"{NOTE} in the trash can")
+        self.assertFalse(os.path.exists(in_share(b, NOTE)))
+        await self.click(driver, restore)
+        await self.until(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, restore),
+                         f"{NOTE} gone from the trash can")
+        self.assertTrue(os.path.exists(in_share(b, NOTE)), f"{NOTE} not restored")
+
+        await self.click(driver, "#pause")
+        await self.until(driver, lambda d: folder_state(d) == "paused"
+                         and d.find_element(By.ID, "pause").text == "Resume", "the folder paused")
+        await self.click(driver, "#pause")
+        await self.until(driver, lambda d: folder_state(d) == "in sync"
+                         and d.find_element(By.ID, "pause").text == "Pause", "sync resumed")
+
+        await self.click(driver, "#rescan")
+        await self.until(driver, lambda d: d.find_element(By.ID, "toast").text
+                         == "Folder rescanned", "the rescan done")
+
+        console = await deferToThread(driver.get_log, "browser")
+        errors = [entry for entry in console if entry["level"] == "SEVERE"]
+        self.assertEqual(errors, [], "the page logged errors in the browser console")
+
+    @staticmethod
+    def type_and_submit(driver: Any, address: str) -> None:
+        """
+        Type C{address} into the Connect box and press Connect.  (Blocks.)
+        """
+        driver.find_element(By.ID, "connect-address").send_keys(address)
+        driver.find_element(By.CSS_SELECTOR, "#connect-form button").click()
+
+    def click(self, driver: Any, selector: str) -> Deferred:
+        """
+        Click the element C{selector} finds, in a thread.
+        """
+        return deferToThread(lambda: driver.find_element(By.CSS_SELECTOR, selector).click())
