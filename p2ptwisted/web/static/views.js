@@ -122,7 +122,8 @@ export function renderPending(pending) {
   $("#pending-card").hidden = pending.length === 0;
   syncChildren($("#pending tbody"), pending, (p) => p.id, (p) =>
     el("tr", { "data-pending-id": p.id },
-      el("td", {}, idCode(p)),
+      // The whole id: it is what a person compares before letting a node in.
+      el("td", {}, el("code", { class: "mono" }, p.id_readable || p.id)),
       el("td", { class: "mono" }, p.address || ""),
       el("td", {}, timeEl(p.time)),
       el("td", { class: "num" }),
