@@ -159,7 +159,11 @@ class FolderSync:
 
     def pump(self) -> None:
         self._pump_call = None
-        if self.stopped or self.paused:
+        if self.stopped:
+            return
+        if self.paused:  # (waiters still hear that something happened)
+            for observer in list(self.observers):
+                observer()
             return
         now = self.clock.seconds()
         room = MAX_IN_FLIGHT - len(self.engine.busy)

@@ -127,12 +127,13 @@ class Monitor:
             if not events.listening:
                 continue
             state = transfer_state(want)
+            # _reported: the bytes last reported, or -1 once its end was.
             if state in ("done", "failed"):
-                if want not in self._reported:
-                    self._reported[want] = 1
+                if self._reported.get(want) != -1:
+                    self._reported[want] = -1
                     self._ended(want, state)
-            elif state == "running" and self._reported.get(want) != got + 2:
-                self._reported[want] = got + 2  # (never 1: that marks the end)
+            elif state == "running" and self._reported.get(want) != got:
+                self._reported[want] = got
                 events.emit("progress", self.progress(want))
         self._folder_state(now)
 

@@ -70,7 +70,7 @@ class EventStream:
         return NOT_DONE_YET
 
     def _send(self, request, event: Event) -> None:
-        transport = getattr(request.channel, "transport", None)
+        transport = getattr(getattr(request, "channel", None), "transport", None)
         buffered = len(getattr(transport, "dataBuffer", b"")) + getattr(
             transport, "_tempDataLen", 0)
         if buffered > MAX_BUFFERED:
