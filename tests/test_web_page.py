@@ -61,6 +61,12 @@ NOTE = "notes/todo.txt"
 #: Seconds for the whole transfer to end and the page to say "in sync".
 SYNC_TIMEOUT = 60.0
 
+#: Where to save a picture of the page mid-transfer, if anywhere: read as
+#: the module loads, before trial changes into its temporary directory, so
+#: a relative path is relative to where the command ran.
+SCREENSHOT = (os.path.abspath(os.environ["P2P_SCREENSHOT"])
+              if os.environ.get("P2P_SCREENSHOT") else None)
+
 #: Written by the node once its web server listens (docs/api.md).
 WEB_UI = re.compile(r"web UI at (?P<url>https?://\S+?)/?$")
 
@@ -264,9 +270,8 @@ class WebPageTests(unittest.TestCase):
         self.assertEqual(size, SIZE)
         second, _ = await self.until(driver, moving(first), f"{PATH} further than {first}")
         self.assertGreater(second, first)
-        shot = os.environ.get("P2P_SCREENSHOT")
-        if shot:
-            await deferToThread(save_screenshot, driver, os.path.abspath(shot))
+        if SCREENSHOT:
+            await deferToThread(save_screenshot, driver, SCREENSHOT)
 
         def landed(d: Any) -> bool:
             # In sync, and not stale from before the drop: the bar is full.
