@@ -154,7 +154,12 @@ const HANDLERS = {
   },
   "local-change": changed,
   "remote-change": changed,
-  fetched: changed,
+  fetched: (data) => {
+    // Ended well: the bar is full now, not at the next poll.
+    updateTransferFigures({ id: data.id, path: data.path, done: data.size, size: data.size,
+                            state: "done" });
+    changed();
+  },
   progress: updateTransferFigures,
   conflict: (data) => {
     toast(`Conflict: ${data.path || "a file"}`, true);

@@ -188,11 +188,13 @@ function updateTransfer(item, t) {
 }
 
 export function renderChanges(changes) {
-  syncChildren($("#changes"), changes, (c) => `${c.time}|${c.path}|${c.action}`, (c) =>
-    el("li", { "data-path": c.path },
-      el("span", { class: "path", title: c.from ? `${c.from} → ${c.path}` : c.path },
-        el("span", { class: "action", "data-action": c.action }, c.action), c.path),
-      el("span", { class: "meta" }, c.by ? `${c.by} · ` : "", timeEl(c.time))));
+  syncChildren($("#changes"), changes, (c) => `${c.time}|${c.path}|${c.action}`, (c) => {
+    const shown = c.kind === "dir" ? `${c.path}/` : c.path;
+    return el("li", { "data-path": c.path },
+      el("span", { class: "path", title: c.from ? `${c.from} → ${shown}` : shown },
+        el("span", { class: "action", "data-action": c.action }, c.action), shown),
+      el("span", { class: "meta" }, c.by ? `${c.by} · ` : "", timeEl(c.time)));
+  });
   showEmpty("changes", changes);
 }
 
