@@ -98,7 +98,8 @@ function createPeerRow(peer) {
     el("td", { class: "num rate-in" }),
     el("td", { class: "num rate-out" }),
     el("td", {}, el("div", { class: "completion" },
-                    el("progress", { max: 100, value: 0 }), el("span"))));
+                    el("progress", { max: 100, value: 0, "aria-label": "completion" }),
+                    el("span"))));
 }
 
 function updatePeerRow(row, peer) {
