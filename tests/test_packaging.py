@@ -8,6 +8,7 @@ otherwise get a resolver error about blake3, not about us.)
 from __future__ import annotations
 
 import ast
+import fnmatch
 import importlib.metadata
 import os
 import re
@@ -91,3 +92,20 @@ class MetadataTests(SynchronousTestCase):
             name = dist_name(requirement)
             theirs = minimum(importlib.metadata.metadata(name).get("Requires-Python"))
             self.assertGreaterEqual(ours, theirs, f"{name} needs Python {theirs}")
+
+
+class PageFilesTests(SynchronousTestCase):
+    def test_page_is_shipped(self):
+        """
+        Every file of the web page (p2ptwisted/web/static/) is package data:
+        include-package-data is off, so a file no pattern names would be
+        missing from the wheel, and the page broken for whoever installs it.
+        """
+        with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+            patterns = tomllib.load(f)["tool"]["setuptools"]["package-data"]["p2ptwisted.web"]
+        static = os.path.join(ROOT, "p2ptwisted", "web", "static")
+        files = [f"static/{name}" for name in os.listdir(static)]
+        self.assertIn("static/index.html", files)
+        unshipped = [name for name in files
+                     if not any(fnmatch.fnmatch(name, p) for p in patterns)]
+        self.assertEqual(unshipped, [])
