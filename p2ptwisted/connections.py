@@ -24,8 +24,10 @@ from p2ptwisted import wire
 from p2ptwisted.identity import format_id
 from p2ptwisted.limits import buffer_share
 from p2ptwisted.protocol import PeerProtocol, set_buffer
+from p2ptwisted.web.hub import EventHub, peer_summary
 
 if TYPE_CHECKING:
+    from p2ptwisted.approvals import Approvals
     from p2ptwisted.folder import Folder
     from p2ptwisted.gossip import GossipEntry
     from p2ptwisted.knownids import KnownIds
@@ -78,6 +80,8 @@ class ConnectionsMixin:
     book: PeerBook
     folder: Optional[Folder]
     known_ids: KnownIds
+    events: EventHub
+    approvals: Approvals
     allow: Optional[FrozenSet[str]]
     tls: bool
     clock: IReactorTime
@@ -176,6 +180,7 @@ class ConnectionsMixin:
         if node_id == self.node_id:
             return None  # a self-connection: HELLO handling says so and stops dialling it
         if self.allow is not None and node_id not in self.allow:
+            self.approvals.refused(node_id, proto.describe(), self.clock.seconds())
             return f"node {format_id(node_id)} is not in the allowed ids"
         entry = proto.dialed
         if entry is not None and entry.expected_id is not None and entry.expected_id != node_id:
@@ -283,6 +288,7 @@ class ConnectionsMixin:
         assert self.folder is not None  # a handshake completed: the node started
         self.folder.peer_ready(proto)
         self._peers_changed()
+        self.events.emit("peer-connected", peer_summary(proto))
 
     def _share_buffers(self) -> None:
         """
@@ -352,6 +358,9 @@ class ConnectionsMixin:
             assert self.folder is not None  # it was connected: the node started
             self.folder.peer_lost(proto)
             self._peers_changed()
+            why = proto.closed_because or reason.getErrorMessage()
+            self.events.emit("peer-lost", {"id": remote, "reason": why,
+                                           "name": wire.safe_text(_hello(proto).name)})
         elif proto.downloads and self.folder is not None:
             # A replaced connection's downloads go to the one that stays.
             self.folder.fetcher.peer_lost(proto)

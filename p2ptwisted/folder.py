@@ -32,6 +32,7 @@ from p2ptwisted.serving import Server
 from p2ptwisted.store import SqliteStore
 from p2ptwisted.sync import DELETION_LIFETIME, FolderSync
 from p2ptwisted.trash import DEFAULT_KEEP_DAYS
+from p2ptwisted.web.hub import EventHub
 from p2ptwisted.wire_index import IndexHello
 
 #: Seconds between two tidy-ups (old deletions forgotten, old trash-can
@@ -55,7 +56,8 @@ class Folder:
     def __init__(self, root: str, state_dir: str, node_id: str, clock, run_blocking,
                  connections: Callable[[], Dict[str, Any]], *, mode: str = SEND_RECEIVE,
                  keep_days: int = DEFAULT_KEEP_DAYS, deletion_lifetime: int = DELETION_LIFETIME,
-                 stall_timeout: float = 60.0, uploads_per_peer: int = 64):
+                 stall_timeout: float = 60.0, uploads_per_peer: int = 64,
+                 events: Optional[EventHub] = None):
         self.root = root
         self.clock = clock
         self.deletion_lifetime = deletion_lifetime
@@ -75,7 +77,7 @@ class Folder:
                                fetch=lambda action, sources: self.fetcher.fetch(action.entry,
                                                                               sources),
                                announce=self.exchange.announce, run_blocking=run_blocking,
-                               mode=mode)
+                               mode=mode, events=events)
         self._tidy_call = clock.callLater(TIDY_INTERVAL, self.tidy)
         #: Whether peers may hear of our index (see L{start}): at once if
         #: it is whole as of our last run, else once the first scan is done.

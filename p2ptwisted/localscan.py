@@ -21,6 +21,7 @@ from p2ptwisted.core.engine import SyncEngine
 from p2ptwisted.core.planner import RECEIVE_ONLY
 from p2ptwisted.hashing import ScanStopped
 from p2ptwisted.scanner import Scanner
+from p2ptwisted.web.hub import MAX_CHANGES, EventHub
 
 #: Seconds before a path changed under us (during a scan, or under an
 #: action: the user is writing it) is looked at again.
@@ -39,8 +40,9 @@ class LocalScans:
     log = Logger()
 
     def __init__(self, engine: SyncEngine, scanner: Scanner, clock, run_blocking, mode: str,
-                 changed: Callable[[int], None]):
+                 changed: Callable[[int], None], events: Optional[EventHub] = None):
         self.engine = engine
+        self.events = events
         self.scanner = scanner
         self.clock = clock
         self.run_blocking = run_blocking
@@ -62,6 +64,14 @@ class LocalScans:
         self._again_call = None
         self._scan_started = 0.0
         self._scan_sequence = 0
+
+    @property
+    def skipped(self) -> tuple:
+        """
+        What the last scan could not sync (names that cannot travel,
+        unreadable files), as it logged them.
+        """
+        return self._skipped
 
     @property
     def scanning(self) -> bool:
@@ -137,13 +147,27 @@ class LocalScans:
         """
         now = int(self.clock.seconds())
         made = 0
+        # For the event stream, if anyone listens: the first changes with
+        # what the index held before them (an edit, or an addition?).
+        before = {}
+        if self.events is not None and self.events.listening:
+            store = self.engine.store
+            before = {path: store.get(path)
+                      for path in ([o.path for o in changed] + gone)[:MAX_CHANGES]}
+        described: list = []
         changed.reverse()  # popped from the end, in scan order
         while changed:
             chunk = [changed.pop() for _ in range(min(RECORD_CHUNK, len(changed)))]
-            made += len(self.engine.local_changed(chunk, (), now))
+            entries = self.engine.local_changed(chunk, (), now)
+            made += len(entries)
+            described += [(before[e.path], e) for e in entries if e.path in before]
         gone.sort(reverse=True)  # deepest first across chunks, as within one
         for i in range(0, len(gone), RECORD_CHUNK):
-            made += len(self.engine.local_changed((), gone[i:i + RECORD_CHUNK], now))
+            entries = self.engine.local_changed((), gone[i:i + RECORD_CHUNK], now)
+            made += len(entries)
+            described += [(before[e.path], e) for e in entries if e.path in before]
+        if described and self.events is not None:
+            self.events.changes(described, local=True)
         return made
 
     def _settled(self, report):

@@ -38,6 +38,9 @@ from p2ptwisted.sync import DELETION_LIFETIME
 from p2ptwisted.trash import DEFAULT_KEEP_DAYS
 from p2ptwisted.identity import Identity, format_id, load_or_create_identity
 from p2ptwisted.knownids import KnownIds
+from p2ptwisted.approvals import Approvals
+from p2ptwisted.core.versions import short_id
+from p2ptwisted.web.hub import EventHub
 from p2ptwisted.limits import Limits
 from p2ptwisted.state import StateLock
 from p2ptwisted.uploads import RateLimit
@@ -103,6 +106,11 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         # None: open to any node.  An empty set admits nobody (fail closed).
         self.allow = frozenset(allow) if allow is not None else None
         self.known_ids = KnownIds(state_dir)
+        #: What happens here, for the web API's event stream (see docs/api.md).
+        self.events = EventHub()
+        self.events.now = reactor.seconds
+        self.events.names = self._name_of
+        self.approvals = Approvals(state_dir, self.events)
         # What we listen and dial with: the peer factory itself, or the
         # same factory behind TLS (set up once the identity is loaded).
         self.listen_factory: Optional[IProtocolFactory] = None
@@ -174,13 +182,15 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         try:
             self.identity = load_or_create_identity(self.state_dir)
             self.known_ids.load()
+            if self.allow is not None:
+                self.allow = self.allow | self.approvals.load()
             self.node_id = self.identity.node_id
             self.folder = Folder(
                 self.share_dir, self.state_dir, self.node_id, self.clock, self._run_blocking,
                 lambda: self.connections, mode=self.mode, keep_days=self.keep_days,
                 deletion_lifetime=self.deletion_lifetime,
                 stall_timeout=self.limits.stall_timeout,
-                uploads_per_peer=self.limits.uploads_per_peer)
+                uploads_per_peer=self.limits.uploads_per_peer, events=self.events)
         except Exception:
             if self._disk_pool is not None and self._disk_pool.started:
                 self._disk_pool.stop()
@@ -230,6 +240,16 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
         """
         assert self.folder is not None  # opened by startService, before any scan
         return self.folder.rescan()
+
+    def _name_of(self, short: str) -> str:
+        """
+        The display name of the node with this short id (vectors name
+        nodes so), for events: ours, a connected peer's, else the short id.
+        """
+        for node_id, proto in self.connections.items():
+            if short_id(node_id) == short and proto.hello is not None:
+                return proto.hello.name
+        return self.display_name if self.node_id and short_id(self.node_id) == short else short
 
     def stopService(self) -> Deferred:
         """

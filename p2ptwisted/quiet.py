@@ -28,7 +28,7 @@ from twisted.logger import (
 
 #: What Twisted's TCP and UDP ports log for our factories and protocols.
 CHATTER = re.compile(
-    r"(?:PeerFactory(?: \(TLS\))?|_Receiver) starting on \d+"
+    r"(?:PeerFactory(?: \(TLS\))?|_Receiver|QuietSite) starting on \d+"
     r"|\((?:TCP|UDP) Port \d+ Closed\)"
 )
 

@@ -25,7 +25,7 @@ from p2ptwisted.quiet import quiet_twisted
 from p2ptwisted.state import StateError
 
 #: The option to name when a child service cannot listen, by service name.
-LISTEN_OPTIONS = {"listener": "--port", "manhole": "--manhole"}
+LISTEN_OPTIONS = {"listener": "--port", "manhole": "--manhole", "web": "--web"}
 
 
 class StartupError(SystemExit, Exception):

@@ -339,6 +339,17 @@ class SqliteStore:
         return self._pages("SELECT path FROM local WHERE path {after} ? ORDER BY path LIMIT ?",
                            1)
 
+    def held_by(self, peer: str) -> int:
+        """
+        Bytes of our live files that C{peer} told us it holds with the same
+        content (the web page's "how complete is it").
+        """
+        row = self._db.execute(
+            "SELECT total(l.size) FROM local l JOIN remote r ON r.peer = ? AND r.path = l.path"
+            f" WHERE l.deleted = 0 AND l.kind = '{FILE}' AND r.deleted = 0 AND r.hash = l.hash",
+            (peer,)).fetchone()
+        return int(row[0])
+
     def totals(self, peer: Optional[str] = None) -> Tuple[int, int]:
         """
         Live files and their bytes: in our index, or in what C{peer} told

@@ -24,7 +24,7 @@ How one action is applied (L{FolderSync._apply_blocking}):
 
 from __future__ import annotations
 
-from typing import Callable, FrozenSet, List, Set
+from typing import Callable, FrozenSet, List, Optional, Set
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -39,6 +39,7 @@ from p2ptwisted.core.trouble import Trouble
 from p2ptwisted.core.versions import Vector
 from p2ptwisted.localscan import RESCAN_PAUSE, LocalScans
 from p2ptwisted.scanner import Scanner
+from p2ptwisted.web.hub import EventHub
 
 #: Seconds before an action that failed (no source, a disk error, a
 #: directory still being emptied) is planned again.
@@ -82,8 +83,13 @@ class FolderSync:
     def __init__(self, engine: SyncEngine, scanner: Scanner, disk: Disk, clock,
                  fetch: Callable[[Action, tuple], Deferred],
                  announce: Callable[[], None] = lambda: None,
-                 run_blocking=maybeDeferred, mode: str = SEND_RECEIVE):
+                 run_blocking=maybeDeferred, mode: str = SEND_RECEIVE,
+                 events: Optional[EventHub] = None):
         self.mode = engine.mode = mode
+        self.events = events if events is not None else EventHub()
+        #: Paused by the operator (L{pause}): nothing planned or applied,
+        #: no index updates sent.
+        self.paused = False
         self.engine = engine
         self.scanner = scanner
         self.disk = disk
@@ -99,7 +105,7 @@ class FolderSync:
         self.trouble = Trouble(RETRY_DELAY, MAX_RETRY_DELAY)
         self.stopped = False
         self.scans = LocalScans(engine, scanner, clock, run_blocking, mode,
-                                changed=self._scanned)
+                                changed=self._scanned, events=self.events)
 
     def now_ns(self) -> int:
         return int(self.clock.seconds() * 1e9)
@@ -132,9 +138,32 @@ class FolderSync:
         elif call.getTime() > self.clock.seconds():
             call.reset(0)
 
+    def pause(self) -> None:
+        """
+        Stop applying peers' changes and sending ours (the operator's
+        pause): what is in flight finishes; nothing new starts.
+        """
+        self.paused = True
+
+    def resume(self) -> None:
+        """
+        Send what changed meanwhile, and plan again.
+        """
+        self.paused = False
+        self.announce()
+        self.kick()
+
+    def _announce(self) -> None:
+        if not self.paused:
+            self.announce()
+
     def pump(self) -> None:
         self._pump_call = None
         if self.stopped:
+            return
+        if self.paused:  # (waiters still hear that something happened)
+            for observer in list(self.observers):
+                observer()
             return
         now = self.clock.seconds()
         room = MAX_IN_FLIGHT - len(self.engine.busy)
@@ -218,7 +247,9 @@ class FolderSync:
             self.engine.done(action)
             if action.conflict_copy:
                 self.rescan()  # the copy is a new file of ours
-            self.announce()
+                self.events.emit("conflict", {"path": action.path, "copy": action.conflict_copy})
+            self.events.applied(action)
+            self._announce()
         elif outcome == RESCAN:
             if self.trouble.in_a_row(action.path) >= STUCK_AFTER:
                 # Rescanning has not helped: something a scan does not
@@ -246,7 +277,7 @@ class FolderSync:
                 self.log.info("keeping directory {path}: it holds files still needed",
                               path=wire.safe_text(action.path))
                 self.engine.revive(action, now)
-                self.announce()
+                self._announce()
             else:
                 # Its files are gone here but for what we do not sync
                 # (ignored, or names that cannot travel): the directory
@@ -319,6 +350,8 @@ class FolderSync:
         why = failure.value
         code = getattr(why, "code", type(why).__name__)
         delay, first = self.trouble.failed(action.path)
+        self.events.emit("error", {"path": action.path,
+                                   "message": f"cannot apply {action.kind}: {code}: {why}"})
         if first and not getattr(why, "logged", False):
             self.log.warn("cannot apply {kind} to {path}: {code}: {why}; trying again later",
                           kind=action.kind, path=wire.safe_text(action.path), code=code,
@@ -343,7 +376,7 @@ class FolderSync:
 
     def _scanned(self, made: int) -> None:
         if made:
-            self.announce()
+            self._announce()
         self.kick()
 
     def stop(self) -> None:

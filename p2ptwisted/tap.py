@@ -79,6 +79,12 @@ class Options(usage.Options):
         ["keep-versions", None, 30,
          "Days a replaced or deleted file is kept in the trash can (STATE/trash);"
          " 0 turns the trash can off.", whole_number("--keep-versions")],
+        ["web", None, None,
+         "Serve the web page and API on this server endpoint (tcp:, tcp6: or ssl:)"
+         " [default: tcp:8384:interface=127.0.0.1, or a free loopback port if 8384 is"
+         " taken]. Beyond loopback it needs ssl: and --web-password-file."],
+        ["web-password-file", None, None,
+         "File whose first line is the password (HTTP Basic) for a --web beyond loopback."],
         ["keep-deletions", None, 180,
          "Days a deletion is remembered, so a node that was off for less than"
          " this learns of it (one off for longer brings the file back).",
@@ -91,6 +97,7 @@ class Options(usage.Options):
         ["no-discover", None,
          "Do not announce this node on the LAN nor listen for other nodes'"
          " announcements (UDP multicast); peers then come from --peer and gossip."],
+        ["no-web", None, "Serve no web page or API."],
         ["no-tls", None,
          "Talk to peers in plaintext, for debugging only: no encryption and"
          " no proof of who a peer is. Such a node and a TLS node cannot talk."],
@@ -214,6 +221,9 @@ class Options(usage.Options):
                     "--trust: the files list no ids, so no node could connect; add ids"
                     " (one per line) or leave out --trust"
                 )
+        from p2ptwisted.web.options import check_web
+
+        check_web(self)
         if self["manhole"] is not None:
             # A bare port binds the manhole to loopback only: it is a Python
             # prompt into the node, not something to offer the LAN by accident.
@@ -307,6 +317,13 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
         node.discovery = Discovery(node, reactor, listen_host=node.listen_host)
         node.discovery.setServiceParent(top)
+    if options["web-endpoint"] is not None:
+        # twisted.web only when asked for (the default).
+        from p2ptwisted.web.service import WebService
+
+        WebService(node, reactor, options["web-endpoint"], options["web-explicit"],
+                   options["web-interface"], options["web-password"],
+                   options["web-tls"]).setServiceParent(top)
     if options["manhole"] is not None:
         # Conch (and cryptography) only when asked for.
         from p2ptwisted.control import Control

@@ -224,7 +224,8 @@ class Target:
         options = Options()
         options.parseOptions(
             ["--port", "tcp:0:interface=127.0.0.1", "--share", share,
-             "--state", os.path.join(base, "state"), "--name", "target", "--no-discover"]
+             "--state", os.path.join(base, "state"), "--name", "target", "--no-discover",
+             "--no-web"]
             + ([] if tls else ["--no-tls"]) + list(args)
         )
         target_lines: List[str] = []
@@ -311,7 +312,7 @@ class Target:
         options.parseOptions(
             ["--port", "tcp:0:interface=127.0.0.1", "--share", os.path.join(base, "share"),
              "--state", os.path.join(base, "state"), "--name", "honest", "--no-sync",
-             "--no-discover", "--peer", f"127.0.0.1:{self.port}"]
+             "--no-discover", "--no-web", "--peer", f"127.0.0.1:{self.port}"]
             + ([] if self.tls else ["--no-tls"])
         )
         service = makeService(options, reactor=reactor)

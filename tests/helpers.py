@@ -105,14 +105,19 @@ class RealNodes:
     async def tearDown(self):
         await gatherResults([s.stopService() for s in self.services if s.running])
 
-    def start(self, name, peers=(), port=0):
+    def start(self, name, peers=(), port=0, web=False, extra=()):
+        """
+        @param web: serve the web API on a free loopback port (else
+            C{--no-web}: nodes in one process would queue for port 8384).
+        """
         from twisted.internet import reactor
 
         from p2ptwisted.tap import Options, makeService
 
         options = Options()
         args = ["--port", f"tcp:{port}:interface=127.0.0.1", "--no-discover",
-                "--share", os.path.join(self.base, name), "--name", name]
+                "--share", os.path.join(self.base, name), "--name", name,
+                *(["--web", "tcp:0:interface=127.0.0.1"] if web else ["--no-web"]), *extra]
         for peer in peers:
             args += ["--peer", peer]
         options.parseOptions(args)

@@ -270,7 +270,7 @@ class MakeServiceTests(SynchronousTestCase):
         memory = MemoryReactorClock()
         service = makeService(
             parse("--port", "tcp:4000:interface=127.0.0.1", "--share", share,
-                  "--name", "n", "--peer", "10.0.0.9:12345"),
+                  "--name", "n", "--peer", "10.0.0.9:12345", "--no-web"),
             reactor=memory,
         )
         node = service.getServiceNamed("node")

@@ -293,7 +293,8 @@ class TwistdTests(unittest.TestCase):
                    peers: Sequence[Union[int, str]] = (),
                    share: Optional[str] = None,
                    options: Sequence[str] = (),
-                   discover: bool = False) -> NodeProcess:
+                   discover: bool = False,
+                   web: Optional[str] = "tcp:0:interface=127.0.0.1") -> NodeProcess:
         """
         Spawn C{twistd -n p2pshare --name NAME} listening on 127.0.0.1:PORT,
         dialling C{peers} (ports on 127.0.0.1, or host:port text), with any
@@ -318,6 +319,10 @@ class TwistdTests(unittest.TestCase):
             # Tests run side by side on one machine: nodes must not find
             # other tests' nodes by LAN discovery.
             args.append("--no-discover")
+        if web is not None and not any(o in ("--web", "--no-web") for o in options):
+            # Tests run side by side: the web server on a free port, not
+            # 8384 (web=None: the node's default).
+            args += ["--web", web]
         args += list(options)
         node = NodeProcess(name, args, share)
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -140,8 +140,10 @@ class StartupTestCase(unittest.TestCase):
 
     def node_args(self, *options: str, daemon: bool = False) -> List[str]:
         mode = [] if daemon else ["-n"]
+        web = [] if any(o in ("--web", "--no-web") for o in options) else [
+            "--web", "tcp:0:interface=127.0.0.1"]  # (not 8384: tests run side by side)
         return mode + ["--pidfile", self.pidfile, "--logfile", self.logfile, "p2pshare",
-                       "--share", self.share, "--no-discover", *options]
+                       "--share", self.share, "--no-discover", *web, *options]
 
     def log_lines(self) -> List[str]:
         with open(self.logfile, encoding="utf-8", errors="replace") as f:

@@ -1,0 +1,184 @@
+"""
+The event stream (C{/api/events}): real changes between two real nodes
+arrive as events; the backlog answers Last-Event-ID; keep-alives flow;
+a client that leaves is forgotten; progress is throttled.
+"""
+
+import os
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from p2ptwisted.web.hub import EventHub
+from p2ptwisted.web.monitor import Monitor
+from p2ptwisted.web.sse import KEEP_ALIVE, EventStream
+
+from .helpers import RealNodes
+from .test_web_api import connected, write
+from .webclient import WebNodes
+
+
+async def turns_until(condition, limit=1000):
+    """
+    Let the reactor run turn by turn until C{condition()} (the server's
+    side of a closed connection is handled a turn or two after ours).
+    """
+    for _ in range(limit):
+        if condition():
+            return
+        await deferLater(reactor, 0, lambda: None)
+    raise AssertionError("condition never became true")
+
+
+class LiveEventTests(WebNodes, RealNodes, TestCase):
+    timeout = 30
+
+    async def test_a_file_moving_between_two_nodes(self):
+        a = self.web_node("A")
+        b = self.web_node("B", [a.address])
+        await connected(a, b)
+        on_a = await a.client.events()
+        on_b = await b.client.events(headers={"Last-Event-ID": "0"})
+        self.addCleanup(on_a.close)
+        self.addCleanup(on_b.close)
+        self.assertEqual(on_a.response.code, 200)
+        self.assertEqual(on_a.response.headers.getRawHeaders("content-type"),
+                         ["text/event-stream; charset=utf-8"])
+        hello = await on_a.of_type("hello")
+        self.assertEqual(hello["id"], None)
+        # B's peer-connected happened before the stream opened: the
+        # backlog (Last-Event-ID: 0) has it.
+        joined = await on_b.of_type("peer-connected")
+        self.assertEqual((joined["data"]["id"], joined["data"]["name"],
+                          joined["data"]["direction"]), (a.node_id, "A", "out"))
+        write(a, "big.bin", os.urandom(3 * 1024 * 1024))
+        await a.client.post("/api/rescan")
+        local = await on_a.of_type("local-change", lambda d: d["path"] == "big.bin")
+        self.assertEqual((local["data"]["action"], local["data"]["by"],
+                          local["data"]["local"]), ("added", "A", True))
+        fetched = await on_b.of_type("fetched", lambda d: d["path"] == "big.bin")
+        self.assertEqual((fetched["data"]["size"], fetched["data"]["peer"]),
+                         (3 * 1024 * 1024, a.node_id))
+        remote = await on_b.of_type("remote-change", lambda d: d["path"] == "big.bin")
+        self.assertEqual((remote["data"]["action"], remote["data"]["by"],
+                          remote["data"]["local"]), ("added", "A", False))
+        await on_b.of_type("folder-state", lambda d: d["state"] == "in sync"
+                           and d["files"] == 1)
+        ids = [e["id"] for e in on_b.events if e["id"] is not None]
+        self.assertEqual(ids, sorted(set(ids)))
+        # A peer that leaves.
+        await b.client.post("/api/connect", {"address": a.address})
+        a.connections[b.node_id].close("dropped", "by the test")
+        lost = await on_b.of_type("peer-lost")
+        self.assertEqual((lost["data"]["id"], lost["data"]["name"]), (a.node_id, "A"))
+
+    async def test_last_event_id_and_disconnect(self):
+        a = self.web_node("A")
+        for n in range(3):
+            a.events.emit("error", {"path": None, "message": f"number {n}"})
+        last = a.events.last_id
+        reader = await a.client.events(headers={"Last-Event-ID": str(last - 1)})
+        await reader.of_type("error", lambda d: d["message"] == "number 2")
+        self.assertEqual([e["data"]["message"] for e in reader.events if e["type"] == "error"],
+                         ["number 2"])
+        a.events.emit("error", {"path": None, "message": "live"})
+        live = await reader.of_type("error", lambda d: d["message"] == "live")
+        self.assertEqual(live["id"], last + 1)
+        stream = a.web.stream
+        self.assertEqual(len(stream.clients), 1)
+        reader.close()
+        await reader.closed
+        await turns_until(lambda: not stream.clients)
+        # (the change log still listens; the stream's client does not)
+        self.assertEqual(len(a.events._listeners), 1)
+
+    async def test_events_need_the_key(self):
+        a = self.web_node("A")
+        reply = await a.client.get("/api/events", key=False)
+        self.assertEqual(reply.code, 401)
+        self.assertEqual(a.web.stream.clients, {})
+
+
+class StreamUnitTests(SynchronousTestCase):
+    def test_keep_alive_and_cleanup(self):
+        hub, clock = EventHub(), Clock()
+        stream = EventStream(hub, clock)
+        stream.start()
+        request = DummyRequest([b"api", b"events"])
+        stream.render(request)
+        clock.advance(KEEP_ALIVE)
+        self.assertEqual(request.written[-1], b": keep-alive\n\n")
+        hub.emit("conflict", {"path": "a.txt", "copy": "a.sync-conflict-x.txt"})
+        self.assertEqual(request.written[-1],
+                         b'id: 1\nevent: conflict\ndata: {"path":"a.txt",'
+                         b'"copy":"a.sync-conflict-x.txt"}\n\n')
+        self.assertTrue(hub.listening)
+        request.processingFailed(Exception("client went away"))
+        self.assertFalse(hub.listening)
+        self.assertEqual(stream.clients, {})
+        stream.stop()
+
+    def test_backlog_after_restart(self):
+        """
+        A Last-Event-ID beyond the node's newest (the node restarted)
+        gets everything kept.
+        """
+        hub = EventHub(backlog=2)
+        for n in range(3):
+            hub.emit("error", {"n": n})
+        self.assertEqual([e.id for e in hub.since(1)], [2, 3])
+        self.assertEqual([e.id for e in hub.since(99)], [2, 3])
+        self.assertEqual(hub.since(3), [])
+
+
+class FakeWant:
+    def __init__(self, size):
+        self.entry = type("E", (), {"size": size})()
+        self.path = "big.bin"
+        self.state = "running"
+        self.finished_at = None
+        self.peer = "p" * 64
+        self.got = 0
+
+
+class ProgressThrottleTests(SynchronousTestCase):
+    """
+    The monitor sends a running transfer's progress at most once a tick
+    (4 a second), and only when it moved.
+    """
+
+    def test_progress_throttled(self):
+        clock, hub = Clock(), EventHub()
+        want = FakeWant(1000)
+        fetcher = type("F", (), {"transfers": lambda self: [want]})()
+        store = type("S", (), {"totals": lambda self: (0, 0)})()
+        sync = type("Y", (), {"paused": False})()
+        folder = type("D", (), {"fetcher": fetcher, "store": store, "sync": sync,
+                                "in_sync": lambda self: False})()
+        node = type("N", (), {"connections": {}, "folder": folder, "events": hub})()
+        seen = []
+        hub.subscribe(seen.append)
+        monitor = Monitor(node, clock)
+        monitor.start()
+        self.addCleanup(monitor.stop)
+        for _ in range(40):  # ten seconds of a byte counter moving very fast
+            want.got += 10
+            clock.advance(0.01)
+        progress = [e for e in seen if e.type == "progress"]
+        self.assertLessEqual(len(progress), 1 + 0.4 / 0.25)
+        for _ in range(12):  # three seconds, each tick a little more
+            want.got += 50
+            clock.advance(0.25)
+        progress = [e for e in seen if e.type == "progress"]
+        times = len(progress)
+        self.assertEqual(progress[-1].data["done"], want.got)
+        self.assertAlmostEqual(progress[-1].data["rate"], 200.0)
+        self.assertAlmostEqual(progress[-1].data["eta"], (1000 - want.got) / 200.0)
+        clock.advance(1.0)  # nothing moved: nothing sent
+        self.assertEqual(len([e for e in seen if e.type == "progress"]), times)
+        want.finished_at, want.state = clock.seconds(), "done"
+        clock.advance(0.25)
+        [fetched] = [e for e in seen if e.type == "fetched"]
+        self.assertEqual((fetched.data["path"], fetched.data["size"]), ("big.bin", 1000))
