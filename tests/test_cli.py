@@ -448,6 +448,8 @@ class WatchTests(CliTestCase):
         code, out, err = await watching
         self.assertEqual((code, err), (0, ""))
         self.assertEqual(out.splitlines(), [
+            "folder syncing: 1 file (4.0 MiB) left; holds 3 files, 3.0 MiB",
+            "big.iso    0%  0 B of 4.0 MiB  1.0 MiB/s  ETA 0:00:04  waiting from beta",
             "big.iso   25%  1.0 MiB of 4.0 MiB  1.0 MiB/s  ETA 0:00:03  running from beta",
             "peer connected: beta\\x1b[2J (QRSTUVW-XYZ) at 127.0.0.1:40000",
             "fetched big.iso (4.0 MiB) from beta in 2.0s",
@@ -493,9 +495,9 @@ class WatchTests(CliTestCase):
         code, out, err = await watching
         self.assertEqual((code, err), (0, ""))
         self.assertEqual(out.splitlines(), [
-            "local change: added one", "lost the node's event stream; reconnecting",
-            "reconnected", "local change: added two"])
-        self.assertEqual(self.api.asked[-1][3].get("last-event-id"), None)
+            "folder in sync: 3 files, 3.0 MiB", "local change: added one",
+            "lost the node's event stream; reconnecting", "reconnected",
+            "local change: added two"])
         events = [a for a in self.api.asked if a[1] == "/api/events"]
         self.assertEqual(events[-1][3]["last-event-id"], "1")
 
@@ -589,7 +591,7 @@ class FormattingTests(TestCase):
 
     def test_syncing_folder(self):
         self.assertEqual(fmt.folder_text(SYNCING["folder"] | {"rate": 1048576.0, "eta": 4}),
-                         "syncing: 1 files (4.0 MiB) left, 1.0 MiB/s, ETA 0:00:04;"
+                         "syncing: 1 file (4.0 MiB) left, 1.0 MiB/s, ETA 0:00:04;"
                          " holds 3 files, 3.0 MiB")
 
 
@@ -600,7 +602,8 @@ class ActivityTests(TestCase):
 
     def test_overall(self):
         activity = Activity()
-        activity.snapshot(SYNCING, [transfer(1048576), dict(transfer(0, "waiting"), id=8)])
+        activity.snapshot(SYNCING, [transfer(1048576), dict(transfer(0, "waiting"), id=8),
+                                    dict(transfer(5, "done"), id=6)])
         # No ETA from the node: the bytes left at the rate now.
         self.assertEqual(activity.overall(), (1048576, 8 * 1048576, 1048576.0, 7.0))
         self.assertFalse(activity.idle())
@@ -608,7 +611,8 @@ class ActivityTests(TestCase):
                                                     "size": 4 * 1048576})))
         done, total, speed, _ = activity.overall()
         self.assertEqual((done, total, speed), (4 * 1048576, 8 * 1048576, 0))
-        # The node no longer lists transfer 8: it is over.
+        # Transfer 6 had ended before: not counted.  The node no longer
+        # lists transfer 8: it is over.
         activity.snapshot(STATUS, [])
         self.assertTrue(activity.idle())
 

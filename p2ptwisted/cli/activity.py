@@ -84,7 +84,10 @@ class Activity:
             if isinstance(t, dict):
                 key = transfer_key(t)
                 listed.add(key)
-                self.transfers[key] = t
+                # What had ended before watch began is not part of this
+                # watch's figures (the node lists the last few that ended).
+                if key in self.transfers or t.get("state") in MOVING:
+                    self.transfers[key] = t
         # A transfer we saw moving but the node no longer lists is over.
         for key, t in self.transfers.items():
             if key not in listed and t.get("state") in MOVING:
@@ -137,6 +140,13 @@ class Activity:
             path = data.get("path") if isinstance(data, dict) else None
             return f"error: {fmt.clean(text, 500)}" + (f" ({fmt.clean(path)})" if path else "")
         return f"{fmt.clean(kind)}: {fmt.clean(event.data, 200)}"
+
+    def new_transfer(self, event: Event) -> bool:
+        """
+        Whether C{event} is about a transfer not seen before.
+        """
+        data = _data(event)
+        return isinstance(data, dict) and transfer_key(data) not in self.transfers
 
     def _finished(self, data: dict) -> None:
         key = transfer_key(data)

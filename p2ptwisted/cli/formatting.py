@@ -136,12 +136,12 @@ def generic(rows: Any, empty: str) -> str:
 
 def short_id(row: dict) -> str:
     """
-    A peer's id as people compare it: the first group of the readable
-    form, or the first 12 hex digits.
+    A peer's id as people compare it: the start of its readable form (as
+    the node logs it), or the first 12 hex digits.
     """
     readable = row.get("id_readable")
     if isinstance(readable, str) and readable:
-        return readable.split("-")[0]
+        return readable[:14]
     return str(row.get("id") or "")[:12]
 
 
@@ -167,12 +167,17 @@ def folder_text(folder: dict) -> str:
     The folder's state in one line: in sync with totals, or what is left.
     """
     state = clean(folder.get("state") or "?")
-    held = f"{_cell(folder.get('files'))} files, {human(folder.get('bytes'))}"
+    held = f"{files(folder.get('files'))}, {human(folder.get('bytes'))}"
     if folder.get("need_files") or folder.get("need_bytes"):
-        left = (f"{_cell(folder.get('need_files'))} files ({human(folder.get('need_bytes'))})"
-                f" left, {rate(folder.get('rate'))}, ETA {duration(folder.get('eta'))}")
+        left = f"{files(folder.get('need_files'))} ({human(folder.get('need_bytes'))}) left"
+        if number(folder.get("rate")) > 0:
+            left += f", {rate(folder.get('rate'))}, ETA {duration(folder.get('eta'))}"
         return f"{state}: {left}; holds {held}"
     return f"{state}: {held}"
+
+
+def files(count: Any) -> str:
+    return f"{_cell(count)} file" + ("" if count == 1 else "s")
 
 
 PEER_COLUMNS: List[Column] = [

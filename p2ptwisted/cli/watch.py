@@ -26,7 +26,7 @@ import time
 from typing import Any, Iterator, Optional, TextIO
 
 from p2ptwisted.cli import formatting as fmt
-from p2ptwisted.cli.activity import Activity, transfer_key
+from p2ptwisted.cli.activity import Activity, transfer_key, transfer_line
 from p2ptwisted.cli.client import CliError, Target
 from p2ptwisted.cli.sse import Event
 
@@ -109,7 +109,7 @@ def _loop(target: Target, args: argparse.Namespace, reader: Reader, activity: Ac
     if args.until_idle and activity.idle():
         display.finish(activity)
         return 0
-    display.draw(activity)
+    display.start(activity)
     reader.start()
     seen = 0
     polled = time.monotonic()
@@ -121,6 +121,9 @@ def _loop(target: Target, args: argparse.Namespace, reader: Reader, activity: Ac
         if kind == "gone":
             raise value
         if kind == "event":
+            if value.type == "progress" and activity.new_transfer(value):
+                # Progress events carry what moves; the list has the peer.
+                _snapshot(target, activity)
             line = activity.apply(value)
             if value.type != "hello":
                 seen += 1
@@ -138,6 +141,8 @@ def _loop(target: Target, args: argparse.Namespace, reader: Reader, activity: Ac
         if args.count is not None and seen >= args.count:
             return 0
         if args.until_idle and activity.idle():
+            # The last word is the node's own, fresh.
+            _snapshot(target, activity)
             display.finish(activity)
             return 0
 
@@ -173,6 +178,14 @@ class Plain:
         if line:
             self.say(line)
 
+    def start(self, activity: Activity) -> None:
+        """
+        Say where things stand as watching begins.
+        """
+        self.say("folder " + fmt.folder_text(activity.folder))
+        for t in activity.moving():
+            self.say(transfer_line(t))
+
     def draw(self, activity: Activity) -> None:
         pass
 
@@ -197,6 +210,9 @@ class JsonLines(Plain):
     def say(self, line: str) -> None:
         if line.startswith("{"):
             super().say(line)
+
+    def start(self, activity: Activity) -> None:
+        pass
 
     def finish(self, activity: Activity) -> None:
         pass
@@ -232,6 +248,9 @@ class Terminal(Plain):
     def event(self, event: Event, line: Optional[str]) -> None:
         if line and event.type != "progress":
             self.say(line)
+
+    def start(self, activity: Activity) -> None:
+        self.draw(activity)
 
     def draw(self, activity: Activity) -> None:
         self.live.update(render(activity), refresh=True)
