@@ -640,3 +640,36 @@ class PathTests(TestCase):
         module, _, name = scripts["p2pshare"].partition(":")
         self.assertEqual((module, name), ("p2ptwisted.cli", "run"))
         self.assertTrue(callable(cli.run))
+
+
+class PasswordTests(CliTestCase):
+    """
+    A node serving beyond loopback wants HTTP Basic too: the client sends
+    it from --web-password-file, and says so when it is missing.
+    """
+
+    def setUp(self):
+        super().setUp()
+        render = self.api.render
+
+        def guarded(request):
+            if request.getHeader(b"authorization") != b"Basic cDJwc2hhcmU6c2VjcmV0":
+                request.setResponseCode(401)
+                request.setHeader("www-authenticate", 'Basic realm="p2pshare"')
+                return b'{"error": "this node\'s web page needs its password"}'
+            return render(request)
+
+        self.api.render = guarded
+
+    async def test_password(self):
+        password = os.path.join(self.state, "password")
+        with open(password, "w") as f:
+            f.write("secret\nignored\n")
+        code, out, err = await self.run_cli("--web-password-file", password, "status")
+        self.assertEqual(code, 0, err)
+        self.assertIn("node alpha", out)
+
+    async def test_no_password(self):
+        code, out, err = await self.run_cli("status")
+        self.assertEqual((code, out), (cli.EXIT_KEY, ""))
+        self.assertOneLine(err, "wants its web password", "--web-password-file")

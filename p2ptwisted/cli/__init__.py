@@ -52,6 +52,9 @@ def _common(parser: argparse.ArgumentParser, default) -> None:
                         help="the node's API, e.g. http://127.0.0.1:8384 [default: from web.json]")
     parser.add_argument("--key-file", metavar="FILE", default=default(None),
                         help="the API key file [default: from web.json]")
+    parser.add_argument("--web-password-file", metavar="FILE", default=default(None),
+                        help="the password of a node serving beyond loopback"
+                             " (its --web-password-file)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -119,7 +122,8 @@ def main(argv: Optional[List[str]] = None, out: Optional[TextIO] = None,
     args = parser().parse_args(argv)
     state = state_dir(args.state, args.share)
     try:
-        target = Target.find(state, args.url, args.key_file, _hint(args))
+        target = Target.find(state, args.url, args.key_file, _hint(args),
+                             args.web_password_file)
         return args.function(target, args, out)
     except CliError as e:
         err.write(f"{PROG}: {e}\n")

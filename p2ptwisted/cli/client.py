@@ -11,6 +11,7 @@ L{CliError} carrying the one line to print; nothing else escapes.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -79,10 +80,11 @@ class Target:
     key: str
     state: str
     hint: str
+    password: Optional[str] = None
 
     @classmethod
     def find(cls, state: str, url: Optional[str] = None, key_file: Optional[str] = None,
-             hint: str = "") -> "Target":
+             hint: str = "", password_file: Optional[str] = None) -> "Target":
         """
         The node whose state directory is C{state}: its URL and key file
         from C{state}/web.json unless given, the key read from the file.
@@ -110,7 +112,16 @@ class Target:
             reason = getattr(e, "strerror", None) or str(e)
             raise CliError(f"cannot read the API key {key_file}: {reason}",
                            EXIT_KEY) from None
-        return cls(url.rstrip("/"), key, state, hint)
+        password = None
+        if password_file is not None:
+            try:
+                with open(os.path.expanduser(password_file), encoding="utf-8") as f:
+                    password = f.readline().rstrip("\r\n")
+            except (OSError, ValueError) as e:
+                reason = getattr(e, "strerror", None) or str(e)
+                raise CliError(f"cannot read the web password {password_file}: {reason}",
+                               EXIT_KEY) from None
+        return cls(url.rstrip("/"), key, state, hint, password)
 
     def _open(self, method: str, path: str, body: Optional[dict] = None,
               headers: Optional[dict] = None, timeout: Optional[float] = TIMEOUT):
@@ -120,6 +131,11 @@ class Target:
         request.add_header("Accept", "application/json")
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        if self.password is not None:
+            # A node serving beyond loopback (over TLS) wants its password
+            # too, as HTTP Basic (any user name).
+            token = base64.b64encode(f"p2pshare:{self.password}".encode("utf-8"))
+            request.add_header("Authorization", "Basic " + token.decode("ascii"))
         for name, value in (headers or {}).items():
             request.add_header(name, value)
         try:
@@ -146,6 +162,9 @@ class Target:
         if not isinstance(error, str) or not error:
             error = f"{e.code} {e.reason}"
         error = " ".join(error.split())
+        if e.code == 401 and (e.headers.get("WWW-Authenticate") or "").startswith("Basic"):
+            return CliError(f"the node at {self.url} wants its web password: {error}"
+                            " (give it with --web-password-file FILE)", EXIT_KEY)
         if e.code == 401:
             return CliError(f"the node at {self.url} refused the API key: {error}", EXIT_KEY)
         return CliError(error, EXIT_API)

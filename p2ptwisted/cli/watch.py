@@ -270,14 +270,16 @@ def render(activity: Activity):
     from rich.text import Text
 
     done, total, speed, eta = activity.overall()
-    head = Table.grid(padding=(0, 1))
-    for _ in range(6):
-        head.add_column()
-    head.add_row(
-        Text("total", style="bold"), ProgressBar(total=total or 1, completed=done, width=30),
-        Text(f"{100 * done / total:3.0f}%" if total else "  -"),
-        Text(f"{fmt.human(done)} of {fmt.human(total)}"), Text(fmt.rate(speed)),
-        Text(f"ETA {fmt.duration(eta)}"))
+    head: Any = Text("nothing has moved since watch began", style="dim")
+    if total:
+        head = Table.grid(padding=(0, 1))
+        for _ in range(6):
+            head.add_column()
+        head.add_row(
+            Text("total", style="bold"), ProgressBar(total=total, completed=done, width=30),
+            Text(f"{100 * done / total:3.0f}%"),
+            Text(f"{fmt.human(done)} of {fmt.human(total)}"), Text(fmt.rate(speed)),
+            Text(f"ETA {fmt.duration(eta)}"))
     folder = Text("folder " + fmt.folder_text(activity.folder)
                   + (f"; {activity.peers} peers" if activity.peers is not None else ""),
                   style="dim")
