@@ -14,6 +14,7 @@ import io
 import json
 import os
 import socket
+import sys
 import tomllib
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -150,6 +151,17 @@ class FakeApi(resource.Resource):
         return self.asked_for("transfers")
 
 
+def dead_pid() -> int:
+    """
+    The pid of a process that has exited and been reaped.
+    """
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
 class TtyOut(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -276,6 +288,11 @@ class CommandTests(CliTestCase):
         self.assertEqual((code, out, err), (0, "fetched big.iso (4.0 KiB) from beta\n", ""))
         self.assertEqual(self.api.asked[-2][2], {"path": "big.iso"})
 
+    async def test_fetch_already_over(self):
+        self.api.answers[("POST", "fetch")] = (202, {"transfer": None})
+        code, out, err = await self.run_cli("fetch", "big.iso", "--wait")
+        self.assertEqual((code, out, err), (0, "fetched big.iso\n", ""))
+
     async def test_fetch_wait_failed(self):
         self.api.answers[("GET", "transfers")] = [{"id": 7, "path": "big.iso",
                                                    "state": "failed"}]
@@ -344,6 +361,18 @@ class FailureTests(CliTestCase):
         code, out, err = await self.run_cli("peers")
         self.assertEqual((code, out), (cli.EXIT_NO_NODE, ""))
         self.assertOneLine(err, f"no node running at {gone} for state {self.state}")
+
+    async def test_node_killed(self):
+        """
+        A web.json left by a node that was killed names a pid that is
+        gone: no request is made (whatever has the port now gets no key).
+        """
+        with open(os.path.join(self.state, "web.json"), "w") as f:
+            json.dump({"url": self.url, "key_file": self.key_file, "pid": dead_pid()}, f)
+        code, out, err = await self.run_cli("status")
+        self.assertEqual((code, out), (cli.EXIT_NO_NODE, ""))
+        self.assertOneLine(err, f"no node running for state {self.state}")
+        self.assertEqual(self.api.asked, [])
 
     async def test_wrong_key(self):
         with open(self.key_file, "w") as f:

@@ -101,6 +101,10 @@ class Target:
                 raise CliError(f"cannot read {os.path.join(state, WEB_FILE)}: {e}") from None
             if not isinstance(web, dict):
                 web = {}
+            if url is None and _gone(web.get("pid")):
+                # Left by a node that was killed: whatever listens on its
+                # port now is not that node, and gets no key.
+                raise no_node(state, hint)
             url = url or web.get("url")
             key_file = key_file or web.get("key_file") or os.path.join(state, KEY_FILE)
             if not isinstance(url, str) or not isinstance(key_file, str):
@@ -211,6 +215,21 @@ class Target:
                 yield from read_events(response)
 
         return read()
+
+
+def _gone(pid: Any) -> bool:
+    """
+    Whether the process C{pid} no longer exists (C{False} if unsure).
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def no_node(state: str, hint: str, url: Optional[str] = None) -> CliError:

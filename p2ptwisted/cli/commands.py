@@ -108,11 +108,14 @@ def fetch(target: Target, args: argparse.Namespace, out: TextIO) -> int:
     if args.peer:
         body["peer"] = args.peer
     answer = target.post("/api/fetch", body)
+    ident = _field(answer, "transfer")
+    if ident is None:
+        # Already over (the same fetch was running and has just ended).
+        return _show(out, args, answer, lambda a: f"fetched {fmt.clean(args.path)}")
     if not args.wait:
         return _show(out, args, answer, lambda a: (
-            f"fetching {fmt.clean(args.path)} (transfer {fmt.clean(_field(a, 'transfer'))};"
+            f"fetching {fmt.clean(args.path)} (transfer {fmt.clean(ident)};"
             " follow it with: p2pshare watch)"))
-    ident = _field(answer, "transfer")
     while True:
         listed = target.get("/api/transfers")
         mine = [t for t in listed if isinstance(t, dict) and t.get("id") == ident]
