@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional, TextIO
 
 from p2ptwisted.cli import formatting as fmt
 from p2ptwisted.cli.activity import Activity, transfer_key, transfer_line
-from p2ptwisted.cli.client import CliError, Target
+from p2ptwisted.cli.client import EXIT_NO_NODE, CliError, Target
 from p2ptwisted.cli.sse import Event
 
 #: Seconds between fresh snapshots while waiting for --until-idle, in case
@@ -123,7 +123,7 @@ def _loop(target: Target, args: argparse.Namespace, reader: Reader, activity: Ac
         if kind == "event":
             if value.type == "progress" and activity.new_transfer(value):
                 # Progress events carry what moves; the list has the peer.
-                _snapshot(target, activity)
+                _refresh(target, activity)
             line = activity.apply(value)
             if value.type != "hello":
                 seen += 1
@@ -132,23 +132,35 @@ def _loop(target: Target, args: argparse.Namespace, reader: Reader, activity: Ac
             display.say("lost the node's event stream; reconnecting")
         elif kind == "back":
             display.say("reconnected")
-            _snapshot(target, activity)
+            _refresh(target, activity)
         if args.until_idle and time.monotonic() - polled > POLL:
             # In case an event was missed (more than the node keeps).
             polled = time.monotonic()
-            _snapshot(target, activity)
+            _refresh(target, activity)
         display.draw(activity)
         if args.count is not None and seen >= args.count:
             return 0
         if args.until_idle and activity.idle():
             # The last word is the node's own, fresh.
-            _snapshot(target, activity)
+            _refresh(target, activity)
             display.finish(activity)
             return 0
 
 
 def _snapshot(target: Target, activity: Activity) -> None:
     activity.snapshot(target.get("/api/status"), target.get("/api/transfers"))
+
+
+def _refresh(target: Target, activity: Activity) -> None:
+    """
+    A fresh snapshot, unless the node is out of reach just now: then the
+    reader's reconnecting (and giving up) decides.
+    """
+    try:
+        _snapshot(target, activity)
+    except CliError as e:
+        if e.status != EXIT_NO_NODE:
+            raise
 
 
 class Plain:
