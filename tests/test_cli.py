@@ -393,6 +393,20 @@ class FailureTests(CliTestCase):
         self.assertEqual((code, out), (cli.EXIT_API, ""))
         self.assertEqual(err, "p2pshare: no connected peer matches 'x'\n")
 
+    async def test_bad_url(self):
+        for url, says in (("localhost:8384", "not a web address"),
+                          ("file:///etc/passwd", "not a web address"),
+                          ("http://127.0.0.1:port", "cannot use the address")):
+            code, out, err = await self.run_cli("--url", url, "status")
+            self.assertEqual((code, out), (cli.EXIT_USAGE, ""), err)
+            self.assertOneLine(err, says)
+
+    async def test_error_is_escaped(self):
+        self.api.answers[("GET", "ls")] = (404, {"error": "no peer \x1b[2J\nmatches"})
+        code, _, err = await self.run_cli("ls", "x")
+        self.assertEqual(code, cli.EXIT_API)
+        self.assertEqual(err, "p2pshare: no peer \\x1b[2J matches\n")
+
     async def test_error_without_json(self):
         self.api.answers[("GET", "status")] = (500, "oops")
         code, _, err = await self.run_cli("status")

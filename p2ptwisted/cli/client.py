@@ -23,6 +23,7 @@ from typing import Any, Iterator, Optional
 
 import attrs
 
+from p2ptwisted.cli.formatting import clean
 from p2ptwisted.cli.sse import Event, read_events
 
 #: The discovery file a node writes into its state directory once its web
@@ -125,6 +126,8 @@ class Target:
                 reason = getattr(e, "strerror", None) or str(e)
                 raise CliError(f"cannot read the web password {password_file}: {reason}",
                                EXIT_KEY) from None
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise CliError(f"not a web address (http:// or https://): {url}", EXIT_USAGE)
         return cls(url.rstrip("/"), key, state, hint, password)
 
     def _open(self, method: str, path: str, body: Optional[dict] = None,
@@ -146,14 +149,24 @@ class Target:
             return _OPENER.open(request, timeout=timeout)
         except urllib.error.HTTPError as e:
             raise self._refused(e) from None
+        except http.client.InvalidURL as e:
+            raise CliError(f"cannot use the address {self.url}: {e}", EXIT_USAGE) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            reason = getattr(e, "reason", e)
-            if isinstance(reason, (ConnectionRefusedError, FileNotFoundError)):
-                raise no_node(self.state, self.hint, self.url) from None
-            if isinstance(reason, socket.timeout):
-                raise CliError(f"the node at {self.url} did not answer in time") from None
-            raise CliError(f"cannot reach the node at {self.url}: {reason}",
-                           EXIT_NO_NODE) from None
+            raise self._unreachable(e) from None
+        except ValueError as e:
+            # urllib's word for a URL it cannot use (a bad port, say).
+            raise CliError(f"cannot use the address {self.url}: {e}", EXIT_USAGE) from None
+
+    def _unreachable(self, e: Exception) -> CliError:
+        """
+        The one line for a request that got no answer.
+        """
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, (ConnectionRefusedError, FileNotFoundError)):
+            return no_node(self.state, self.hint, self.url)
+        if isinstance(reason, socket.timeout):
+            return CliError(f"the node at {self.url} did not answer in time", EXIT_NO_NODE)
+        return CliError(f"cannot reach the node at {self.url}: {reason}", EXIT_NO_NODE)
 
     def _refused(self, e: urllib.error.HTTPError) -> CliError:
         """
@@ -165,7 +178,7 @@ class Target:
             error = None
         if not isinstance(error, str) or not error:
             error = f"{e.code} {e.reason}"
-        error = " ".join(error.split())
+        error = clean(" ".join(error.split()), 500)
         if e.code == 401 and (e.headers.get("WWW-Authenticate") or "").startswith("Basic"):
             return CliError(f"the node at {self.url} wants its web password: {error}"
                             " (give it with --web-password-file FILE)", EXIT_KEY)
@@ -178,8 +191,11 @@ class Target:
         """
         Make one API request and return its decoded JSON answer.
         """
-        with self._open(method, path, body, timeout=timeout) as response:
-            raw = response.read()
+        try:
+            with self._open(method, path, body, timeout=timeout) as response:
+                raw = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise self._unreachable(e) from None
         try:
             return json.loads(raw.decode("utf-8")) if raw.strip() else None
         except ValueError:
