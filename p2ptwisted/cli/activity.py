@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
 
-from p2ptwisted.cli import formatting as fmt
+import p2ptwisted.cli.formatting as fmt
 from p2ptwisted.cli.sse import Event
 
 #: Transfer states that are not over yet.

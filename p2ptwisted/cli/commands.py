@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any, Callable, Dict, List, TextIO
 
-from p2ptwisted.cli import formatting as fmt
+import p2ptwisted.cli.formatting as fmt
 from p2ptwisted.cli.client import CliError, Target
 
 #: Seconds between looks at a fetch that fetch --wait follows.

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any, Iterator, Optional, TextIO
 
-from p2ptwisted.cli import formatting as fmt
+import p2ptwisted.cli.formatting as fmt
 from p2ptwisted.cli.activity import Activity, transfer_key, transfer_line
 from p2ptwisted.cli.client import EXIT_NO_NODE, CliError, Target
 from p2ptwisted.cli.sse import Event
