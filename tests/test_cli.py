@@ -673,6 +673,19 @@ class PathTests(TestCase):
         self.assertEqual(state_dir(None), os.path.expanduser("~/P2PShare/.p2pshare"))
         self.assertEqual(state_dir("rel"), os.path.abspath("rel"))
 
+    def test_light_start(self):
+        """
+        A command that does not draw loads neither Twisted nor rich: the
+        client starts fast.
+        """
+        import subprocess
+
+        code = ("import sys, p2ptwisted.cli as c, p2ptwisted.cli.commands; c.parser();"
+                " print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'twisted'}))")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=60)
+        self.assertEqual(result.stdout, "[]\n", result.stderr)
+
     def test_console_script(self):
         """
         pyproject.toml installs p2pshare as the client's entry point.
