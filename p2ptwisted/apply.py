@@ -310,15 +310,23 @@ class Disk:
         """
         The work of L{place}, on the open temporary file C{fd}.
         """
+        self.ready(fd, entry)
+        os.fsync(fd)
+        self.clear_way(dir_fd, name, entry.path, now_ns)
+        rename_into(dir_fd, tmp_name, dir_fd, name)
+        os.fsync(dir_fd)
+
+    def ready(self, fd: int, entry: Entry) -> os.stat_result:
+        """
+        Give the open temporary file C{fd} C{entry}'s permission bits and
+        mtime, once it is checked to be C{entry.size} long; its stat.
+        """
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
             raise ApplyError("changed", "the temporary file is not the expected size")
         os.fchmod(fd, entry.perms & PERM_MASK)
         os.utime(fd, ns=(st.st_atime_ns, entry.mtime_ns))
-        os.fsync(fd)
-        self.clear_way(dir_fd, name, entry.path, now_ns)
-        rename_into(dir_fd, tmp_name, dir_fd, name)
-        os.fsync(dir_fd)
+        return st
 
     def set_meta(self, entry: Entry) -> None:
         """

@@ -28,7 +28,7 @@ protocol.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -45,8 +45,8 @@ from p2ptwisted.swarm import BlockDownload, BlockRequest
 from p2ptwisted.stalls import STALL_CHECK, StallWatch  # noqa: F401 (STALL_CHECK for tests)
 
 #: Downloads in flight from one peer, and in total.
-MAX_PER_PEER = 16
-MAX_TOTAL = 32
+MAX_PER_PEER = 64
+MAX_TOTAL = 128
 
 #: Seconds a download whose connection closed waits for a source to be
 #: connected (again) before it fails and is left to the sync's retries.
@@ -123,8 +123,17 @@ class Fetcher(FetcherBlocks, StreamFrames):
         if self.stopped:
             return
         waiting: Deque[Want] = deque()
+        # With every connected peer at its limit, a whole-file download can
+        # only wait: say so without asking L{Sources} (a long queue is
+        # looked at on every pump).
+        connected: Dict[str, Any] = self.connections()
+        room = sum(len(p.downloads) < MAX_PER_PEER for p in connected.values())
         while self.queue and len(self.active) < MAX_TOTAL:
             want = self.queue.popleft()
+            if (not room and not want.entry.blocks
+                    and any(s in connected for s in want.sources)):
+                waiting.append(want)
+                continue
             connections = self._sources_of(want)
             if self._blockwise(want, connections):
                 self.active.append(want)
@@ -137,6 +146,7 @@ class Fetcher(FetcherBlocks, StreamFrames):
                 RECONNECT_WAIT)
             if step == START:
                 self._start(want, connections[what])
+                room -= len(connections[what].downloads) == MAX_PER_PEER
             elif step == WAIT:
                 waiting.append(want)  # its sources are busy, or may come back
             else:

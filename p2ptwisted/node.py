@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from p2ptwisted import wire
+from p2ptwisted.batching import BatchedCalls
 from p2ptwisted.connections import (  # noqa: F401 (re-exported)
     MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_PER_ADDRESS, MAX_REACH, ConnectionsMixin, Reach)
 from p2ptwisted.dialing import (  # noqa: F401 (re-exported)
@@ -138,8 +139,10 @@ class Node(ConnectionsMixin, DialingMixin, GossipMixin, Service):
                 self._disk_pool = ThreadPool(minthreads=0, maxthreads=DISK_THREADS,
                                              name="p2pshare-disk")
 
-                def run_blocking(f, *args):
+                def in_thread(f, *args):
                     return threads.deferToThreadPool(reactor, self._disk_pool, f, *args)
+
+                run_blocking = BatchedCalls(in_thread, DISK_THREADS)
             else:  # a reactor without threads (a test's memory reactor)
                 run_blocking = maybeDeferred
         self._run_blocking = run_blocking

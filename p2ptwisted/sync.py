@@ -24,13 +24,15 @@ How one action is applied (L{FolderSync._apply_blocking}):
 
 from __future__ import annotations
 
-from typing import Callable, FrozenSet, List, Optional, Set
+from typing import Callable, FrozenSet, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from p2ptwisted import wire
 from p2ptwisted.apply import Disk
+from p2ptwisted.batching import Batches, Outcome
 from p2ptwisted.core.engine import SyncEngine
 from p2ptwisted.core.index import DIR, Entry
 from p2ptwisted.core.planner import (ADOPT, DELETE, FETCH, MKDIR, MOVE, RECEIVE_ONLY, SEND_RECEIVE,
@@ -38,6 +40,8 @@ from p2ptwisted.core.planner import (ADOPT, DELETE, FETCH, MKDIR, MOVE, RECEIVE_
 from p2ptwisted.core.trouble import Trouble
 from p2ptwisted.core.versions import Vector
 from p2ptwisted.localscan import RESCAN_PAUSE, LocalScans
+from p2ptwisted.pausing import Pausable
+from p2ptwisted.placing import place_files
 from p2ptwisted.scanner import Scanner
 from p2ptwisted.web.hub import EventHub
 
@@ -59,7 +63,10 @@ DELETION_LIFETIME = 180 * 24 * 3600
 #: Actions in flight at most (fetches included): more would only queue,
 #: and a change that jumps the queue (L{p2ptwisted.core.dirty}) must not
 #: then wait behind them.
-MAX_IN_FLIGHT = 64
+MAX_IN_FLIGHT = 256
+
+#: Batches of fetched files being placed at once (L{p2ptwisted.placing}).
+PLACING_JOBS = 2
 
 DONE = "done"
 RESCAN = "rescan"
@@ -68,7 +75,7 @@ NEED_BYTES = "need-bytes"
 FAILED = "failed"
 
 
-class FolderSync:
+class FolderSync(Pausable):
     """
     @param fetch: C{(action, sources) -> Deferred} firing with the name of
         a complete, verified temporary file in the destination's directory.
@@ -86,10 +93,7 @@ class FolderSync:
                  run_blocking=maybeDeferred, mode: str = SEND_RECEIVE,
                  events: Optional[EventHub] = None):
         self.mode = engine.mode = mode
-        self.events = events if events is not None else EventHub()
-        #: Paused by the operator (L{pause}): nothing planned or applied,
-        #: no index updates sent.
-        self.paused = False
+        self.events = events or EventHub()  # (what happens, for the web API)
         self.engine = engine
         self.scanner = scanner
         self.disk = disk
@@ -97,6 +101,9 @@ class FolderSync:
         self.fetch = fetch
         self.announce = announce
         self.run_blocking = run_blocking
+        #: Fetched files wait here to be placed together (L{_place}).
+        self.placing = Batches(run_blocking, self._place, max_jobs=PLACING_JOBS,
+                               around=engine.index.batch)
         self._pump_call = None
         #: Actions applied since start.
         self.applied = 0
@@ -138,32 +145,9 @@ class FolderSync:
         elif call.getTime() > self.clock.seconds():
             call.reset(0)
 
-    def pause(self) -> None:
-        """
-        Stop applying peers' changes and sending ours (the operator's
-        pause): what is in flight finishes; nothing new starts.
-        """
-        self.paused = True
-
-    def resume(self) -> None:
-        """
-        Send what changed meanwhile, and plan again.
-        """
-        self.paused = False
-        self.announce()
-        self.kick()
-
-    def _announce(self) -> None:
-        if not self.paused:
-            self.announce()
-
     def pump(self) -> None:
         self._pump_call = None
-        if self.stopped:
-            return
-        if self.paused:  # (waiters still hear that something happened)
-            for observer in list(self.observers):
-                observer()
+        if self.stopped or self.held():
             return
         now = self.clock.seconds()
         room = MAX_IN_FLIGHT - len(self.engine.busy)
@@ -247,7 +231,6 @@ class FolderSync:
             self.engine.done(action)
             if action.conflict_copy:
                 self.rescan()  # the copy is a new file of ours
-                self.events.emit("conflict", {"path": action.path, "copy": action.conflict_copy})
             self.events.applied(action)
             self._announce()
         elif outcome == RESCAN:
@@ -310,20 +293,46 @@ class FolderSync:
             self.kick()  # so the retry is scheduled
             return
         d = self.fetch(action, sources)
-        d.addCallback(lambda tmp: self.run_blocking(self._place, action, tmp, self.now_ns()))
+        d.addCallback(lambda tmp: self.placing.add((action, tmp, self.now_ns())))
         d.addCallback(self._outcome, action)
         d.addErrback(self._error, action)
 
-    def _place(self, action: Action, tmp: str, now_ns: int) -> str:
-        outcome = FAILED
-        try:
-            outcome = self._place_checked(action, tmp, now_ns)
-            return outcome
-        finally:
-            if outcome != DONE:
-                self.disk.discard(action.path, tmp)
+    def _place(self, items: List[Tuple[Action, str, int]]) -> List[Outcome]:
+        """
+        Place fetched files (C{(action, temporary file, now_ns)}), all in
+        one go (L{place_files}); what is not placed is discarded (blocking).
+        """
+        outcomes: List[Optional[Outcome]] = [None] * len(items)
+        to_place = []
+        for i, (action, _, _) in enumerate(items):
+            try:
+                early = self._before_placing(action)
+            except Exception:
+                outcomes[i] = (False, Failure())
+                continue
+            if early is None:
+                to_place.append(i)
+            else:
+                outcomes[i] = (True, early)
+        placed = place_files(self.disk, [(items[i][1], items[i][0].entry, items[i][2])
+                                         for i in to_place])
+        for i, (ok, value) in zip(to_place, placed):
+            outcomes[i] = (True, DONE) if ok else (False, value)
+        done: List[Outcome] = []
+        for (action, tmp, _), outcome in zip(items, outcomes):
+            assert outcome is not None
+            if outcome != (True, DONE):
+                try:
+                    self.disk.discard(action.path, tmp)
+                except Exception:
+                    outcome = (False, Failure())
+            done.append(outcome)
+        return done
 
-    def _place_checked(self, action: Action, tmp: str, now_ns: int) -> str:
+    def _before_placing(self, action: Action) -> Optional[str]:
+        """
+        What stops a fetched file being placed, if anything (blocking).
+        """
         disk = self.disk
         if self.mode != RECEIVE_ONLY and not disk.check(action.local or _nothing(action.path)):
             # Edited (or, where we had nothing, created) while we fetched:
@@ -334,8 +343,7 @@ class FolderSync:
             return FAILED
         if not self._dir_out_of_the_way(action):
             return BLOCKED
-        disk.place(tmp, action.entry, now_ns)
-        return DONE
+        return None
 
     def _dir_out_of_the_way(self, action: Action) -> bool:
         """
@@ -350,8 +358,7 @@ class FolderSync:
         why = failure.value
         code = getattr(why, "code", type(why).__name__)
         delay, first = self.trouble.failed(action.path)
-        self.events.emit("error", {"path": action.path,
-                                   "message": f"cannot apply {action.kind}: {code}: {why}"})
+        self.events.emit("error", {"path": action.path, "message": f"{action.kind}: {why}"})
         if first and not getattr(why, "logged", False):
             self.log.warn("cannot apply {kind} to {path}: {code}: {why}; trying again later",
                           kind=action.kind, path=wire.safe_text(action.path), code=code,
@@ -373,11 +380,6 @@ class FolderSync:
         d = self.run_blocking(self.disk.clean_trash, self.now_ns())
         d.addCallback(lambda removed: (forgotten, removed))
         return d
-
-    def _scanned(self, made: int) -> None:
-        if made:
-            self._announce()
-        self.kick()
 
     def stop(self) -> None:
         self.stopped = True

@@ -34,6 +34,14 @@ from .test_twistd import EVENT_TIMEOUT, free_port
 HOST_KEY_FILE = "manhole_host_key"
 
 
+async def web_port(node) -> int:
+    """
+    The port of the node's web page, as it logs it (on loopback).
+    """
+    match = await node.wait_for(r"web UI at http://127\.0\.0\.1:(?P<port>\d+)/$")
+    return int(match.group("port"))
+
+
 def listening_sockets(pid: int) -> Set[Tuple[str, int]]:
     """
     The TCP sockets process C{pid} listens on, as (address, port): its open
@@ -136,14 +144,15 @@ class ManholeSurfaceTests(manhole_base.ManholeTestCase):
 
     async def test_no_manhole_by_default(self) -> None:
         """
-        A node started without --manhole listens on its peer port and on
-        nothing else (no SSH server on any address), and never loads the
-        manhole (no host key is made).
+        A node started without --manhole listens on its peer port and its
+        web page's loopback port and on nothing else (no SSH server on any
+        address), and never loads the manhole (no host key is made).
         """
         share = os.path.abspath(self.mktemp())
         node = await self.started(self.start_node("A", share))
+        web = await web_port(node)  # (once it listens)
         self.assertEqual(listening_sockets(node.transport.pid),
-                         {(base.LOCALHOST, node.port)}, node.output())
+                         {(base.LOCALHOST, node.port), (base.LOCALHOST, web)}, node.output())
         self.assertFalse(os.path.exists(
             os.path.join(share, files_base.RESERVED_PREFIX, HOST_KEY_FILE)))
         self.assertEqual(node.matching(r"ConchFactory|SSHFactory|manhole host key", 0), [],
@@ -159,9 +168,10 @@ class ManholeSurfaceTests(manhole_base.ManholeTestCase):
         manhole_port = free_port()
         node = await self.started(self.start_manhole_node("A", share, manhole_port))
         await node.wait_for(rf"\b{manhole_port}\b")  # Conch's "starting on PORT" line
+        web = await web_port(node)
         self.assertEqual(
             listening_sockets(node.transport.pid),
-            {(base.LOCALHOST, node.port), (base.LOCALHOST, manhole_port)},
+            {(base.LOCALHOST, node.port), (base.LOCALHOST, manhole_port), (base.LOCALHOST, web)},
             node.output(),
         )
 

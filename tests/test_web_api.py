@@ -260,6 +260,23 @@ class PauseTests(WebNodes, RealNodes, TestCase):
         self.assertFalse((await b.client.get("/api/status")).json()["paused"])
 
 
+    async def test_paused_node_sends_no_index_updates(self):
+        """
+        Paused, a node's own changes are recorded but not announced to its
+        peers until it resumes.
+        """
+        a = self.web_node("A")
+        await a.folder.when(lambda: a.folder.sync.scans.count > 0)
+        announced = []
+        a.folder.sync.announce = lambda: announced.append(True)
+        await a.client.post("/api/pause")
+        write(a, "mine.txt", b"local")
+        self.assertEqual((await a.client.post("/api/rescan")).json(), {"changes": 1})
+        self.assertEqual(announced, [])
+        await a.client.post("/api/resume")
+        self.assertEqual(announced, [True])
+
+
 class ApproveTests(WebNodes, RealNodes, TestCase):
     timeout = 30
 

@@ -83,9 +83,13 @@ class LiveEventTests(WebNodes, RealNodes, TestCase):
         await reader.of_type("error", lambda d: d["message"] == "number 2")
         self.assertEqual([e["data"]["message"] for e in reader.events if e["type"] == "error"],
                          ["number 2"])
-        a.events.emit("error", {"path": None, "message": "live"})
+        # A new client is told the folder's state, though nothing changed.
+        await a.folder.when(a.folder.in_sync)
+        state = await reader.of_type("folder-state")
+        self.assertEqual(state["data"]["state"], "in sync")
+        emitted = a.events.emit("error", {"path": None, "message": "live"})
         live = await reader.of_type("error", lambda d: d["message"] == "live")
-        self.assertEqual(live["id"], last + 1)
+        self.assertEqual(live["id"], emitted.id)
         stream = a.web.stream
         self.assertEqual(len(stream.clients), 1)
         reader.close()
@@ -182,3 +186,65 @@ class ProgressThrottleTests(SynchronousTestCase):
         clock.advance(0.25)
         [fetched] = [e for e in seen if e.type == "fetched"]
         self.assertEqual((fetched.data["path"], fetched.data["size"]), ("big.bin", 1000))
+
+
+def entry(path, content_hash="h1", live=True, by="aaaa", kind="file"):
+    from p2ptwisted.core.index import Entry
+    from p2ptwisted.core.versions import Vector
+
+    return Entry(path=path, kind=kind, size=1, mtime_ns=0, perms=0o644,
+                 hash=content_hash if live else "", deleted=not live,
+                 version=Vector({by: 1}), modified_by=by)
+
+
+class HubTests(SynchronousTestCase):
+    """
+    How the hub tells what a change was, and a lost conflict.
+    """
+
+    def setUp(self):
+        self.hub = EventHub()
+        self.hub.names = {"aaaa": "A", "bbbb": "B"}.get
+        self.seen = []
+        self.hub.subscribe(self.seen.append)
+
+    def test_added_changed_deleted(self):
+        self.hub.changes([(None, entry("new")), (entry("old"), entry("old", "h2")),
+                          (entry("gone", "h3"), entry("gone", live=False, by="bbbb"))],
+                         local=True)
+        self.assertEqual([(e.type, e.data["path"], e.data["action"], e.data["by"])
+                          for e in self.seen],
+                         [("local-change", "new", "added", "A"),
+                          ("local-change", "old", "changed", "A"),
+                          ("local-change", "gone", "deleted", "B")])
+
+    def test_rename_is_one_change(self):
+        self.hub.changes([(None, entry("b.txt", "h9")),
+                          (entry("a.txt", "h9"), entry("a.txt", live=False))], local=False)
+        [event] = self.seen
+        self.assertEqual((event.type, event.data["path"], event.data["action"],
+                          event.data["from"]), ("remote-change", "b.txt", "renamed", "a.txt"))
+
+    def test_applied_conflict_and_move(self):
+        from p2ptwisted.core.planner import DELETE, FETCH, MOVE, Action
+
+        self.hub.applied(Action(FETCH, "n.txt", entry("n.txt", "h2", by="bbbb"),
+                                local=entry("n.txt"),
+                                conflict_copy="n.sync-conflict-20240610-070000-aaaa.txt"))
+        self.assertEqual([(e.type, e.data) for e in self.seen][0],
+                         ("conflict", {"path": "n.txt",
+                                       "copy": "n.sync-conflict-20240610-070000-aaaa.txt"}))
+        self.assertEqual((self.seen[1].type, self.seen[1].data["action"]),
+                         ("remote-change", "changed"))
+        self.seen.clear()
+        source = Action(DELETE, "old.txt", entry("old.txt", live=False, by="bbbb"),
+                        local=entry("old.txt", "h5"))
+        self.hub.applied(Action(MOVE, "new.txt", entry("new.txt", "h5", by="bbbb"),
+                                source=source))
+        [event] = self.seen
+        self.assertEqual((event.data["path"], event.data["action"], event.data["from"],
+                          event.data["by"]), ("new.txt", "renamed", "old.txt", "B"))
+
+    def test_at_most_a_hundred(self):
+        self.hub.changes([(None, entry(f"f{i}")) for i in range(150)], local=True)
+        self.assertEqual(len(self.seen), 100)

@@ -105,6 +105,8 @@ class KeyTests(WebNodes, RealNodes, TestCase):
         self.assertIn(b'<meta name="csrf-token" content="', reply.body)
         self.assertNotIn(a.client.key.encode(), reply.body)
         self.assertIn("frame-ancestors 'none'", reply.header("Content-Security-Policy"))
+        self.assertEqual((reply.header("X-Frame-Options"), reply.header("X-Content-Type-Options")),
+                         ("DENY", "nosniff"))
 
     async def test_no_cors(self):
         a = self.web_node("A")

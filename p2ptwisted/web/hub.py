@@ -101,8 +101,11 @@ class EventHub:
 
     def applied(self, action) -> None:
         """
-        Emit what a peer's change, applied here, did (an L{Action}).
+        Emit what a peer's change, applied here, did (an L{Action}), and
+        the conflict it lost, if it did.
         """
+        if action.conflict_copy:
+            self.emit("conflict", {"path": action.path, "copy": action.conflict_copy})
         if action.kind == ADOPT or not self.listening:
             return
         pairs = [(action.local, action.entry)]

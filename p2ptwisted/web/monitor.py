@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional, Tuple
 
 from twisted.internet.task import LoopingCall
 
@@ -70,9 +70,13 @@ class Monitor:
     @ivar rates_in, rates_out: per connected peer id, a L{Rate}.
     """
 
-    def __init__(self, node: "Node", clock) -> None:
+    def __init__(self, node: "Node", clock,
+                 watched: Optional[Callable[[], bool]] = None) -> None:
         self.node = node
         self.clock = clock
+        #: Whether anyone watches the event stream: the folder's state
+        #: (which counts the whole index) is only worked out for them.
+        self.watched = watched if watched is not None else (lambda: node.events.listening)
         self.rates_in: Dict[str, Rate] = {}
         self.rates_out: Dict[str, Rate] = {}
         self._want_rates: "weakref.WeakKeyDictionary[Any, Rate]" = weakref.WeakKeyDictionary()
@@ -135,7 +139,8 @@ class Monitor:
             elif state == "running" and self._reported.get(want) != got:
                 self._reported[want] = got
                 events.emit("progress", self.progress(want))
-        self._folder_state(now)
+        if self.watched():
+            self._folder_state(now)
 
     def progress(self, want) -> Dict[str, Any]:
         rate = self.rate_of(want)
@@ -175,6 +180,13 @@ class Monitor:
                  else "in sync" if folder.in_sync() else "syncing")
         return {"state": state, "files": files, "bytes": size, "need_files": len(pending),
                 "need_bytes": need, "rate": rate, "eta": need / rate if rate > 0 else None}
+
+    def forget(self) -> None:
+        """
+        Send the folder's state at the next look, changed or not (a new
+        client is watching).
+        """
+        self._folder = None
 
     def _folder_state(self, now: float) -> None:
         current = self.folder(fresh=False)

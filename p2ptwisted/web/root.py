@@ -19,21 +19,22 @@ from p2ptwisted.web.static import StaticFiles
 
 class WebRoot(Resource):
     """
-    @ivar port: the port we are served on, once listening (the C{Host}
-        check needs it).
+    @param interface: the address the server binds, and C{port} its port
+        (the C{Host} check needs them).
+    @param password: for HTTP Basic, if any.
     """
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, api: Api, static: StaticFiles, interface: str,
+    def __init__(self, api: Api, static: StaticFiles, interface: str, port: int,
                  password: Optional[str] = None):
         super().__init__()
         self.api = api
         self.static = static
         self.interface = interface
+        self.port = port
         self.password = password
-        self.port = 0
 
     def render(self, request):
         refused = self.refusal(request)

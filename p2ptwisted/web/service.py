@@ -15,6 +15,7 @@ from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from p2ptwisted.control import Control
@@ -86,13 +87,10 @@ class WebService(Service):
         # (a file others can read: WebSecurityError, one line at start-up)
         key = load_or_create_key(node.state_dir)
         Service.startService(self)
-        self.monitor = Monitor(node, self.reactor)
         self.changes = ChangeLog(node.events)
-        views = Views(node, Control(node, out=lambda text: None), self.monitor, self.changes)
-        self.stream = EventStream(node.events, self.reactor)
-        sessions = Sessions()
-        self.root = WebRoot(None, None, self.interface, self.password)  # type: ignore[arg-type]
-        site = QuietSite(self.root)
+        # The resource is made once the port is known (the Host check and
+        # the cookie's name need it); no request is read before that.
+        site = QuietSite(Resource())
         try:
             self.port = self._listen(self.description, site)
         except CannotListenError:
@@ -101,18 +99,31 @@ class WebService(Service):
                 raise
             self.log.info("web port {where} is taken (another node on this machine?):"
                           " listening on a free loopback port instead", where=self.description)
-            self.interface = self.root.interface = "127.0.0.1"
+            self.interface = "127.0.0.1"
             self.port = self._listen(FALLBACK_WEB, site)
         port = self.port.getHost().port
-        cookie = f"p2pshare-session-{port}"
-        self.root.port = port
-        self.root.api = Api(views, Actions(views), self.stream, key, sessions, cookie)
-        self.root.static = StaticFiles(sessions, cookie, self.tls, self.static_dir)
+        site.resource = self._resource(key, port)
         self.url = f"{'https' if self.tls else 'http'}://{_url_host(self.interface)}:{port}"
+        assert self.monitor is not None
         self.monitor.start()
         self.stream.start()
         self._write_web_json()
         self.log.info("web UI at {url}/", url=self.url)
+
+    def _resource(self, key: str, port: int) -> WebRoot:
+        """
+        The server's resource: the checks, the API and the page.
+        """
+        node = self.node
+        self.stream = EventStream(node.events, self.reactor, joined=lambda: monitor.forget())
+        self.monitor = monitor = Monitor(node, self.reactor,
+                                         watched=lambda: bool(self.stream.clients))
+        views = Views(node, Control(node, out=lambda text: None), monitor, self.changes)
+        sessions = Sessions()
+        cookie = f"p2pshare-session-{port}"
+        api = Api(views, Actions(views), self.stream, key, sessions, cookie)
+        static = StaticFiles(sessions, cookie, self.tls, self.static_dir)
+        return WebRoot(api, static, self.interface, port, self.password)
 
     def _listen(self, description: str, site: Site):
         """

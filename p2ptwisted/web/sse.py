@@ -12,7 +12,7 @@ at once (C{notifyFinish}).
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from twisted.internet.task import LoopingCall
 from twisted.web.server import NOT_DONE_YET
@@ -37,9 +37,12 @@ class EventStream:
     The connected event-stream clients of one web server.
     """
 
-    def __init__(self, events: EventHub, clock):
+    def __init__(self, events: EventHub, clock, joined: Callable[[], None] = lambda: None):
         self.events = events
         self.clock = clock
+        #: Called when a client joins (the monitor then sends the folder's
+        #: state at its next look).
+        self.joined = joined
         #: request -> its unsubscribe function
         self.clients: Dict[Any, Any] = {}
         self._keep_alive = LoopingCall(self._ping)
@@ -67,6 +70,7 @@ class EventStream:
                 request.write(frame(event))
         self.clients[request] = self.events.subscribe(lambda event: self._send(request, event))
         request.notifyFinish().addBoth(lambda _: self._drop(request))
+        self.joined()
         return NOT_DONE_YET
 
     def _send(self, request, event: Event) -> None:

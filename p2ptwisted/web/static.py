@@ -15,6 +15,7 @@ import re
 from twisted.web.resource import NoResource
 from twisted.web.static import File
 
+from p2ptwisted.web.api import set_common_headers
 from p2ptwisted.web.security import Sessions
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -50,6 +51,7 @@ class StaticFiles:
         self.directory = directory
 
     def render(self, request):
+        set_common_headers(request)
         request.setHeader(b"content-security-policy", CSP)
         parts = [p.decode("utf-8", "replace") for p in request.postpath]
         if parts in ([], [""], ["index.html"]):
@@ -77,5 +79,4 @@ class StaticFiles:
             page = re.sub(rb"(<head[^>]*>)", lambda m: m.group(1) + meta, page, count=1,
                           flags=re.IGNORECASE)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
         return page
