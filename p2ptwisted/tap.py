@@ -26,12 +26,11 @@ from p2ptwisted.optcheck import (
     server_description,
     whole_number,
 )
+from p2ptwisted.paths import DEFAULT_SHARE, STATE_SUBDIR, state_dir
 from p2ptwisted.peers import split_expected_id
 from p2ptwisted.startup import NodeService, StartupError
 
-DEFAULT_SHARE = "~/P2PShare"
 DEFAULT_MANHOLE_KEYS = "~/.ssh/authorized_keys"
-STATE_SUBDIR = ".p2pshare"
 
 #: The folder modes (L{p2ptwisted.core.planner}).
 MODES = ("send-receive", "send-only", "receive-only")
@@ -192,11 +191,7 @@ class Options(usage.Options):
         share = os.path.abspath(os.path.expanduser(self["share"]))
         check_directory("--share", share)
         self["share"] = share
-        state = self["state"]
-        self["state"] = (
-            os.path.abspath(os.path.expanduser(state)) if state
-            else os.path.join(share, STATE_SUBDIR)
-        )
+        self["state"] = state_dir(self["state"], share)
         check_directory("--state", self["state"])
         name = self["name"] if self["name"] is not None else socket.gethostname()
         if len(name) > wire.MAX_NAME or wire.has_control_chars(name):
