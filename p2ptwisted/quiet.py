@@ -52,6 +52,13 @@ class _NoChatter:
 _predicate = _NoChatter()
 
 
+class _Quieted(FilteringLogObserver):
+    """
+    An observer with the chatter filtered out; a second L{quiet_twisted}
+    leaves it as it is rather than wrapping it again.
+    """
+
+
 def quiet_twisted(publisher: LogPublisher = globalLogPublisher) -> Callable[[], None]:
     """
     Filter the chatter out for every observer C{publisher} has now (twistd's
@@ -61,7 +68,9 @@ def quiet_twisted(publisher: LogPublisher = globalLogPublisher) -> Callable[[], 
     """
     wrapped: List[Tuple[ILogObserver, ILogObserver]] = []
     for observer in list(getattr(publisher, "_observers", ())):
-        filtered = FilteringLogObserver(observer, [_predicate])
+        if isinstance(observer, _Quieted):
+            continue
+        filtered = _Quieted(observer, [_predicate])
         publisher.removeObserver(observer)
         publisher.addObserver(filtered)
         wrapped.append((observer, filtered))

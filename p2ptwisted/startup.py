@@ -84,11 +84,16 @@ class NodeService(MultiService):
 
     _loud = None
 
+    def __init__(self, quiet: bool = True) -> None:
+        MultiService.__init__(self)
+        self.quiet = quiet
+
     def startService(self) -> None:
         Service.startService(self)
         # twistd has begun logging by now: keep Twisted's port chatter out
         # of its log (see p2ptwisted.quiet).
-        self._loud = quiet_twisted()
+        if self.quiet:
+            self._loud = quiet_twisted()
         for service in self:
             try:
                 service.startService()

@@ -275,19 +275,23 @@ def _listen_host(description: str) -> str:
     return match.group(1).replace("\\", "") if match else ""
 
 
-def makeService(options: Options, reactor=None) -> MultiService:
+def makeService(options: Options, reactor=None, quiet: bool = True) -> MultiService:
     """
     Build the node's service tree: the node, then its listener.
 
     The node starts first so that the state directory is locked and the
     identity loaded before any peer can connect.
+
+    @param quiet: keep Twisted's port chatter out of the log once started
+        (see L{p2ptwisted.quiet}); in-process tests say C{False}, since
+        filtering rewraps the log observers trial adds and removes per test.
     """
     if reactor is None:
         from twisted.internet import reactor
     from p2ptwisted.listener import ListenerService
     from p2ptwisted.node import Node
 
-    top = NodeService()
+    top = NodeService(quiet=quiet)
     node = Node(
         reactor,
         state_dir=options["state"],

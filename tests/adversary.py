@@ -235,7 +235,7 @@ class Target:
 
         globalLogPublisher.addObserver(observe)
         testcase.addCleanup(globalLogPublisher.removeObserver, observe)
-        service = makeService(options, reactor=reactor)
+        service = makeService(options, reactor=reactor, quiet=False)
         node = service.getServiceNamed("node")
         service.startService()
         scanned = first_scan(node, SHARED_NAME)
@@ -315,7 +315,7 @@ class Target:
              "--no-discover", "--no-web", "--peer", f"127.0.0.1:{self.port}"]
             + ([] if self.tls else ["--no-tls"])
         )
-        service = makeService(options, reactor=reactor)
+        service = makeService(options, reactor=reactor, quiet=False)
         honest = service.getServiceNamed("node")
         target_id = self.node.node_id
         service.startService()

@@ -6,8 +6,10 @@ import os
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from p2ptwisted.node import Node
@@ -37,12 +39,30 @@ def make_node(testcase, name, reactor=None, port=None, **kwargs):
         **kwargs,
     )
     node.startService()
-    testcase.addCleanup(lambda: node.running and node.stopService())
+    testcase.addCleanup(stop_in_memory, node)
     if port is None:
         _next_port[0] += 1
         port = _next_port[0]
     node.listening_on(port)
     return node
+
+
+def stop_in_memory(node):
+    """
+    Stop C{node} and deliver the end of its in-memory connections.
+
+    Nothing pumps them once a test is over, so without this the stop would
+    wait forever and the node would keep its state directory (lock file,
+    index) open for the rest of the run: a SynchronousTestCase does not
+    wait for the Deferred, and a whole C{trial tests} in one process runs
+    out of file descriptors.
+    """
+    if not node.running:
+        return None
+    stopped = node.stopService()
+    for proto in list(node.connections.values()) + list(node.pending):
+        proto.connectionLost(Failure(ConnectionDone("the test is over")))
+    return stopped
 
 
 def link(dialer, listener, entry=None, dialer_host="127.0.0.1", listener_host="127.0.0.1"):
@@ -121,7 +141,7 @@ class RealNodes:
         for peer in peers:
             args += ["--peer", peer]
         options.parseOptions(args)
-        service = makeService(options, reactor=reactor)
+        service = makeService(options, reactor=reactor, quiet=False)
         service.startService()
         self.services.append(service)
         node = service.getServiceNamed("node")

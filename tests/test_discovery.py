@@ -883,7 +883,7 @@ class RealLoopbackTests(TestCase):
         options = Options()
         options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "--no-discover",
                               "--share", os.path.join(self.base, name), "--name", name])
-        service = makeService(options, reactor=reactor)
+        service = makeService(options, reactor=reactor, quiet=False)
         self.assertEqual(len(service.getServiceNamed("node").book), 0)  # no --peer
         service.startService()
         self.addCleanup(service.stopService)

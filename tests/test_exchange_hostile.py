@@ -242,7 +242,7 @@ class SlowReaderTests(TestCase):
         options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "--share", share,
                               "--no-tls", "--no-discover",
                               "--state", os.path.join(base, "state"), "--name", "server"])
-        service = makeService(options, reactor=reactor)
+        service = makeService(options, reactor=reactor, quiet=False)
         node = service.getServiceNamed("node")
         paused = first_pause(self)
         service.startService()

@@ -245,7 +245,7 @@ class SyncOptionsTests(SynchronousTestCase):
         service = makeService(parse("--port", "tcp:4001:interface=127.0.0.1",
                                     "--share", self.mktemp(), "--mode", "receive-only",
                                     "--keep-versions", "0", "--keep-deletions", "7"),
-                              reactor=memory)
+                              reactor=memory, quiet=False)
         service.startService()
         self.addCleanup(service.stopService)
         folder = service.getServiceNamed("node").folder
@@ -271,7 +271,7 @@ class MakeServiceTests(SynchronousTestCase):
         service = makeService(
             parse("--port", "tcp:4000:interface=127.0.0.1", "--share", share,
                   "--name", "n", "--peer", "10.0.0.9:12345", "--no-web"),
-            reactor=memory,
+            reactor=memory, quiet=False,
         )
         node = service.getServiceNamed("node")
         self.assertIsInstance(node, Node)
@@ -303,7 +303,7 @@ class StartupFailureTests(TestCase):
         share = self.mktemp()
         service = makeService(
             parse("--port", f"tcp:{number}:interface=127.0.0.1", "--share", share),
-            reactor=reactor,
+            reactor=reactor, quiet=False,
         )
         e = self.assertRaises(SystemExit, service.startService)
         # An Exception too, so that twistd reports it to a daemon's parent.
@@ -318,11 +318,11 @@ class StartupFailureTests(TestCase):
         logs = capture_logs(self)
         share = self.mktemp()
         first = makeService(parse("--port", "tcp:0:interface=127.0.0.1", "--share", share),
-                            reactor=reactor)
+                            reactor=reactor, quiet=False)
         first.startService()
         self.addCleanup(first.stopService)
         second = makeService(parse("--port", "tcp:0:interface=127.0.0.1", "--share", share),
-                             reactor=reactor)
+                             reactor=reactor, quiet=False)
         self.assertRaises(SystemExit, second.startService)
         [line] = [l for l in logs() if l.startswith("cannot start")]
         self.assertIn("in use by another node", line)

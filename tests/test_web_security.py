@@ -233,7 +233,7 @@ class StartupRefusalTests(SynchronousTestCase):
         with open(os.path.join(state, "api-key"), "w") as f:
             f.write("k" * 43 + "\n")
         os.chmod(os.path.join(state, "api-key"), 0o640)
-        service = makeService(options, reactor=reactor)
+        service = makeService(options, reactor=reactor, quiet=False)
         e = self.assertRaises(StartupError, service.startService)
         self.assertIn("is open to others (mode 0640)", str(e))
         self.assertNotIn("\n", str(e))
