@@ -27,7 +27,9 @@ The work is split three ways, by what each part owns:
   - L{Disk} owns the share's root fd and the state directory's identity:
     it turns a peer's path into a directory fd (the one place that does),
     and does what an index entry asks at one path (L{Disk.check},
-    L{Disk.place}, L{Disk.mkdir}, L{Disk.rmdir}, L{Disk.set_meta}).
+    L{Disk.mkdir}, L{Disk.rmdir}, L{Disk.set_meta}; placing a fetched
+    file is L{p2ptwisted.placing}, built from L{Disk.ready} and
+    L{Disk.clear_way}).
   - L{p2ptwisted.reuse.LocalCopies} makes a file from another one the
     share already holds (a copy, a rename, a conflict copy): two paths per
     operation instead of one path and a peer's bytes.  It owns nothing and
@@ -53,8 +55,8 @@ from typing import List, Optional, Sequence, Tuple
 from p2ptwisted import fsops, wire
 from p2ptwisted.core.index import DIR, FILE, PERM_MASK, Entry
 from p2ptwisted.fsops import (
-    META_FLAGS, READ_FLAGS, ROOT_FLAGS, ApplyError, closing, lstat_at, open_dirs,
-    regular_at, rename_into, set_meta_fd, split_path, unlink_quietly,
+    META_FLAGS, ROOT_FLAGS, ApplyError, closing, lstat_at, open_dirs,
+    regular_at, set_meta_fd, split_path, unlink_quietly,
 )
 from p2ptwisted.hashing import PARTIAL_PREFIX
 from p2ptwisted.reuse import LocalCopies
@@ -281,40 +283,6 @@ class Disk:
         if dir_fd is not None:
             with closing(dir_fd):
                 unlink_quietly(dir_fd, tmp_name)
-
-    def place(self, tmp_name: str, entry: Entry, now_ns: int) -> None:
-        """
-        Publish the complete, verified file C{tmp_name} (one of ours, in
-        the directory of C{entry.path}) as C{entry}: set its permission
-        bits (exactly: C{fchmod} ignores the umask) and mtime, sync it,
-        trash the regular file it replaces, rename it into place and sync
-        the directory.
-
-        @raise ApplyError: C{not_regular} if a directory, link or special
-            file is in the way; C{changed} if the temporary file is not
-            C{entry.size} long or a file appeared at the destination.
-        """
-        fsops.require_live_file(entry)
-        if "/" in tmp_name or not tmp_name.startswith(wire.RESERVED_PREFIX):
-            raise ApplyError("bad_path", "a temporary file must be ours, beside its destination")
-        dir_fd, name = self.parent(entry.path)
-        with closing(dir_fd):
-            try:
-                fd = os.open(tmp_name, READ_FLAGS, dir_fd=dir_fd)
-            except FileNotFoundError:
-                raise ApplyError("not_found", "no such temporary file") from None
-            with closing(fd):
-                self.publish(dir_fd, tmp_name, fd, name, entry, now_ns)
-
-    def publish(self, dir_fd, tmp_name, fd, name, entry, now_ns) -> None:
-        """
-        The work of L{place}, on the open temporary file C{fd}.
-        """
-        self.ready(fd, entry)
-        os.fsync(fd)
-        self.clear_way(dir_fd, name, entry.path, now_ns)
-        rename_into(dir_fd, tmp_name, dir_fd, name)
-        os.fsync(dir_fd)
 
     def ready(self, fd: int, entry: Entry) -> os.stat_result:
         """

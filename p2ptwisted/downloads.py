@@ -7,7 +7,7 @@ the fetcher's record of one version to fetch (L{Want}).
 The partial file's name depends only on the destination and the content
 (L{partial_name}), so an interrupted download resumes from whichever peer
 serves the same content next.  A verified download is not published here:
-the sync shell places it (L{p2ptwisted.apply.Disk.place}), checking first
+the sync shell places it (L{p2ptwisted.placing.place_files}), checking first
 that the user has not changed the destination meanwhile.
 """
 

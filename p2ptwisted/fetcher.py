@@ -61,6 +61,16 @@ _FAILED = ("fetching {path} from {peer} failed: {why}{after}",
            "{peer} sent a bad copy of {path}: {why}; bad data discarded{after}")
 
 
+def _only_waits(want: Want, connected: Dict[str, Any], room: int) -> bool:
+    """
+    Whether C{want} can only wait, every connected peer being at its limit
+    (C{room} is how many are not): a whole-file download with a connected
+    source.  Said without asking L{Sources}: a long queue is looked at on
+    every pump.
+    """
+    return not room and not want.entry.blocks and any(s in connected for s in want.sources)
+
+
 class Fetcher(FetcherBlocks, StreamFrames):
     """
     @param open_dir: C{path -> (dir fd, directories made)} (blocking):
@@ -123,15 +133,11 @@ class Fetcher(FetcherBlocks, StreamFrames):
         if self.stopped:
             return
         waiting: Deque[Want] = deque()
-        # With every connected peer at its limit, a whole-file download can
-        # only wait: say so without asking L{Sources} (a long queue is
-        # looked at on every pump).
         connected: Dict[str, Any] = self.connections()
         room = sum(len(p.downloads) < MAX_PER_PEER for p in connected.values())
         while self.queue and len(self.active) < MAX_TOTAL:
             want = self.queue.popleft()
-            if (not room and not want.entry.blocks
-                    and any(s in connected for s in want.sources)):
+            if _only_waits(want, connected, room):
                 waiting.append(want)
                 continue
             connections = self._sources_of(want)

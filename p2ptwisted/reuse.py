@@ -20,6 +20,7 @@ from p2ptwisted.fsops import (
     set_meta_fd, split_path, unlink_quietly,
 )
 from p2ptwisted.hashing import hash_fd
+from p2ptwisted.placing import publish
 
 
 class LocalCopies:
@@ -56,7 +57,8 @@ class LocalCopies:
         """
         Make C{entry} from a file we already hold with the same content (a
         copy or a rename seen as delete and add): copy C{src_path} beside
-        the destination, check the copy's hash, then L{Disk.place} it.
+        the destination, check the copy's hash, then publish it
+        (L{p2ptwisted.placing.publish}).
 
         @return: C{False}, leaving nothing behind, if C{src_path} no
             longer holds C{entry.hash}: fetch it instead.
@@ -90,7 +92,7 @@ class LocalCopies:
             copied = fsops.copy_fd(src, out, entry.size + 1)
             os.lseek(out, 0, os.SEEK_SET)
             if copied == entry.size and hash_fd(out) == entry.hash:
-                self._disk.publish(dir_fd, tmp, out, name, entry, now_ns)
+                publish(self._disk, dir_fd, tmp, out, name, entry, now_ns)
                 placed = True
             return placed
         finally:

@@ -10,7 +10,7 @@ the node gives it a C{fetch} function that brings a file's verified bytes
 into a temporary file beside its destination, and an C{announce} function
 called whenever our index has entries peers have not had.
 
-How one action is applied (L{FolderSync._apply_blocking}):
+How one action is applied (L{p2ptwisted.diskactions.DiskActions}):
 
   1. Check before replace: if the disk no longer holds what our index says
      (the user is editing it), rescan and plan again; nothing is touched.
@@ -24,24 +24,22 @@ How one action is applied (L{FolderSync._apply_blocking}):
 
 from __future__ import annotations
 
-from typing import Callable, FrozenSet, List, Optional, Set, Tuple
+from typing import Callable, FrozenSet, List, Optional, Set
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from p2ptwisted import wire
 from p2ptwisted.apply import Disk
-from p2ptwisted.batching import Batches, Outcome
+from p2ptwisted.batching import Batches
 from p2ptwisted.core.engine import SyncEngine
-from p2ptwisted.core.index import DIR, Entry
-from p2ptwisted.core.planner import (ADOPT, DELETE, FETCH, MKDIR, MOVE, RECEIVE_ONLY, SEND_RECEIVE,
-                                     SET_META, Action)
+from p2ptwisted.core.planner import (DELETE, FETCH, SEND_RECEIVE,
+                                     Action)
 from p2ptwisted.core.trouble import Trouble
-from p2ptwisted.core.versions import Vector
+from p2ptwisted.diskactions import (BLOCKED, DONE, NEED_BYTES, RESCAN,
+                                     DiskActions)
 from p2ptwisted.localscan import RESCAN_PAUSE, LocalScans
 from p2ptwisted.pausing import Pausable
-from p2ptwisted.placing import place_files
 from p2ptwisted.scanner import Scanner
 from p2ptwisted.web.hub import EventHub
 
@@ -68,11 +66,6 @@ MAX_IN_FLIGHT = 256
 #: Batches of fetched files being placed at once (L{p2ptwisted.placing}).
 PLACING_JOBS = 2
 
-DONE = "done"
-RESCAN = "rescan"
-BLOCKED = "blocked"      # a directory in the way still holds something
-NEED_BYTES = "need-bytes"
-FAILED = "failed"
 
 
 class FolderSync(Pausable):
@@ -101,8 +94,9 @@ class FolderSync(Pausable):
         self.fetch = fetch
         self.announce = announce
         self.run_blocking = run_blocking
-        #: Fetched files wait here to be placed together (L{_place}).
-        self.placing = Batches(run_blocking, self._place, max_jobs=PLACING_JOBS,
+        self.actions = DiskActions(disk, mode)
+        #: Fetched files wait here to be placed together.
+        self.placing = Batches(run_blocking, self.actions.place, max_jobs=PLACING_JOBS,
                                around=engine.index.batch)
         self._pump_call = None
         #: Actions applied since start.
@@ -174,53 +168,10 @@ class FolderSync(Pausable):
         if action.kind == FETCH:
             local_copies = [e.path for e in self.engine.store.with_hash(action.entry.hash)
                             if e.path != action.path]
-        d = self.run_blocking(self._apply_blocking, action, local_copies, self.now_ns())
+        d = self.run_blocking(self.actions.apply, action, local_copies, self.now_ns())
         d.addCallback(self._outcome, action)
         d.addErrback(self._error, action)
         return d
-
-    def _apply_blocking(self, action: Action, local_copies: List[str], now_ns: int) -> str:
-        disk = self.disk
-        # Check before replace; a receive-only folder replaces local
-        # changes anyway (the trash can keeps them).
-        checked = self.mode != RECEIVE_ONLY
-        if action.kind == MKDIR and disk.check(action.entry):
-            # Already a directory (we made it for its files): just give
-            # it the version's permission bits and mtime.
-            disk.set_meta(action.entry)
-            return DONE
-        if checked and not disk.check(action.local or _nothing(action.path)):
-            return RESCAN  # changed, or appeared, since we last scanned it
-        # (a MOVE's source is the DELETE of a file we hold: it has a local entry)
-        moved = action.source.local if action.source is not None else None
-        if action.kind == MOVE and (moved is None or not disk.check(moved)):
-            return RESCAN
-        kind, entry = action.kind, action.entry
-        if kind == ADOPT:
-            return DONE
-        if kind == SET_META:
-            disk.set_meta(entry)
-            return DONE
-        if kind == DELETE:
-            if action.local is not None and action.local.kind == DIR:
-                return DONE if disk.rmdir(action.path) else BLOCKED
-            disk.trash(action.path, now_ns)
-            return DONE
-        if kind == FETCH and not local_copies:
-            return NEED_BYTES  # what is in the way is dealt with on arrival
-        if kind != MKDIR and not self._dir_out_of_the_way(action):
-            return BLOCKED
-        if action.conflict_copy and not disk.conflict_copy(action.path, action.conflict_copy):
-            return FAILED
-        if kind == MKDIR:
-            disk.mkdir(entry, now_ns)
-            return DONE
-        if kind == MOVE and moved is not None:
-            return DONE if disk.move_local(moved, entry, now_ns) else FAILED
-        for path in local_copies:
-            if disk.copy_local(path, entry, now_ns):
-                return DONE
-        return NEED_BYTES
 
     def _outcome(self, outcome: str, action: Action) -> None:
         if self.stopped:
@@ -297,63 +248,6 @@ class FolderSync(Pausable):
         d.addCallback(self._outcome, action)
         d.addErrback(self._error, action)
 
-    def _place(self, items: List[Tuple[Action, str, int]]) -> List[Outcome]:
-        """
-        Place fetched files (C{(action, temporary file, now_ns)}), all in
-        one go (L{place_files}); what is not placed is discarded (blocking).
-        """
-        outcomes: List[Optional[Outcome]] = [None] * len(items)
-        to_place = []
-        for i, (action, _, _) in enumerate(items):
-            try:
-                early = self._before_placing(action)
-            except Exception:
-                outcomes[i] = (False, Failure())
-                continue
-            if early is None:
-                to_place.append(i)
-            else:
-                outcomes[i] = (True, early)
-        placed = place_files(self.disk, [(items[i][1], items[i][0].entry, items[i][2])
-                                         for i in to_place])
-        for i, (ok, value) in zip(to_place, placed):
-            outcomes[i] = (True, DONE) if ok else (False, value)
-        done: List[Outcome] = []
-        for (action, tmp, _), outcome in zip(items, outcomes):
-            assert outcome is not None
-            if outcome != (True, DONE):
-                try:
-                    self.disk.discard(action.path, tmp)
-                except Exception:
-                    outcome = (False, Failure())
-            done.append(outcome)
-        return done
-
-    def _before_placing(self, action: Action) -> Optional[str]:
-        """
-        What stops a fetched file being placed, if anything (blocking).
-        """
-        disk = self.disk
-        if self.mode != RECEIVE_ONLY and not disk.check(action.local or _nothing(action.path)):
-            # Edited (or, where we had nothing, created) while we fetched:
-            # the scan records the user's version, and planning decides
-            # again (a conflict, if both are new).
-            return RESCAN
-        if action.conflict_copy and not disk.conflict_copy(action.path, action.conflict_copy):
-            return FAILED
-        if not self._dir_out_of_the_way(action):
-            return BLOCKED
-        return None
-
-    def _dir_out_of_the_way(self, action: Action) -> bool:
-        """
-        A file is to replace the directory our index holds there: remove
-        it if it is empty (L{BLOCKED} otherwise).
-        """
-        local = action.local
-        return not (local is not None and local.live and local.kind == DIR
-                    and not self.disk.rmdir(action.path))
-
     def _error(self, failure, action: Action) -> None:
         why = failure.value
         code = getattr(why, "code", type(why).__name__)
@@ -386,12 +280,4 @@ class FolderSync(Pausable):
         if self._pump_call is not None and self._pump_call.active():
             self._pump_call.cancel()
         self.scans.stop()
-
-
-def _nothing(path: str) -> Entry:
-    """
-    A tombstone for C{path}: L{Disk.check} of it asks "is nothing there?".
-    """
-    return Entry(path=path, kind="file", size=0, mtime_ns=0, perms=0, hash="", deleted=True,
-                 version=Vector(), modified_by="")
 

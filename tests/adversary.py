@@ -42,7 +42,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import attrs
 import blake3
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import formatEvent, globalLogPublisher
@@ -238,7 +238,9 @@ class Target:
         service = makeService(options, reactor=reactor, quiet=False)
         node = service.getServiceNamed("node")
         service.startService()
-        scanned = first_scan(node, SHARED_NAME)
+        # Every file given, not just the first one recorded: a scan may
+        # record them in more than one batch.
+        scanned = gatherResults([first_scan(node, name) for name in [SHARED_NAME, *(files or {})]])
         testcase.addCleanup(lambda: service.running and service.stopService())
         await scanned.addTimeout(WAIT, reactor)
         # The disk keeps descriptors of the share's root and its trash can

@@ -5,6 +5,7 @@ and reserved names on every path.
 """
 
 import errno
+from functools import partial
 import os
 import stat
 
@@ -19,6 +20,7 @@ from p2ptwisted.apply import ApplyError, Disk
 from p2ptwisted.core.index import DIR, FILE, Entry
 from p2ptwisted.core.versions import Vector
 from p2ptwisted.hashing import PARTIAL_PREFIX
+from p2ptwisted.placing import place_one
 from p2ptwisted.trash import TrashedVersion, parse_trash_name, trash_name
 
 #: 2026-12-03 14:15:02.123456789 UTC.
@@ -406,37 +408,37 @@ class PlaceTests(DiskCase):
             self.set_umask(mask)
             name = self.tmp(b"secret", mode=0o644)
             secret = file_entry("d/s.txt", b"secret", mtime_ns=123_456_789_012, perms=0o600)
-            self.disk.place(name, secret, NOW)
+            place_one(self.disk, name, secret, NOW)
             st_ = os.stat(self.path("d", "s.txt"))
             self.assertEqual((stat.S_IMODE(st_.st_mode), st_.st_mtime_ns), (0o600, 123_456_789_012))
             self.assertEqual(read(self.path("d", "s.txt")), b"secret")
-            self.disk.place(self.tmp(b"exe"), file_entry("d/s.txt", b"exe", perms=0o755), NOW)
+            place_one(self.disk, self.tmp(b"exe"), file_entry("d/s.txt", b"exe", perms=0o755), NOW)
             self.assertEqual(stat.S_IMODE(os.stat(self.path("d", "s.txt")).st_mode), 0o755)
         self.assertNotIn(PARTIAL_PREFIX + "test", os.listdir(self.path("d")))
 
     def test_replaced_file_is_trashed(self):
         write(self.path("d", "r.txt"), b"old")
-        self.disk.place(self.tmp(b"newer"), file_entry("d/r.txt", b"newer"), NOW)
+        place_one(self.disk, self.tmp(b"newer"), file_entry("d/r.txt", b"newer"), NOW)
         self.assertEqual(read(self.path("d", "r.txt")), b"newer")
         self.assertEqual(read(self.trashed("d", f"r~{STAMP}.txt")), b"old")
 
     def test_in_the_way(self):
         os.makedirs(self.path("d", "r.txt"))
         name = self.tmp(b"x")
-        self.assertRaisesCode("not_regular", self.disk.place, name,
+        self.assertRaisesCode("not_regular", partial(place_one, self.disk), name,
                               file_entry("d/r.txt", b"x"), NOW)
         self.assertTrue(os.path.isdir(self.path("d", "r.txt")))
         self.assertEqual(read(self.path("d", name)), b"x")
 
     def test_refused(self):
         write(self.path("d", "user.txt"), b"u")
-        self.assertRaisesCode("bad_path", self.disk.place, "user.txt",
+        self.assertRaisesCode("bad_path", partial(place_one, self.disk), "user.txt",
                               file_entry("d/r.txt", b"u"), NOW)
-        self.assertRaisesCode("changed", self.disk.place, self.tmp(b"short"),
+        self.assertRaisesCode("changed", partial(place_one, self.disk), self.tmp(b"short"),
                               file_entry("d/r.txt", b"longer"), NOW)
-        self.assertRaisesCode("not_found", self.disk.place, PARTIAL_PREFIX + "none",
+        self.assertRaisesCode("not_found", partial(place_one, self.disk), PARTIAL_PREFIX + "none",
                               file_entry("d/r.txt", b"u"), NOW)
-        self.assertRaisesCode("bad_entry", self.disk.place, self.tmp(b""),
+        self.assertRaisesCode("bad_entry", partial(place_one, self.disk), self.tmp(b""),
                               dir_entry("d/r.txt"), NOW)
         self.assertFalse(os.path.lexists(self.path("d", "r.txt")))
 
@@ -622,7 +624,8 @@ class LinkTests(DiskCase):
             (self.disk.check, dir_entry("a/sub")),
             (self.disk.trash, "a/x.txt", NOW),
             (self.disk.rmdir, "a/sub"),
-            (self.disk.place, PARTIAL_PREFIX + "t", file_entry("a/x.txt", b"outside"), NOW),
+            (partial(place_one, self.disk), PARTIAL_PREFIX + "t",
+             file_entry("a/x.txt", b"outside"), NOW),
             (self.disk.copy_local, "real/x.txt", file_entry("a/new.txt", b"outside"), NOW),
             (self.disk.copy_local, "a/x.txt", file_entry("real/new.txt", b"outside"), NOW),
             (self.disk.move_local, entry_for(self.path("real", "x.txt"), "real/x.txt"),
@@ -649,7 +652,7 @@ class LinkTests(DiskCase):
         self.assertRaisesCode("not_dir", self.disk.set_meta, dir_entry("ld", perms=0o777))
         self.assertRaisesCode("not_regular", self.disk.trash, "l.txt", NOW)
         os.symlink(os.path.join(self.elsewhere, "x.txt"), self.path("real", "l.txt"))
-        self.assertRaisesCode("not_regular", self.disk.place, PARTIAL_PREFIX + "t",
+        self.assertRaisesCode("not_regular", partial(place_one, self.disk), PARTIAL_PREFIX + "t",
                               file_entry("real/l.txt", b"outside"), NOW)
         self.assertRaisesCode("not_dir", self.disk.mkdir, dir_entry("l.txt"), NOW)
         self.assertRaisesCode("not_dir", self.disk.rmdir, "ld")
@@ -680,7 +683,7 @@ class ReservedTests(DiskCase):
                 (self.disk.check, file_entry(path)),
                 (self.disk.trash, path, NOW),
                 (self.disk.rmdir, path),
-                (self.disk.place, PARTIAL_PREFIX + "t", file_entry(path), NOW),
+                (partial(place_one, self.disk), PARTIAL_PREFIX + "t", file_entry(path), NOW),
                 (self.disk.copy_local, path, file_entry("b"), NOW),
                 (self.disk.copy_local, "b", file_entry(path), NOW),
                 (self.disk.set_meta, dir_entry(path, perms=0o777)),

@@ -735,18 +735,18 @@ class RescanTests(SynchronousTestCase):
         not taken for one the user deleted -- no tombstone, and the file
         stays on both nodes.  (Scans and placements run in two threads of
         the node's pool; here the test hooks the placement,
-        L{FolderSync._place}, onto the end of the walk, L{Scanner._walk}.)
+        L{DiskActions.place}, onto the end of the walk, L{Scanner._walk}.)
         """
         mesh = Mesh(self)
         a = mesh.node("a")
-        held = Held(auto=True, hold=lambda f: getattr(f, "__name__", "") == "_place")
+        held = Held(auto=True, hold=lambda f: getattr(f, "__name__", "") == "place")
         b = mesh.node("b", run_blocking=held)
         data = b"fetched while b scans\n"
         write_file(a.share_dir, "x.txt", data, mtime_ns=past_ns(mesh))
         a.rescan()
         mesh.link(b, a)
-        mesh.run(lambda: held.named("_place"))
-        [place] = held.named("_place")
+        mesh.run(lambda: held.named("place"))
+        [place] = held.named("place")
         scanner = b.folder.sync.scanner
         walk = scanner._walk
 

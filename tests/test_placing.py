@@ -1,6 +1,6 @@
 """
 Tests for L{p2ptwisted.placing}: many fetched files placed at once, on a
-real directory, each as safely as L{Disk.place} places one.
+real directory, each as safely as L{place_one} places one.
 """
 
 import os

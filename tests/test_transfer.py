@@ -31,6 +31,7 @@ from p2ptwisted.core.index import Entry
 from p2ptwisted.core.versions import Vector
 from p2ptwisted.downloads import SMALL_FILE, Download, TransferFailed, partial_name
 from p2ptwisted.hashing import PARTIAL_PREFIX
+from p2ptwisted.placing import place_one
 from p2ptwisted.uploads import SERVED_QUIET, TURN_BUDGET, RateLimit, Upload, UploadScheduler
 from p2ptwisted.wire import ProtocolError
 
@@ -140,7 +141,7 @@ class DownloadTests(SynchronousTestCase):
         self.assertEqual(name, dl.partial)
         self.assertEqual(read(self.partial_path(dl)), data)
         self.assertFalse(os.path.lexists(dest))
-        self.disk.place(name, dl.entry, NOW)
+        place_one(self.disk, name, dl.entry, NOW)
         st = os.lstat(dest)
         self.assertTrue(stat.S_ISREG(st.st_mode))
         self.assertEqual(read(dest), data)
