@@ -186,6 +186,37 @@ class ProgressThrottleTests(SynchronousTestCase):
         clock.advance(0.25)
         [fetched] = [e for e in seen if e.type == "fetched"]
         self.assertEqual((fetched.data["path"], fetched.data["size"]), ("big.bin", 1000))
+        # From when it was first seen, not from the start of the rate's window.
+        self.assertAlmostEqual(fetched.data["seconds"], 0.4 + 3.0 + 1.0)
+
+
+class FolderStateTests(SynchronousTestCase):
+    def test_new_state_has_a_fresh_count(self):
+        """
+        The folder turns "in sync" within a second of its last count: the
+        event counts the file that was just placed (it would otherwise
+        repeat the count from before).
+        """
+        clock, hub = Clock(), EventHub()
+        totals = [(1, 100)]
+        fetcher = type("F", (), {"transfers": lambda self: []})()
+        store = type("S", (), {"totals": lambda self: totals[0]})()
+        sync = type("Y", (), {"paused": False})()
+        in_sync = [False]
+        folder = type("D", (), {"fetcher": fetcher, "store": store, "sync": sync,
+                                "in_sync": lambda self: in_sync[0]})()
+        node = type("N", (), {"connections": {}, "folder": folder, "events": hub})()
+        seen = []
+        hub.subscribe(seen.append)
+        monitor = Monitor(node, clock)
+        monitor.start()
+        self.addCleanup(monitor.stop)
+        clock.advance(0.25)
+        totals[0], in_sync[0] = (2, 300), True
+        clock.advance(0.25)
+        states = [(e.data["state"], e.data["files"], e.data["bytes"])
+                  for e in seen if e.type == "folder-state"]
+        self.assertEqual(states, [("syncing", 1, 100), ("in sync", 2, 300)])
 
 
 def entry(path, content_hash="h1", live=True, by="aaaa", kind="file"):

@@ -108,8 +108,11 @@ class Activity:
             merged.setdefault("state", "running")
             return transfer_line(merged)
         if kind == "folder-state" and isinstance(data, dict):
+            before = fmt.folder_text(self.folder) if self.folder else None
             self.folder = data.get("folder", data)
-            return "folder " + fmt.folder_text(self.folder)
+            text = fmt.folder_text(self.folder)
+            # (a new stream starts with the state already shown)
+            return None if text == before else "folder " + text
         if kind == "fetched" and isinstance(data, dict):
             self._finished(data)
             seconds = data.get("seconds")

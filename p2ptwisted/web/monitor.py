@@ -37,12 +37,18 @@ FOLDER_EVERY = 1.0
 class Rate:
     """
     Bytes per second of a growing counter, over the last L{WINDOW} seconds.
+
+    @ivar started: when the first sample was taken (the samples themselves
+        only go L{WINDOW} seconds back).
     """
 
     def __init__(self) -> None:
         self.samples: Deque[Tuple[float, int]] = deque()
+        self.started: Optional[float] = None
 
     def add(self, now: float, total: int) -> None:
+        if self.started is None:
+            self.started = now
         self.samples.append((now, total))
         while len(self.samples) > 2 and now - self.samples[1][0] >= WINDOW:
             self.samples.popleft()
@@ -152,7 +158,8 @@ class Monitor:
     def _ended(self, want, state: str) -> None:
         events = self.node.events
         if state == "done":
-            started = self._want_rates[want].samples[0][0]
+            started = self._want_rates[want].started
+            started = want.finished_at if started is None else started
             events.emit("fetched", {"id": self.id_of(want), "path": wire.safe_text(want.path),
                                     "size": want.entry.size, "peer": want.peer,
                                     "seconds": max(0.0, want.finished_at - started)})
@@ -191,6 +198,10 @@ class Monitor:
     def _folder_state(self, now: float) -> None:
         current = self.folder(fresh=False)
         last = self._folder
+        if last is not None and current["state"] != last["state"]:
+            # A new state comes with the count it is true for ("in sync"
+            # with the file just placed counted).
+            current = self.folder(fresh=True)
         if last is not None and current["state"] == last["state"] and (
                 now - self._folder_at < FOLDER_EVERY
                 or (current["need_bytes"], current["need_files"], current["files"])
