@@ -37,7 +37,8 @@ from p2ptwisted import wire
 from p2ptwisted.core.index import Entry
 from p2ptwisted.core.sources import START, WAIT, Sources
 from p2ptwisted.downloads import (
-    BAD_DATA, Download, OpenDir, TransferFailed, Want, check_space, download_of, in_flight)
+    BAD_DATA, OpenDir, TransferFailed, Want, download_of,
+    in_flight)
 from p2ptwisted.fetchblocks import FetcherBlocks
 from p2ptwisted.streamframes import StreamFrames
 from p2ptwisted.holders import Holders
@@ -125,7 +126,7 @@ class Fetcher(FetcherBlocks, StreamFrames):
         want = Want(entry=entry, sources=tuple(sources), done=Deferred(),
                     open_dir=open_dir or self.open_dir, keep=keep)
         self.queue.append(want)
-        self.pump()
+        self._pump_soon()  # once for all the fetches asked for in this turn
         return want.done
 
     def pump(self) -> None:
@@ -163,49 +164,6 @@ class Fetcher(FetcherBlocks, StreamFrames):
     def _sources_of(self, want: Want) -> dict:
         connections = self.connections()
         return {s: connections[s] for s in want.sources if s in connections}
-
-    def _start(self, want: Want, proto) -> None:
-        want.state, want.peer = "opening", proto.remote_id
-        want.tried.add(proto.remote_id)
-        self.active.append(want)
-        entry = want.entry
-        transfer = proto.next_transfer_id()
-        download = Download(entry=entry, dir_fd=-1, transfer=transfer, peer=proto,
-                            started_at=self.clock.seconds(),
-                            purpose="operator" if want.keep is not None else "")
-        want.download = download
-        proto.downloads[transfer] = download  # counts against the peer's limit now
-
-        def open_blocking() -> int:
-            assert want.open_dir is not None  # fetch() gives every want one
-            download.dir_fd, made = want.open_dir(entry.path)
-            want.made.extend(made)
-            check_space(download)
-            return download.open()
-
-        def opened(offset: int) -> None:
-            if want.download is not download:
-                download.release()  # given up while we opened it
-                return
-            want.state = "running"
-            download.last_activity = self.clock.seconds()
-            if offset:
-                self.log.info("resuming {path} from {peer} at byte {offset} of {size}",
-                              path=wire.safe_text(entry.path), peer=proto.describe(),
-                              offset=offset, size=entry.size)
-            proto.send(wire.Get(transfer=transfer, path=entry.path, hash=entry.hash,
-                                offset=offset))
-
-        def failed(failure) -> None:
-            if want.download is download:
-                self._finish(want, proto)
-                download.release()
-                why = failure.value
-                if not isinstance(why, TransferFailed):
-                    why = TransferFailed("local", str(why))
-                self._fail(want, why, logged=False)
-
-        self.run_blocking(open_blocking).addCallbacks(opened, failed)
 
     # -- frames from peers -----------------------------------------------------------
 

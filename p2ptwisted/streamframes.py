@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_exchange -*-
 """
-The frames of a download that comes as one stream (protocol version 2, and
-files without a block list): DATA written into the partial file, END
-verified, ERROR.  A part of L{p2ptwisted.fetcher.Fetcher}, in a module of
+A download that comes as one stream (protocol version 2, and files without
+a block list): its start (L{StreamFrames._start}), DATA written into the
+partial file, END verified, ERROR.  A part of L{p2ptwisted.fetcher.Fetcher}, in a module of
 its own so that class stays readable; it uses the fetcher's C{active},
 C{sources}, C{clock}, C{run_blocking}, C{log} and the helpers named below.
 """
@@ -14,10 +14,22 @@ from typing import Any, Optional
 from twisted.logger import Logger
 
 from p2ptwisted import wire
-from p2ptwisted.downloads import TransferFailed, Want, download_of, in_flight
+from p2ptwisted.downloads import (Download, TransferFailed, Want, check_space,
+                                  download_of, in_flight)
 
 #: Files of at least this size get a log line each when they arrive.
 LOG_EACH_MIN = 1024 * 1024
+
+
+def _prepare(want: Want, download: Download) -> None:
+    """
+    Blocking: open the directory C{download} goes to (made if missing) and
+    check there is room for it.
+    """
+    assert want.open_dir is not None  # Fetcher.fetch gives every want one
+    download.dir_fd, made = want.open_dir(want.entry.path)
+    want.made.extend(made)
+    check_space(download)
 
 
 class StreamFrames:
@@ -36,6 +48,54 @@ class StreamFrames:
 
     def _finish(self, want: Want, proto, record: bool = True) -> None:
         raise NotImplementedError
+
+    def _fail(self, want: Want, why: TransferFailed, logged: bool = True) -> None:
+        raise NotImplementedError
+
+    def _start(self, want: Want, proto) -> None:
+        """
+        Start downloading C{want} from C{proto} as one stream: open its
+        partial file (in a disk thread; a small one is gathered in memory
+        instead), then GET it.
+        """
+        want.state, want.peer = "opening", proto.remote_id
+        want.tried.add(proto.remote_id)
+        self.active.append(want)
+        entry = want.entry
+        transfer = proto.next_transfer_id()
+        download = Download(entry=entry, dir_fd=-1, transfer=transfer, peer=proto,
+                            started_at=self.clock.seconds(),
+                            purpose="operator" if want.keep is not None else "")
+        want.download = download
+        proto.downloads[transfer] = download  # counts against the peer's limit now
+
+        def open_blocking() -> int:
+            _prepare(want, download)
+            return download.open()
+
+        def opened(offset: int) -> None:
+            if want.download is not download:
+                download.release()  # given up while we opened it
+                return
+            want.state = "running"
+            download.last_activity = self.clock.seconds()
+            if offset:
+                self.log.info("resuming {path} from {peer} at byte {offset} of {size}",
+                              path=wire.safe_text(entry.path), peer=proto.describe(),
+                              offset=offset, size=entry.size)
+            proto.send(wire.Get(transfer=transfer, path=entry.path, hash=entry.hash,
+                                offset=offset))
+
+        def failed(failure) -> None:
+            if want.download is download:
+                self._finish(want, proto)
+                download.release()
+                why = failure.value
+                if not isinstance(why, TransferFailed):
+                    why = TransferFailed("local", str(why))
+                self._fail(want, why, logged=False)
+
+        self.run_blocking(open_blocking).addCallbacks(opened, failed)
 
     def _want_of(self, proto, transfer: int) -> Optional[Want]:
         download = proto.downloads.get(transfer)

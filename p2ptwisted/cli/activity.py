@@ -110,9 +110,9 @@ class Activity:
         if kind == "folder-state" and isinstance(data, dict):
             before = fmt.folder_text(self.folder) if self.folder else None
             self.folder = data.get("folder", data)
-            text = fmt.folder_text(self.folder)
+            now = fmt.folder_text(self.folder)
             # (a new stream starts with the state already shown)
-            return None if text == before else "folder " + text
+            return None if now == before else "folder " + now
         if kind == "fetched" and isinstance(data, dict):
             self._finished(data)
             seconds = data.get("seconds")
