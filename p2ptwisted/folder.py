@@ -264,6 +264,15 @@ class Folder:
 
         return d.addCallback(done)
 
+    def unplanned(self) -> List[str]:
+        """
+        The paths the sync has yet to plan, or is to try again: what may
+        still need fetching beyond the fetches under way.
+        """
+        engine = self.engine
+        return [path for path in set(engine.dirty).union(engine.waiting)
+                if path not in engine.busy]
+
     def in_sync(self) -> bool:
         """
         Nothing left to do here: no scan running, no action planned,

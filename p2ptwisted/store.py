@@ -26,7 +26,7 @@ import json
 import os
 import sqlite3
 import urllib.parse
-from typing import Dict, Iterable, Iterator, List, Literal, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple
 
 from p2ptwisted.core.blocks import digest_at, digests
 from p2ptwisted.core.index import FILE, Entry
@@ -42,6 +42,9 @@ CACHE_KIB = 8192
 
 #: Rows fetched per query when a listing is streamed.
 CHUNK = 1000
+
+#: Paths per query in L{SqliteStore.needed} (SQLite allows 32,766 parameters).
+NEED_CHUNK = 500
 
 _FIELDS = ("path, kind, size, mtime_ns, perms, hash, deleted, version, modified_by, sequence,"
            " blocks")
@@ -349,6 +352,24 @@ class SqliteStore:
             f" WHERE l.deleted = 0 AND l.kind = '{FILE}' AND r.deleted = 0 AND r.hash = l.hash",
             (peer,)).fetchone()
         return int(row[0])
+
+    def needed(self, paths: Sequence[str]) -> Tuple[int, int]:
+        """
+        Of C{paths}, the files some peer holds with content our index does
+        not have there, and their bytes (a peer's largest version of each):
+        roughly what fetching them will bring, before they are planned.
+        """
+        files, size = 0, 0
+        for i in range(0, len(paths), NEED_CHUNK):
+            chunk = paths[i:i + NEED_CHUNK]
+            row = self._db.execute(
+                "SELECT count(*), total(size) FROM (SELECT max(r.size) AS size FROM remote r"
+                " LEFT JOIN local l ON l.path = r.path"
+                f" WHERE r.path IN ({','.join('?' * len(chunk))}) AND r.deleted = 0"
+                f" AND r.kind = '{FILE}' AND (l.path IS NULL OR l.deleted = 1 OR l.hash != r.hash)"
+                " GROUP BY r.path)", chunk).fetchone()
+            files, size = files + row[0], size + int(row[1])
+        return files, size
 
     def totals(self, peer: Optional[str] = None) -> Tuple[int, int]:
         """

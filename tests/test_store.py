@@ -257,6 +257,27 @@ class SqliteStoreTests(StoreBehaviour, SynchronousTestCase):
         self.addCleanup(self.store.close)
         return self.store
 
+    def test_needed(self):
+        """
+        What fetching paths will bring: files a peer holds with content we
+        do not have there (at the largest peer's size), not those we hold
+        the same, nor deletions or directories, nor paths no peer has.
+        """
+        self.store.put([entry("same", 1, content_hash="h1"), entry("old", 2, content_hash="h1"),
+                        entry("gone", 3, content_hash="h1", deleted=True)])
+        self.store.remote_put(B, [entry("same", 1, content_hash="h1", size=10),
+                                  entry("old", 2, content_hash="h2", size=20),
+                                  entry("gone", 3, content_hash="h3", size=30),
+                                  entry("new", 4, content_hash="h4", size=40),
+                                  entry("dead", 5, content_hash="h5", deleted=True),
+                                  entry("dir", 6, kind=DIR)])
+        self.store.remote_put("c3c3", [entry("new", 1, content_hash="h6", size=45)])
+        paths = ["same", "old", "gone", "new", "dead", "dir", "nobody"]
+        self.assertEqual(self.store.needed(paths), (3, 20 + 30 + 45))
+        self.patch(store_module, "NEED_CHUNK", 2)  # the same, a few paths per query
+        self.assertEqual(self.store.needed(paths), (3, 20 + 30 + 45))
+        self.assertEqual(self.store.needed([]), (0, 0))
+
     def test_settings(self):
         db = self.store._db
         self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "wal")

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from p2ptwisted.web.hub import EventHub
-from p2ptwisted.web.monitor import Monitor
+from p2ptwisted.web.monitor import NEED_SAMPLE, Monitor
 from p2ptwisted.web.sse import KEEP_ALIVE, EventStream
 
 from .helpers import RealNodes
@@ -156,11 +156,12 @@ class ProgressThrottleTests(SynchronousTestCase):
     def test_progress_throttled(self):
         clock, hub = Clock(), EventHub()
         want = FakeWant(1000)
-        fetcher = type("F", (), {"transfers": lambda self: [want]})()
+        fetcher = type("F", (), {"transfers": lambda self: [want], "bytes_received": 0})()
         store = type("S", (), {"totals": lambda self: (0, 0)})()
         sync = type("Y", (), {"paused": False})()
         folder = type("D", (), {"fetcher": fetcher, "store": store, "sync": sync,
-                                "in_sync": lambda self: False})()
+                                "in_sync": lambda self: False, "mode": "send-receive",
+                                "unplanned": lambda self: []})()
         node = type("N", (), {"connections": {}, "folder": folder, "events": hub})()
         seen = []
         hub.subscribe(seen.append)
@@ -199,12 +200,13 @@ class FolderStateTests(SynchronousTestCase):
         """
         clock, hub = Clock(), EventHub()
         totals = [(1, 100)]
-        fetcher = type("F", (), {"transfers": lambda self: []})()
+        fetcher = type("F", (), {"transfers": lambda self: [], "bytes_received": 0})()
         store = type("S", (), {"totals": lambda self: totals[0]})()
         sync = type("Y", (), {"paused": False})()
         in_sync = [False]
         folder = type("D", (), {"fetcher": fetcher, "store": store, "sync": sync,
-                                "in_sync": lambda self: in_sync[0]})()
+                                "in_sync": lambda self: in_sync[0], "mode": "send-receive",
+                                "unplanned": lambda self: []})()
         node = type("N", (), {"connections": {}, "folder": folder, "events": hub})()
         seen = []
         hub.subscribe(seen.append)
@@ -217,6 +219,66 @@ class FolderStateTests(SynchronousTestCase):
         states = [(e.data["state"], e.data["files"], e.data["bytes"])
                   for e in seen if e.type == "folder-state"]
         self.assertEqual(states, [("syncing", 1, 100), ("in sync", 2, 300)])
+
+
+class UnplannedNeedTests(SynchronousTestCase):
+    """
+    A syncing folder's files and bytes left count the paths it has yet to
+    plan (as the index has them from peers), not only the fetches under way.
+    """
+
+    def monitor(self, unplanned, in_sync=False, mode="send-receive"):
+        asked = []
+
+        def needed(self, paths):
+            asked.append(list(paths))
+            return len(paths) // 2, 100 * (len(paths) // 2)
+
+        want = FakeWant(1000)
+        want.got = 400
+        fetcher = type("F", (), {"transfers": lambda self: [want], "bytes_received": 0})()
+        store = type("S", (), {"totals": lambda self: (0, 0), "needed": needed})()
+        sync = type("Y", (), {"paused": False})()
+        folder = type("D", (), {"fetcher": fetcher, "store": store, "sync": sync,
+                                "in_sync": lambda self: in_sync, "mode": mode,
+                                "unplanned": lambda self: unplanned})()
+        node = type("N", (), {"connections": {}, "folder": folder, "events": EventHub()})()
+        return Monitor(node, Clock()), asked
+
+    def test_fetches_and_unplanned_paths(self):
+        monitor, asked = self.monitor([f"p{i}" for i in range(10)])
+        state = monitor.folder()
+        self.assertEqual((state["need_files"], state["need_bytes"]), (1 + 5, 600 + 500))
+        self.assertEqual(asked, [[f"p{i}" for i in range(10)]])
+
+    def test_many_paths_sampled(self):
+        monitor, asked = self.monitor([f"p{i}" for i in range(3 * NEED_SAMPLE)])
+        state = monitor.folder()
+        self.assertEqual([len(paths) for paths in asked], [NEED_SAMPLE])
+        half = NEED_SAMPLE // 2
+        self.assertEqual((state["need_files"], state["need_bytes"]),
+                         (1 + 3 * half, 600 + 3 * 100 * half))
+
+    def test_rate_of_files_fetched_between_ticks(self):
+        """
+        Small files come and go between two looks: the folder's rate is
+        what its fetcher received, and its time left follows from it.
+        """
+        monitor, _ = self.monitor([f"p{i}" for i in range(10)])
+        fetcher = monitor.node.folder.fetcher
+        for _ in range(8):
+            fetcher.bytes_received += 2000
+            monitor.clock.advance(0.25)
+            monitor.tick()
+        state = monitor.folder()
+        self.assertAlmostEqual(state["rate"], 8000.0)
+        self.assertAlmostEqual(state["eta"], (600 + 500) / 8000.0)
+
+    def test_not_looked_up_in_sync_or_send_only(self):
+        for kwargs in ({"in_sync": True}, {"mode": "send-only"}):
+            monitor, asked = self.monitor(["p"] * 4, **kwargs)
+            state = monitor.folder()
+            self.assertEqual((state["need_files"], state["need_bytes"], asked), (1, 600, []))
 
 
 def entry(path, content_hash="h1", live=True, by="aaaa", kind="file"):

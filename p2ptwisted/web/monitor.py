@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional, Tuple
 from twisted.internet.task import LoopingCall
 
 from p2ptwisted import wire
+from p2ptwisted.core.planner import SEND_ONLY
 
 if TYPE_CHECKING:  # pragma: no cover
     from p2ptwisted.node import Node
@@ -32,6 +33,10 @@ WINDOW = 2.0
 
 #: A syncing folder's state is sent at most this often as it changes.
 FOLDER_EVERY = 1.0
+
+#: Paths not yet planned looked up in the index, at most, for a folder's
+#: files and bytes still needed (the rest is estimated from them).
+NEED_SAMPLE = 5000
 
 
 class Rate:
@@ -71,6 +76,21 @@ def transfer_state(want) -> str:
     return "waiting" if want.state == "waiting" else "running"
 
 
+def unplanned_need(folder) -> Tuple[int, int]:
+    """
+    Files and bytes still to fetch for the paths the folder has yet to
+    plan (L{Folder.unplanned}), as its index has them from peers; past
+    L{NEED_SAMPLE} paths, worked out for that many and scaled up.
+    """
+    paths = folder.unplanned()
+    if not paths:
+        return 0, 0
+    sample = paths[:NEED_SAMPLE]
+    files, size = folder.store.needed(sample)
+    scale = len(paths) / len(sample)
+    return round(files * scale), round(size * scale)
+
+
 class Monitor:
     """
     @ivar rates_in, rates_out: per connected peer id, a L{Rate}.
@@ -93,6 +113,11 @@ class Monitor:
         self._folder_at = 0.0
         self._totals: Optional[Tuple[int, int]] = None
         self._totals_at = 0.0
+        #: The folder's bytes fetched: its rate, even when every file is
+        #: fetched between two ticks (small ones).
+        self.fetched = Rate()
+        self._unplanned: Optional[Tuple[int, int]] = None
+        self._unplanned_at = 0.0
         self._loop = LoopingCall(self.tick)
         self._loop.clock = clock
 
@@ -127,6 +152,7 @@ class Monitor:
             self.rates_out.setdefault(peer_id, Rate()).add(now, proto.bytes_out)
         if node.folder is None:
             return
+        self.fetched.add(now, node.folder.fetcher.bytes_received)
         events = node.events
         for want in node.folder.fetcher.transfers():
             rate = self._want_rates.get(want)
@@ -181,11 +207,16 @@ class Monitor:
             self._totals, self._totals_at = folder.store.totals(), now
         files, size = self._totals
         pending = [w for w in folder.fetcher.transfers() if w.finished_at is None]
+        need_files = len(pending)
         need = sum(max(0, w.entry.size - w.got) for w in pending)
-        rate = sum(self.rate_of(w) for w in pending)
+        rate = max(self.fetched.rate(), sum(self.rate_of(w) for w in pending))
         state = ("paused" if folder.sync.paused
                  else "in sync" if folder.in_sync() else "syncing")
-        return {"state": state, "files": files, "bytes": size, "need_files": len(pending),
+        if state != "in sync" and folder.mode != SEND_ONLY:
+            if fresh or self._unplanned is None or now - self._unplanned_at >= FOLDER_EVERY:
+                self._unplanned, self._unplanned_at = unplanned_need(folder), now
+            need_files, need = need_files + self._unplanned[0], need + self._unplanned[1]
+        return {"state": state, "files": files, "bytes": size, "need_files": need_files,
                 "need_bytes": need, "rate": rate, "eta": need / rate if rate > 0 else None}
 
     def forget(self) -> None:
