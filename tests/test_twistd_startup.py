@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import select
 import signal
 from typing import List, Optional, Sequence
 
@@ -178,7 +179,26 @@ class StartupTestCase(unittest.TestCase):
         self.assertEqual(len(lines), 1, "\n".join(log))
         self.assertRegex(lines[0], reason)
         self.assertFalse([line for line in log if "Traceback" in line], "\n".join(log))
+        self._daemon_exited()
         self.assertFalse(os.path.exists(self.pidfile), "the pidfile was left behind")
+
+    def _daemon_exited(self, timeout: float = 10.0) -> None:
+        """
+        Wait for a daemon that failed to start to exit: twistd tells the
+        waiting parent why before the daemon removes its pidfile, so the
+        parent can be gone while the pidfile still is not.  (A pidfd
+        becomes readable when its process exits.)
+        """
+        try:
+            with open(self.pidfile) as f:
+                pid = int(f.read())
+            fd = os.pidfd_open(pid)
+        except (OSError, ValueError):
+            return  # no pidfile (or no such process): nothing to wait for
+        try:
+            select.select([fd], [], [], timeout)
+        finally:
+            os.close(fd)
 
 
 class DaemonStartupTests(StartupTestCase):
