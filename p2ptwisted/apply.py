@@ -28,7 +28,7 @@ The work is split three ways, by what each part owns:
     it turns a peer's path into a directory fd (the one place that does),
     and does what an index entry asks at one path (L{Disk.check},
     L{Disk.mkdir}, L{Disk.rmdir}, L{Disk.set_meta}; placing a fetched
-    file is L{p2ptwisted.placing}, built from L{Disk.ready} and
+    file is L{p2ptwisted.placing}, built from L{Disk.parent} and
     L{Disk.clear_way}).
   - L{p2ptwisted.reuse.LocalCopies} makes a file from another one the
     share already holds (a copy, a rename, a conflict copy): two paths per
@@ -283,18 +283,6 @@ class Disk:
         if dir_fd is not None:
             with closing(dir_fd):
                 unlink_quietly(dir_fd, tmp_name)
-
-    def ready(self, fd: int, entry: Entry) -> os.stat_result:
-        """
-        Give the open temporary file C{fd} C{entry}'s permission bits and
-        mtime, once it is checked to be C{entry.size} long; its stat.
-        """
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
-            raise ApplyError("changed", "the temporary file is not the expected size")
-        os.fchmod(fd, entry.perms & PERM_MASK)
-        os.utime(fd, ns=(st.st_atime_ns, entry.mtime_ns))
-        return st
 
     def set_meta(self, entry: Entry) -> None:
         """

@@ -4,7 +4,7 @@ Placing fetched files, one or many at once.
 
 A fetched file is published in four steps: its bytes are made durable,
 the file it replaces goes to the trash can, it is renamed into place, and
-the rename is made durable (L{publish}, L{place_one}).  One at a time that is two
+the rename is made durable (L{place_one}).  One at a time that is two
 C{fsync} calls per file, and a disk that commits its journal in a third of
 a millisecond then caps a sync of small files at about 1,500 files a second
 (measured on the project machine: 1,514 files/s; the same loop with one
@@ -25,18 +25,30 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+import stat
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
 import attrs
 from twisted.python.failure import Failure
 
 from p2ptwisted import fsops, wire
 from p2ptwisted.batching import Outcome
-from p2ptwisted.core.index import Entry
+from p2ptwisted.core.index import PERM_MASK, Entry
 from p2ptwisted.fsops import READ_FLAGS, ApplyError, rename_into
 
-if TYPE_CHECKING:  # apply imports reuse, which publishes through this module
-    from p2ptwisted.apply import Disk
+
+
+class Disk(Protocol):
+    """
+    What placing needs of L{p2ptwisted.apply.Disk} (which imports this
+    module, through its local copies, so this does not import it).
+    """
+
+    def parent(self, path: str, create: bool = False) -> Tuple[int, str]:
+        """The directory fd of C{path}'s parent, and C{path}'s last name."""
+
+    def clear_way(self, dir_fd: int, name: str, path: str, now_ns: int) -> None:
+        """Trash the regular file at C{name}; refuse anything else there."""
 
 
 def _load_syncfs():
@@ -85,24 +97,6 @@ def sync_data(fds: Sequence[Tuple[int, int]]) -> None:
             return
     for fd, _ in fds:
         os.fsync(fd)
-
-
-def publish(disk: Disk, dir_fd: int, tmp_name: str, fd: int, name: str, entry: Entry,
-            now_ns: int) -> None:
-    """
-    Publish the open, complete temporary file C{fd} (C{tmp_name} in
-    C{dir_fd}) as C{entry}, at C{name} in the same directory: its
-    permission bits (exactly: C{fchmod} ignores the umask) and mtime, its
-    bytes synced, the regular file it replaces trashed, renamed into
-    place, the directory synced (blocking).
-
-    @raise ApplyError: see L{place_files}.
-    """
-    disk.ready(fd, entry)
-    os.fsync(fd)
-    disk.clear_way(dir_fd, name, entry.path, now_ns)
-    rename_into(dir_fd, tmp_name, dir_fd, name)
-    os.fsync(dir_fd)
 
 
 def place_one(disk: Disk, tmp_name: str, entry: Entry, now_ns: int) -> None:
@@ -191,9 +185,23 @@ def _open_ready(disk: Disk, dirs: Dict[str, int], index: int, tmp_name: str, ent
     except FileNotFoundError:
         raise ApplyError("not_found", "no such temporary file") from None
     try:
-        st = disk.ready(fd, entry)
+        st = _ready(fd, entry)
     except BaseException:
         os.close(fd)
         raise
     return _Ready(index=index, entry=entry, now_ns=now_ns, dir_fd=dir_fd, tmp_name=tmp_name,
                   name=name, fd=fd, device=st.st_dev)
+
+
+def _ready(fd: int, entry: Entry) -> os.stat_result:
+    """
+    Give the open temporary file C{fd} C{entry}'s permission bits (exactly:
+    C{fchmod} ignores the umask) and mtime, once it is checked to be
+    C{entry.size} long; its stat.
+    """
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+        raise ApplyError("changed", "the temporary file is not the expected size")
+    os.fchmod(fd, entry.perms & PERM_MASK)
+    os.utime(fd, ns=(st.st_atime_ns, entry.mtime_ns))
+    return st

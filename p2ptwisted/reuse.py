@@ -20,7 +20,7 @@ from p2ptwisted.fsops import (
     set_meta_fd, split_path, unlink_quietly,
 )
 from p2ptwisted.hashing import hash_fd
-from p2ptwisted.placing import publish
+from p2ptwisted.placing import place_one
 
 
 class LocalCopies:
@@ -57,8 +57,8 @@ class LocalCopies:
         """
         Make C{entry} from a file we already hold with the same content (a
         copy or a rename seen as delete and add): copy C{src_path} beside
-        the destination, check the copy's hash, then publish it
-        (L{p2ptwisted.placing.publish}).
+        the destination, check the copy's hash, then place it as a fetched
+        file is placed (L{p2ptwisted.placing.place_one}).
 
         @return: C{False}, leaving nothing behind, if C{src_path} no
             longer holds C{entry.hash}: fetch it instead.
@@ -78,11 +78,11 @@ class LocalCopies:
             st = os.fstat(src)
             if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
                 return False
-            dir_fd, name = disk.parent(entry.path, create=True)
+            dir_fd, _ = disk.parent(entry.path, create=True)
             with closing(dir_fd):
-                return self._copy_into(src, dir_fd, name, entry, now_ns)
+                return self._copy_into(src, dir_fd, entry, now_ns)
 
-    def _copy_into(self, src, dir_fd, name, entry, now_ns) -> bool:
+    def _copy_into(self, src, dir_fd, entry, now_ns) -> bool:
         tmp = fsops.temp_name()
         out = os.open(tmp, TEMP_FLAGS, 0o600, dir_fd=dir_fd)
         placed = False
@@ -92,7 +92,7 @@ class LocalCopies:
             copied = fsops.copy_fd(src, out, entry.size + 1)
             os.lseek(out, 0, os.SEEK_SET)
             if copied == entry.size and hash_fd(out) == entry.hash:
-                publish(self._disk, dir_fd, tmp, out, name, entry, now_ns)
+                place_one(self._disk, tmp, entry, now_ns)
                 placed = True
             return placed
         finally:
