@@ -5,6 +5,7 @@ a client that leaves is forgotten; progress is throttled.
 """
 
 import os
+from types import SimpleNamespace
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
@@ -147,6 +148,20 @@ class FakeWant:
         self.got = 0
 
 
+def fake_node(transfers=(), totals=(0, 0), in_sync=False, mode="send-receive", unplanned=(),
+              needed=None):
+    """
+    A node as the monitor looks at it: its folder answers what the test
+    sets (C{folder.totals} and C{folder.synced} may be changed later).
+    """
+    folder = SimpleNamespace(
+        fetcher=SimpleNamespace(transfers=lambda: list(transfers), bytes_received=0),
+        store=SimpleNamespace(totals=lambda: folder.totals, needed=needed),
+        sync=SimpleNamespace(paused=False), mode=mode, totals=totals, synced=in_sync,
+        in_sync=lambda: folder.synced, unplanned=lambda: list(unplanned))
+    return SimpleNamespace(connections={}, folder=folder, events=EventHub())
+
+
 class ProgressThrottleTests(SynchronousTestCase):
     """
     The monitor sends a running transfer's progress at most once a tick
@@ -154,17 +169,10 @@ class ProgressThrottleTests(SynchronousTestCase):
     """
 
     def test_progress_throttled(self):
-        clock, hub = Clock(), EventHub()
-        want = FakeWant(1000)
-        fetcher = type("F", (), {"transfers": lambda self: [want], "bytes_received": 0})()
-        store = type("S", (), {"totals": lambda self: (0, 0)})()
-        sync = type("Y", (), {"paused": False})()
-        folder = type("D", (), {"fetcher": fetcher, "store": store, "sync": sync,
-                                "in_sync": lambda self: False, "mode": "send-receive",
-                                "unplanned": lambda self: []})()
-        node = type("N", (), {"connections": {}, "folder": folder, "events": hub})()
+        clock, want = Clock(), FakeWant(1000)
+        node = fake_node(transfers=[want])
         seen = []
-        hub.subscribe(seen.append)
+        node.events.subscribe(seen.append)
         monitor = Monitor(node, clock)
         monitor.start()
         self.addCleanup(monitor.stop)
@@ -198,23 +206,15 @@ class FolderStateTests(SynchronousTestCase):
         event counts the file that was just placed (it would otherwise
         repeat the count from before).
         """
-        clock, hub = Clock(), EventHub()
-        totals = [(1, 100)]
-        fetcher = type("F", (), {"transfers": lambda self: [], "bytes_received": 0})()
-        store = type("S", (), {"totals": lambda self: totals[0]})()
-        sync = type("Y", (), {"paused": False})()
-        in_sync = [False]
-        folder = type("D", (), {"fetcher": fetcher, "store": store, "sync": sync,
-                                "in_sync": lambda self: in_sync[0], "mode": "send-receive",
-                                "unplanned": lambda self: []})()
-        node = type("N", (), {"connections": {}, "folder": folder, "events": hub})()
+        clock = Clock()
+        node = fake_node(totals=(1, 100))
         seen = []
-        hub.subscribe(seen.append)
+        node.events.subscribe(seen.append)
         monitor = Monitor(node, clock)
         monitor.start()
         self.addCleanup(monitor.stop)
         clock.advance(0.25)
-        totals[0], in_sync[0] = (2, 300), True
+        node.folder.totals, node.folder.synced = (2, 300), True
         clock.advance(0.25)
         states = [(e.data["state"], e.data["files"], e.data["bytes"])
                   for e in seen if e.type == "folder-state"]
@@ -230,19 +230,14 @@ class UnplannedNeedTests(SynchronousTestCase):
     def monitor(self, unplanned, in_sync=False, mode="send-receive"):
         asked = []
 
-        def needed(self, paths):
+        def needed(paths):
             asked.append(list(paths))
             return len(paths) // 2, 100 * (len(paths) // 2)
 
         want = FakeWant(1000)
         want.got = 400
-        fetcher = type("F", (), {"transfers": lambda self: [want], "bytes_received": 0})()
-        store = type("S", (), {"totals": lambda self: (0, 0), "needed": needed})()
-        sync = type("Y", (), {"paused": False})()
-        folder = type("D", (), {"fetcher": fetcher, "store": store, "sync": sync,
-                                "in_sync": lambda self: in_sync, "mode": mode,
-                                "unplanned": lambda self: unplanned})()
-        node = type("N", (), {"connections": {}, "folder": folder, "events": EventHub()})()
+        node = fake_node(transfers=[want], in_sync=in_sync, mode=mode, unplanned=unplanned,
+                         needed=needed)
         return Monitor(node, Clock()), asked
 
     def test_fetches_and_unplanned_paths(self):
