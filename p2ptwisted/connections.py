@@ -23,7 +23,8 @@ from twisted.logger import Logger
 from p2ptwisted import wire
 from p2ptwisted.identity import format_id
 from p2ptwisted.limits import buffer_share
-from p2ptwisted.protocol import PeerProtocol, set_buffer
+from p2ptwisted.filechannel import set_buffer
+from p2ptwisted.protocol import PeerProtocol
 from p2ptwisted.web.hub import EventHub, peer_summary
 
 if TYPE_CHECKING:

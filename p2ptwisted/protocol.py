@@ -13,8 +13,7 @@ methods named here.
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
@@ -27,11 +26,10 @@ from zope.interface import implementer
 
 from p2ptwisted import wire, wire_index
 from p2ptwisted.backlog import BacklogMixin
+from p2ptwisted.filechannel import FileChannel
 from p2ptwisted.framing import FrameReceiver
-from p2ptwisted.limits import TRANSPORT_BUFFER
 from p2ptwisted.liveness import LivenessMixin
 from p2ptwisted.tls import describe_tls_error, peer_id
-from p2ptwisted.uploads import UploadScheduler
 
 if TYPE_CHECKING:  # for annotations only: the node is handed in
     from p2ptwisted.peers import BookEntry
@@ -42,17 +40,6 @@ Handler = Callable[["PeerProtocol", Any], None]
 
 #: How long a graceful close may take before we abort the connection.
 CLOSE_TIMEOUT = 10.0
-
-
-def set_buffer(proto: "PeerProtocol", size: int) -> None:
-    """
-    Read, write and buffer up to C{size} bytes on C{proto}'s socket (where
-    the transport has these settings: TLS, say, may not).
-    """
-    socket_transport = proto.transport.transport if proto.tls else proto.transport
-    for attribute in ("bufferSize", "SEND_LIMIT"):
-        if hasattr(socket_transport, attribute):
-            setattr(socket_transport, attribute, size)
 
 
 def _to_folder(part: str, name: str) -> Handler:
@@ -70,7 +57,7 @@ def _to_folder(part: str, name: str) -> Handler:
 
 
 @implementer(IHandshakeListener)
-class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
+class PeerProtocol(FileChannel, BacklogMixin, LivenessMixin, FrameReceiver):
     """
     One connection to one peer, inbound or outbound.
 
@@ -116,42 +103,7 @@ class PeerProtocol(BacklogMixin, LivenessMixin, FrameReceiver):
         self.clock = node.clock
         self._lost_waiters: list = []
         FrameReceiver.__init__(self)
-        self.scheduler: Optional[UploadScheduler] = None
-        self.downloads: Dict[int, object] = {}  # p2ptwisted.downloads.Download
-        self.cancelled: Deque[int] = deque(maxlen=256)
-        self._next_transfer = 0
-
-    def cancel_transfer(self, transfer: int) -> None:
-        """
-        Tell the peer to stop sending one of our transfers, and remember it
-        so its END, crossing our CANCEL, is not taken for a protocol error.
-        """
-        self.cancelled.append(transfer)
-        self.send(wire.Cancel(transfer=transfer))
-
-    def next_transfer_id(self) -> int:
-        """
-        A transfer id for our next GET on this connection.  Ids name our own
-        requests only (DATA always flows towards the requester), so the two
-        ends never need to agree on them.
-        """
-        self._next_transfer = (self._next_transfer + 1) % (wire.MAX_TRANSFER_ID + 1)
-        return self._next_transfer
-
-    def start_files(self) -> None:
-        """
-        Register the upload scheduler: the transport's one producer.
-
-        Twisted's TCP transport reads 64 KiB at a time, sends at most
-        128 KiB per reactor turn, and pauses its producer past 64 KiB of
-        buffered output; for bulk data that leaves the pipe idle between
-        turns.  We raise all three to TRANSPORT_BUFFER (measured in
-        benchmarks/transfer.py); the node lowers them when it has more
-        connections (see L{set_buffer}).
-        """
-        set_buffer(self, TRANSPORT_BUFFER)
-        self.scheduler = UploadScheduler(self, self.clock, limit=self.node.rate_limit)
-        self.transport.registerProducer(self.scheduler, True)
+        FileChannel.__init__(self)
 
     def when_lost(self) -> Deferred:
         """

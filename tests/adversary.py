@@ -408,6 +408,10 @@ class Target:
         # 5. open files back to where they were, once the honest node has
         # gone (the target closes a socket before it forgets the connection).
         await _until(lambda: honest_id not in self.node.connections, self.node)
+        # ... and no scan holding the share's files open (a test that
+        # restores a file has the watcher rescan it).
+        folder = self.node.folder
+        await folder.when(lambda: not folder.sync.scanning).addTimeout(WAIT, reactor)
         testcase.assertLessEqual(open_fds(), before["fds"])
 
 
