@@ -57,7 +57,7 @@ class DiskActions:
             # it the version's permission bits and mtime.
             disk.set_meta(action.entry)
             return DONE
-        if checked and not disk.check(action.local or nothing(action.path)):
+        if checked and not disk.check(action.local or _nothing(action.path)):
             return RESCAN  # changed, or appeared, since we last scanned it
         # (a MOVE's source is the DELETE of a file we hold: it has a local entry)
         moved = action.source.local if action.source is not None else None
@@ -127,7 +127,7 @@ class DiskActions:
         What stops a fetched file being placed, if anything (blocking).
         """
         disk = self.disk
-        if self.mode != RECEIVE_ONLY and not disk.check(action.local or nothing(action.path)):
+        if self.mode != RECEIVE_ONLY and not disk.check(action.local or _nothing(action.path)):
             # Edited (or, where we had nothing, created) while we fetched:
             # the scan records the user's version, and planning decides
             # again (a conflict, if both are new).
@@ -148,7 +148,7 @@ class DiskActions:
                     and not self.disk.rmdir(action.path))
 
 
-def nothing(path: str) -> Entry:
+def _nothing(path: str) -> Entry:
     """
     A tombstone for C{path}: L{Disk.check} of it asks "is nothing there?".
     """

@@ -21,17 +21,6 @@ from p2ptwisted.downloads import (Download, TransferFailed, Want, check_space,
 LOG_EACH_MIN = 1024 * 1024
 
 
-def _prepare(want: Want, download: Download) -> None:
-    """
-    Blocking: open the directory C{download} goes to (made if missing) and
-    check there is room for it.
-    """
-    assert want.open_dir is not None  # Fetcher.fetch gives every want one
-    download.dir_fd, made = want.open_dir(want.entry.path)
-    want.made.extend(made)
-    check_space(download)
-
-
 class StreamFrames:
     # (set by Fetcher, the class this is a part of)
     active: list
@@ -70,7 +59,12 @@ class StreamFrames:
         proto.downloads[transfer] = download  # counts against the peer's limit now
 
         def open_blocking() -> int:
-            _prepare(want, download)
+            # The destination's directory (made if missing), room for the
+            # file, then the partial file.
+            assert want.open_dir is not None  # Fetcher.fetch gives every want one
+            download.dir_fd, made = want.open_dir(entry.path)
+            want.made.extend(made)
+            check_space(download)
             return download.open()
 
         def opened(offset: int) -> None:
